@@ -1,0 +1,1 @@
+"""Export stages: ONNX, quantised ONNX and TensorRT engines."""
