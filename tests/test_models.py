@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize_model
+
+from yolov6_sdk.errors import ConfigError, YOLOv6Error
+from yolov6_sdk.models import ZOO, build_model, fuse
+from yolov6_sdk.models.blocks import (
+    CSPSPPF,
+    SPPF,
+    BepC3,
+    BottleRep,
+    ConvBN,
+    ConvFactory,
+    RepVGGBlock,
+)
+from yolov6_sdk.models.info import model_info
+
+# Official figures: v3.0 README table; paper line as the release-0.2.0 configs build.
+OFFICIAL_PARAMS_GFLOPS = {
+    "yolov6n": (4.7, 11.4),
+    "yolov6s": (18.5, 45.3),
+    "yolov6m": (34.9, 85.8),
+    "yolov6l": (59.6, 150.7),
+    "yolov6n-v1": (4.3, 11.0),
+    "yolov6t-v1": (9.7, 24.7),
+    "yolov6s-v1": (17.2, 43.9),
+    "yolov6m-v1": (34.3, 81.5),
+    "yolov6l-v1": (58.5, 142.8),
+}
+
+
+def _assert_fused_matches(unfused: torch.Tensor, fused: torch.Tensor) -> None:
+    """Scores within 1e-4 absolute; box columns (pixels, up to ~hundreds) within 1e-4 relative."""
+    torch.testing.assert_close(fused[..., 4:], unfused[..., 4:], rtol=0, atol=1e-4)
+    scale = unfused[..., :4].abs().clamp(min=1.0)
+    assert ((fused[..., :4] - unfused[..., :4]).abs() / scale).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_config_runs_forward_with_the_official_output_layout(name: str) -> None:
+    model = build_model(name, num_classes=7).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 96))
+    anchors = sum((64 // s) * (96 // s) for s in (8, 16, 32))
+    assert out.shape == (2, anchors, 5 + 7)
+    assert torch.all(out[..., 4] == 1.0)
+    assert torch.all((out[..., 5:] >= 0) & (out[..., 5:] <= 1))
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_fused_model_matches_unfused_within_1e_4(name: str) -> None:
+    model = randomize_model(build_model(name).eval())
+    inputs = [torch.rand(1, 3, 320, 320), torch.rand(1, 3, 256, 384)]
+    with torch.no_grad():
+        before = [model(x) for x in inputs]
+        fuse(model)
+        after = [model(x) for x in inputs]
+    for unfused, fused in zip(before, after, strict=True):
+        _assert_fused_matches(unfused, fused)
+    assert not any("rbr_dense" in k or ".bn." in k or "rbr_identity" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("name", ["yolov6n", "yolov6m", "yolov6l", "yolov6n-v1", "yolov6l-v1"])
+def test_deploy_build_has_the_fused_state_dict_layout(name: str) -> None:
+    fused = fuse(build_model(name))
+    deployed = build_model(name, deploy=True)
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {
+        k: v.shape for k, v in deployed.state_dict().items()
+    }
+
+
+def test_fuse_is_idempotent() -> None:
+    model = randomize_model(build_model("yolov6n").eval())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        once = fuse(model)(x)
+        twice = fuse(model)(x)
+    torch.testing.assert_close(once, twice, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("make_block", "channels"),
+    [
+        (lambda: RepVGGBlock(8, 8), 8),
+        (lambda: RepVGGBlock(8, 16, stride=2), 8),
+        (lambda: ConvBN(8, 16, 3, 1, act="silu"), 8),
+        (lambda: BottleRep(8, 8, RepVGGBlock, weight=True), 8),
+        (lambda: BepC3(8, 8, 4, 0.5, RepVGGBlock, ConvFactory(wrapped=True)), 8),
+        (lambda: SPPF(8, 8, ConvFactory(wrapped=False)), 8),
+        (lambda: CSPSPPF(8, 8, ConvFactory(wrapped=True), act="silu"), 8),
+    ],
+)
+def test_each_block_type_fuses_to_the_same_function(make_block, channels: int) -> None:
+    torch.manual_seed(0)
+    block = randomize_model(make_block().eval())
+    x = torch.randn(2, channels, 16, 16)
+    with torch.no_grad():
+        expected = block(x)
+        fuse(block)
+        got = block(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_repvgg_identity_branch_only_when_shapes_allow() -> None:
+    assert RepVGGBlock(8, 8).rbr_identity is not None
+    assert RepVGGBlock(8, 16).rbr_identity is None
+    assert RepVGGBlock(8, 8, stride=2).rbr_identity is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_keys"),
+    [
+        (
+            "yolov6n",
+            [
+                "backbone.ERBlock_5.2.cspsppf.cv7.block.conv.weight",
+                "detect.reg_preds_dist.2.weight",
+                "neck.Bifusion0.upsample.upsample_transpose.weight",
+                "backbone.ERBlock_2.1.block.0.rbr_identity.running_var",
+            ],
+        ),
+        (
+            "yolov6m",
+            [
+                "backbone.ERBlock_5.2.sppf.cv1.block.conv.weight",
+                "backbone.ERBlock_3.1.m.block.0.alpha",
+                "neck.Rep_p4.m.conv1.conv1.rbr_dense.conv.weight",
+                "detect.proj",
+            ],
+        ),
+        (
+            "yolov6l",
+            ["backbone.stem.block.conv.weight", "backbone.ERBlock_2.1.m.conv1.conv1.block.conv.weight"],
+        ),
+        (
+            "yolov6n-v1",
+            [
+                "backbone.ERBlock_5.2.cv1.conv.weight",
+                "detect.stems.0.conv.weight",
+                "neck.upsample0.upsample_transpose.bias",
+                "neck.reduce_layer0.bn.running_mean",
+            ],
+        ),
+        ("yolov6l-v1", ["backbone.stem.block.conv.bias", "backbone.ERBlock_2.1.cv1.conv.weight"]),
+    ],
+)
+def test_state_dict_uses_the_official_key_names(name: str, expected_keys: list[str]) -> None:
+    keys = build_model(name).state_dict().keys()
+    for key in expected_keys:
+        assert key in keys
+
+
+@pytest.mark.parametrize(
+    ("name", "count"), [("yolov6n", 762), ("yolov6s", 762), ("yolov6m", 1200), ("yolov6l", 915)]
+)
+def test_state_dict_tensor_counts_match_the_official_release_layout(name: str, count: int) -> None:
+    # Counts of the official 0.4.x modules (num_batches_tracked included); n/s carry the distillation branch.
+    assert len(build_model(name).state_dict()) == count
+
+
+def test_reg_max_head_shapes() -> None:
+    state = build_model("yolov6m").state_dict()
+    assert state["detect.reg_preds.0.weight"].shape[0] == 68
+    assert state["detect.proj_conv.weight"].shape == (1, 17, 1, 1)
+    assert build_model("yolov6n").state_dict()["detect.reg_preds.0.weight"].shape[0] == 4
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_params_and_gflops_within_2_percent_of_official(name: str) -> None:
+    info = model_info(name)
+    params, gflops = OFFICIAL_PARAMS_GFLOPS[name]
+    assert abs(info.params_m - params) / params <= 0.02
+    assert abs(info.gflops - gflops) / gflops <= 0.02
+
+
+def test_unknown_model_name_lists_valid_names() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_model("yolov6x")
+    assert isinstance(err.value, KeyError) and isinstance(err.value, YOLOv6Error)
+    assert "yolov6n" in str(err.value) and "yolov6l-v1" in str(err.value)
+
+
+def test_training_mode_returns_flat_tensors_for_the_loss() -> None:
+    model = build_model("yolov6n", num_classes=3).train()
+    out = model(torch.rand(2, 3, 64, 64))
+    anchors = 8 * 8 + 4 * 4 + 2 * 2
+    assert out.cls_scores.shape == (2, anchors, 3)
+    assert out.reg_dist.shape == (2, anchors, 68)
+    assert out.reg_lrtb.shape == (2, anchors, 4)
+    assert out.feature_sizes == [(8, 8), (4, 4), (2, 2)]

@@ -1,0 +1,41 @@
+"""Parameter and FLOP counts of zoo models, measured with torch's own FlopCounterMode.
+
+The model is built on the meta device (no memory, no arithmetic) and fused first, as the official figures are
+for deployed models. FLOPs count a multiply-add as 2, the convention of the official tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from yolov6_sdk.models import ZOO, build_model, fuse
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Size of one fused model: ``params_m`` in millions, ``gflops`` for one image of ``imgsz`` (H, W)."""
+
+    name: str
+    line: str
+    params_m: float
+    gflops: float
+    imgsz: tuple[int, int]
+
+
+def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int = 80) -> ModelInfo:
+    """Count the fused parameters and the FLOPs of one forward pass at batch 1."""
+    with torch.device("meta"):
+        model = fuse(build_model(name, num_classes).eval())
+        params = sum(p.numel() for p in model.parameters())
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.zeros(1, 3, *imgsz))
+    return ModelInfo(name, model.config.line, params / 1e6, counter.get_total_flops() / 1e9, imgsz)
+
+
+def zoo_table(imgsz: tuple[int, int] = (640, 640)) -> list[ModelInfo]:
+    """One :class:`ModelInfo` per zoo config, in zoo order."""
+    return [model_info(name, imgsz) for name in ZOO]

@@ -1,0 +1,101 @@
+"""Assembly of a YOLOv6 network from a :class:`~yolov6_sdk.models.zoo.ModelConfig`."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from yolov6_sdk.models.backbones import EfficientRep, MergeLayer, Stage
+from yolov6_sdk.models.blocks import (
+    SPPF,
+    BasicBlock,
+    BepC3,
+    ConvFactory,
+    CSPSPPFWrapper,
+    RepBlock,
+    RepVGGBlock,
+    SPPFWrapper,
+    WrappedConvBN,
+)
+from yolov6_sdk.models.decode import TrainOutput, decode_predictions, training_output
+from yolov6_sdk.models.head import EffiDeHead
+from yolov6_sdk.models.necks import RepBiFPAN, RepPAN
+from yolov6_sdk.models.zoo import ModelConfig
+
+
+def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
+    if cfg.block == "repvgg":
+        return partial(RepVGGBlock, deploy=deploy)
+
+    def conv_silu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
+        # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU without.
+        return WrappedConvBN(
+            in_channels, out_channels, 3, stride, act="silu", bias=cfg.legacy_layout, deploy=deploy
+        )
+
+    return conv_silu
+
+
+def _stage(cfg: ModelConfig, basic: BasicBlock, conv: ConvFactory, csp_act: str) -> Stage:
+    if cfg.csp:
+        return lambda cin, cout, n: BepC3(cin, cout, n, cfg.csp_e, basic, conv, csp_act)
+    return lambda cin, cout, n: RepBlock(cin, cout, n, basic)
+
+
+def _merge_layer(cfg: ModelConfig, conv: ConvFactory, act: str) -> MergeLayer:
+    if cfg.legacy_layout:
+        return lambda cin, cout: SPPF(cin, cout, conv, act)
+    wrapper = CSPSPPFWrapper if cfg.cspsppf else SPPFWrapper
+    return lambda cin, cout: wrapper(cin, cout, conv, act)
+
+
+class YOLOv6(nn.Module):
+    """A YOLOv6 detector: ``backbone`` -> ``neck`` -> ``detect`` (official attribute names).
+
+    ``forward(images)`` takes [B, 3, H, W] RGB in 0..1 (H, W multiples of 32). In eval mode it returns the
+    official output [B, A, 5 + nc] (cx, cy, w, h in input pixels, objectness 1.0, sigmoid scores); in training
+    mode a :class:`~yolov6_sdk.models.decode.TrainOutput`.
+    """
+
+    def __init__(self, config: ModelConfig, num_classes: int = 80, deploy: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.names = [str(i) for i in range(num_classes)]
+        c, n = config.channels, config.repeats
+        conv = ConvFactory(wrapped=not config.legacy_layout, deploy=deploy)
+        basic = _basic_block(config, deploy)
+        silu = config.block == "conv_silu"
+        act = "silu" if silu else "relu"
+        self.backbone = EfficientRep(
+            c,
+            n,
+            basic,
+            _stage(config, basic, conv, act),
+            _merge_layer(config, conv, act),
+            return_p2=config.bifusion,
+        )
+        neck_cls = RepBiFPAN if config.bifusion else RepPAN
+        # The neck's own convs are ReLU in every official config; only its BepC3 stages follow the block type.
+        self.neck = neck_cls(c, n, conv, _stage(config, basic, conv, act))
+        self.detect = EffiDeHead(
+            num_classes, [c[6], c[8], c[10]], conv, 4 * (config.reg_max + 1), config.distill_head
+        )
+        self.detect.initialize_biases()
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):  # official BN settings
+                module.eps, module.momentum = 1e-3, 0.03
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.config.strides
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | TrainOutput:
+        feats = self.backbone(images)
+        neck_feats = self.neck(feats)
+        levels = self.detect(neck_feats)
+        if self.training:
+            return training_output(levels, neck_feats)
+        return decode_predictions(levels, self.strides, self.config.use_dfl, self.detect.proj)

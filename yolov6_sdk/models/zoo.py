@@ -1,0 +1,115 @@
+"""The model zoo: one frozen dataclass per config, a plain dict from name to config (style rule S4).
+
+Numbers follow the official configs of meituan/YOLOv6: the v3.0 release line (``configs/yolov6{n,s,m,l}.py`` at
+release 0.4.x) and the paper's line (release 0.2.0 ``configs/yolov6{n,t,s,m,l}.py``), named ``yolov6X-v1`` here.
+Every config scales the same base lists: repeats by ``depth_multiple`` (Python round, entries of 1 stay 1),
+channels by ``width_multiple`` (rounded up to a multiple of 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from yolov6_sdk.errors import ConfigError
+
+BASE_REPEATS = (1, 6, 12, 18, 6, 12, 12, 12, 12)
+"""Backbone stem + 4 stages, then neck Rep_p4, Rep_p3, Rep_n3, Rep_n4."""
+BASE_CHANNELS = (64, 128, 256, 512, 1024, 256, 128, 128, 256, 256, 512)
+"""Backbone stem, P2..P5, then neck reduce0, reduce1, down2 out, Rep_n3 out, down1 out, Rep_n4 out."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that decides a YOLOv6 network's structure.
+
+    Attributes:
+        name: zoo name.
+        line: "v3.0" (release 0.4.x weights) or "paper" (release 0.2.0, the v1 technical report).
+        depth_multiple, width_multiple: scale factors of BASE_REPEATS / BASE_CHANNELS.
+        csp: CSPBepBackbone + CSP neck (BepC3 stages) instead of EfficientRep + RepBlock stages.
+        bifusion: v3.0 BiFusion neck fed by P2..P5, instead of the plain Rep-PAN fed by P3..P5.
+        block: "repvgg" (RepVGG basic blocks) or "conv_silu" (plain conv+BN+SiLU basic blocks).
+        csp_e: hidden-width ratio of BepC3.
+        cspsppf: CSP form of the SPPF merge layer (v3.0 n/s).
+        use_dfl, reg_max: distribution focal loss regression with reg_max + 1 bins per side.
+        distill_head: the head has the extra 68-channel ``reg_preds_dist`` branch of the released n/s students.
+        iou_type: IoU loss used in training.
+        legacy_layout: paper-line state_dict key layout (conv+BN flat instead of under ``.block``).
+    """
+
+    name: str
+    line: str
+    depth_multiple: float
+    width_multiple: float
+    csp: bool = False
+    bifusion: bool = True
+    block: str = "repvgg"
+    csp_e: float = 0.5
+    cspsppf: bool = False
+    use_dfl: bool = False
+    reg_max: int = 0
+    distill_head: bool = False
+    iou_type: str = "giou"
+    legacy_layout: bool = False
+    strides: tuple[int, ...] = (8, 16, 32)
+    base_repeats: tuple[int, ...] = field(default=BASE_REPEATS, repr=False)
+    base_channels: tuple[int, ...] = field(default=BASE_CHANNELS, repr=False)
+
+    @property
+    def repeats(self) -> list[int]:
+        """Scaled repeat counts (len 9): backbone stem + 4 stages, then 4 neck stages."""
+        return [max(round(n * self.depth_multiple), 1) if n > 1 else n for n in self.base_repeats]
+
+    @property
+    def channels(self) -> list[int]:
+        """Scaled channel counts (len 11), multiples of 8."""
+        return [math.ceil(c * self.width_multiple / 8) * 8 for c in self.base_channels]
+
+    @property
+    def head_reg_max(self) -> int:
+        """Bins - 1 of the DFL branch the head trains: 16 when it has DFL or the distillation branch."""
+        return 16 if (self.use_dfl or self.distill_head) else 0
+
+
+_V3_N = ModelConfig("yolov6n", "v3.0", 0.33, 0.25, cspsppf=True, distill_head=True, iou_type="siou")
+_PAPER_N = ModelConfig("yolov6n-v1", "paper", 0.33, 0.25, bifusion=False, iou_type="siou", legacy_layout=True)
+_PAPER_M = ModelConfig(
+    "yolov6m-v1",
+    "paper",
+    0.60,
+    0.75,
+    csp=True,
+    bifusion=False,
+    csp_e=2 / 3,
+    use_dfl=True,
+    reg_max=16,
+    legacy_layout=True,
+)
+
+ZOO: dict[str, ModelConfig] = {
+    cfg.name: cfg
+    for cfg in (
+        _V3_N,
+        replace(_V3_N, name="yolov6s", width_multiple=0.50, iou_type="giou"),
+        ModelConfig("yolov6m", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16),
+        ModelConfig(
+            "yolov6l", "v3.0", 1.0, 1.0, csp=True, block="conv_silu", csp_e=0.5, use_dfl=True, reg_max=16
+        ),
+        _PAPER_N,
+        replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
+        replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
+        _PAPER_M,
+        replace(
+            _PAPER_M, name="yolov6l-v1", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5
+        ),
+    )
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    """The config called ``name``; raises :class:`ConfigError` (a KeyError) listing the valid names."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}") from None
