@@ -66,9 +66,7 @@ def test_fused_model_matches_unfused_within_1e_4(name: str) -> None:
 def test_deploy_build_has_the_fused_state_dict_layout(name: str) -> None:
     fused = fuse(build_model(name))
     deployed = build_model(name, deploy=True)
-    assert {k: v.shape for k, v in fused.state_dict().items()} == {
-        k: v.shape for k, v in deployed.state_dict().items()
-    }
+    assert {k: v.shape for k, v in fused.state_dict().items()} == {k: v.shape for k, v in deployed.state_dict().items()}
 
 
 def test_fuse_is_idempotent() -> None:
@@ -152,9 +150,7 @@ def test_state_dict_uses_the_official_key_names(name: str, expected_keys: list[s
         assert key in keys
 
 
-@pytest.mark.parametrize(
-    ("name", "count"), [("yolov6n", 762), ("yolov6s", 762), ("yolov6m", 1200), ("yolov6l", 915)]
-)
+@pytest.mark.parametrize(("name", "count"), [("yolov6n", 762), ("yolov6s", 762), ("yolov6m", 1200), ("yolov6l", 915)])
 def test_state_dict_tensor_counts_match_the_official_release_layout(name: str, count: int) -> None:
     # Counts of the official 0.4.x modules (num_batches_tracked included); n/s carry the distillation branch.
     assert len(build_model(name).state_dict()) == count

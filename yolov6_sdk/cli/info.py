@@ -6,12 +6,8 @@ import argparse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo."
-    )
-    parser.add_argument(
-        "--imgsz", type=int, nargs="+", default=[640], help="H [W], multiples of 32 (default 640)"
-    )
+    parser = argparse.ArgumentParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[640], help="H [W], multiples of 32 (default 640)")
     args = parser.parse_args(argv)
     imgsz = (args.imgsz[0], args.imgsz[-1])
     if len(args.imgsz) > 2 or any(s <= 0 or s % 32 for s in imgsz):

@@ -73,10 +73,6 @@ class EffiDeHead(nn.Module):
             x = self.stems[i](x)
             cls_feat = self.cls_convs[i](x)
             reg_feat = self.reg_convs[i](x)
-            reg_dist = (
-                self.reg_preds_dist[i](reg_feat)
-                if hasattr(self, "reg_preds_dist") and self.training
-                else None
-            )
+            reg_dist = self.reg_preds_dist[i](reg_feat) if hasattr(self, "reg_preds_dist") and self.training else None
             levels.append(HeadLevel(self.cls_preds[i](cls_feat), self.reg_preds[i](reg_feat), reg_dist))
         return levels

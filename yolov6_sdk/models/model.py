@@ -31,9 +31,7 @@ def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
 
     def conv_silu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
         # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU without.
-        return WrappedConvBN(
-            in_channels, out_channels, 3, stride, act="silu", bias=cfg.legacy_layout, deploy=deploy
-        )
+        return WrappedConvBN(in_channels, out_channels, 3, stride, act="silu", bias=cfg.legacy_layout, deploy=deploy)
 
     return conv_silu
 
@@ -80,9 +78,7 @@ class YOLOv6(nn.Module):
         neck_cls = RepBiFPAN if config.bifusion else RepPAN
         # The neck's own convs are ReLU in every official config; only its BepC3 stages follow the block type.
         self.neck = neck_cls(c, n, conv, _stage(config, basic, conv, act))
-        self.detect = EffiDeHead(
-            num_classes, [c[6], c[8], c[10]], conv, 4 * (config.reg_max + 1), config.distill_head
-        )
+        self.detect = EffiDeHead(num_classes, [c[6], c[8], c[10]], conv, 4 * (config.reg_max + 1), config.distill_head)
         self.detect.initialize_biases()
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):  # official BN settings

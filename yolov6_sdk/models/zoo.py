@@ -93,16 +93,12 @@ ZOO: dict[str, ModelConfig] = {
         _V3_N,
         replace(_V3_N, name="yolov6s", width_multiple=0.50, iou_type="giou"),
         ModelConfig("yolov6m", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16),
-        ModelConfig(
-            "yolov6l", "v3.0", 1.0, 1.0, csp=True, block="conv_silu", csp_e=0.5, use_dfl=True, reg_max=16
-        ),
+        ModelConfig("yolov6l", "v3.0", 1.0, 1.0, csp=True, block="conv_silu", csp_e=0.5, use_dfl=True, reg_max=16),
         _PAPER_N,
         replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
         _PAPER_M,
-        replace(
-            _PAPER_M, name="yolov6l-v1", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5
-        ),
+        replace(_PAPER_M, name="yolov6l-v1", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5),
     )
 }
 
