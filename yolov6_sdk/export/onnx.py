@@ -1,0 +1,273 @@
+"""Export a fused YOLOv6 model to ONNX: raw, or end-to-end with NMS inside the graph.
+
+* raw: input ``images`` float32 [B, 3, H, W] (RGB, 0..1, letterboxed), output ``outputs`` [B, A, 5 + nc]
+  (cx, cy, w, h in input pixels, objectness 1.0, sigmoid class scores).
+* end-to-end: the EfficientNMS convention on every backend: ``num_dets`` [B, 1] int32, ``det_boxes``
+  [B, K, 4] float32 x1y1x2y2 input pixels, ``det_scores`` [B, K], ``det_classes`` [B, K] int32; entries past
+  ``num_dets`` are zero. ``nms="ort"`` uses the standard ``NonMaxSuppression`` op (ONNX Runtime), ``nms="trt"``
+  the ``EfficientNMS_TRT`` plugin node (TensorRT).
+
+The classic TorchScript-based exporter is used (``dynamo=False``): it needs no extra dependency and gave the
+leaner graph for this network. Files are written to a temporary name and renamed, so a failed export leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from yolov6_sdk import __version__
+from yolov6_sdk.errors import BuildError
+from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.models import fuse
+
+LOGGER = logging.getLogger(__name__)
+
+END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export.
+
+    Attributes:
+        imgsz: (H, W) input size, multiples of 32.
+        opset: ONNX opset (13 or newer).
+        dynamic_batch: batch axis symbolic (``batch``); else fixed to ``batch``.
+        batch: batch size of the static export and of the tracing input.
+        half: fp16 weights and input (for GPU runtimes).
+        nms: None (raw), "ort" (ONNX NonMaxSuppression) or "trt" (EfficientNMS_TRT plugin).
+        conf, iou, max_det: NMS score threshold, IoU threshold and detections kept per image (K).
+        simplify: run onnxslim on the exported graph.
+    """
+
+    imgsz: tuple[int, int] = (640, 640)
+    opset: int = 13
+    dynamic_batch: bool = True
+    batch: int = 1
+    half: bool = False
+    nms: str | None = None
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+    simplify: bool = True
+
+    def validate(self) -> None:
+        h, w = self.imgsz
+        if h <= 0 or w <= 0 or h % 32 or w % 32:
+            raise BuildError(f"imgsz must be positive multiples of 32, got {self.imgsz}; e.g. (640, 640) or (384, 640)")
+        if self.opset < 13:
+            raise BuildError(f"opset must be 13 or newer, got {self.opset}")
+        if self.nms not in (None, "ort", "trt"):
+            raise BuildError(f"nms must be None, 'ort' or 'trt', got {self.nms!r}")
+        if not 0 < self.conf < 1 or not 0 < self.iou <= 1 or self.max_det < 1:
+            raise BuildError(
+                f"need 0 < conf < 1, 0 < iou <= 1 and max_det >= 1, got conf={self.conf} iou={self.iou} "
+                f"max_det={self.max_det}"
+            )
+        if self.batch < 1:
+            raise BuildError(f"batch must be >= 1, got {self.batch}")
+
+
+class _OrtNMS(torch.autograd.Function):
+    """Traces as ONNX ``NonMaxSuppression``.
+
+    The eager forward runs only while tracing, where values do not matter: it returns one (batch, class 0,
+    box 0) row per image, a tensor of the op's dtype and rank.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class, iou, score_threshold):  # noqa: ANN001, ARG004
+        batch = torch.arange(boxes.shape[0], dtype=torch.int64)
+        return torch.stack((batch, torch.zeros_like(batch), torch.zeros_like(batch)), dim=1)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou, score_threshold):  # noqa: ANN001, ANN205
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou, score_threshold, center_point_box_i=0)
+
+
+class _EfficientNMSTRT(torch.autograd.Function):
+    """Traces as the TensorRT ``EfficientNMS_TRT`` plugin; eager forward only produces tensors of the right shape."""
+
+    @staticmethod
+    def forward(ctx, boxes, scores, iou, conf, max_det):  # noqa: ANN001, ARG004
+        batch = boxes.shape[0]
+        return (
+            torch.zeros(batch, 1, dtype=torch.int32),
+            torch.zeros(batch, max_det, 4, dtype=boxes.dtype),
+            torch.zeros(batch, max_det, dtype=scores.dtype),
+            torch.zeros(batch, max_det, dtype=torch.int32),
+        )
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou, conf, max_det):  # noqa: ANN001, ANN205
+        outputs = g.op(
+            "TRT::EfficientNMS_TRT",
+            boxes,
+            scores,
+            background_class_i=-1,
+            box_coding_i=1,  # boxes arrive as (cx, cy, w, h)
+            iou_threshold_f=iou,
+            max_output_boxes_i=max_det,
+            plugin_version_s="1",
+            score_activation_i=0,  # scores are already sigmoid probabilities
+            score_threshold_f=conf,
+            outputs=4,
+        )
+        # Declare the plugin's output types so the graph carries them (the exporter cannot infer a plugin).
+        shapes = ([None, 1], [None, max_det, 4], [None, max_det], [None, max_det])
+        dtypes = (torch.int32, boxes.type().dtype(), scores.type().dtype(), torch.int32)
+        for value, shape, dtype in zip(outputs, shapes, dtypes, strict=True):
+            value.setType(value.type().with_dtype(dtype).with_sizes(shape))
+        return outputs
+
+
+class _End2End(nn.Module):
+    """Model + NMS, emitting the EfficientNMS outputs. Input [B, 3, H, W]; outputs as the module docstring says."""
+
+    def __init__(self, model: nn.Module, options: ExportOptions) -> None:
+        super().__init__()
+        self.model, self.options = model, options
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pred = self.model(images)  # [B, A, 5 + nc]
+        boxes_cxcywh, scores = pred[..., :4], pred[..., 5:]
+        opt = self.options
+        if opt.nms == "trt":
+            return _EfficientNMSTRT.apply(boxes_cxcywh, scores, opt.iou, opt.conf, opt.max_det)
+        return self._ort_nms(boxes_cxcywh, scores)
+
+    def _ort_nms(self, boxes_cxcywh: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        opt = self.options
+        xy, wh = boxes_cxcywh[..., :2], boxes_cxcywh[..., 2:]
+        boxes = torch.cat((xy - wh / 2, xy + wh / 2), dim=-1)  # [B, A, 4] xyxy
+        scores_t = scores.transpose(1, 2).contiguous()  # [B, nc, A]
+        selected = _OrtNMS.apply(
+            boxes,
+            scores_t,
+            torch.tensor([opt.max_det], dtype=torch.int64),
+            torch.tensor([opt.iou], dtype=torch.float32),
+            torch.tensor([opt.conf], dtype=torch.float32),
+        )  # [N, 3]: (batch, class, box)
+        b, c, i = selected[:, 0], selected[:, 1], selected[:, 2]
+        num_classes, num_anchors = scores_t.shape[1], scores_t.shape[2]
+        # One score per (class, box) slot, zero where NMS kept nothing; top-K over it gives the per-image result.
+        dense = torch.zeros(scores_t.shape[0], num_classes * num_anchors, dtype=scores.dtype)
+        dense = dense.index_put((b, c * num_anchors + i), scores_t[b, c, i])
+        top_scores, top_slots = dense.topk(opt.max_det, dim=1)
+        top_classes = torch.div(top_slots, num_anchors, rounding_mode="floor")
+        top_boxes = torch.gather(boxes, 1, (top_slots % num_anchors).unsqueeze(-1).expand(-1, -1, 4))
+        valid = top_scores > 0
+        num_dets = valid.sum(dim=1, keepdim=True).to(torch.int32)
+        det_boxes = top_boxes * valid.unsqueeze(-1).to(boxes.dtype)
+        det_classes = (top_classes * valid.to(top_classes.dtype)).to(torch.int32)
+        return num_dets, det_boxes, top_scores, det_classes
+
+
+def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int, str]]]:
+    names = list(END2END_OUTPUTS) if options.nms else ["outputs"]
+    axes = {name: {0: "batch"} for name in ["images", *names]} if options.dynamic_batch else {}
+    return names, axes
+
+
+def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, object]) -> dict[str, str]:
+    names = list(getattr(model, "names", []))
+    meta = {
+        "producer": "yolov6-sdk",
+        "sdk_version": __version__,
+        "model": model.config.name,
+        "num_classes": model.num_classes,
+        "names": names,
+        "strides": list(model.strides),
+        "imgsz": list(options.imgsz),
+        "precision": "fp16" if options.half else "fp32",
+        "dynamic_batch": options.dynamic_batch,
+        "batch": options.batch,
+        "end2end": options.nms or "",
+        "conf": options.conf,
+        "iou": options.iou,
+        "max_det": options.max_det,
+        **extra,
+    }
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    try:
+        return onnxslim.slim(proto)
+    except Exception as exc:  # a slimmer failure must not lose a valid export
+        LOGGER.warning("onnxslim could not simplify the graph (%s); keeping the unsimplified export", exc)
+        return proto
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    options: ExportOptions | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Export ``model`` (a YOLOv6 from :func:`yolov6_sdk.models.build_model`) to ``path``.
+
+    The model is deep-copied, fused and put in eval mode; the caller's model is left untouched. ``metadata``
+    entries are added to the ONNX ``metadata_props`` beside the standard ones (names, strides, imgsz,
+    precision, sdk version, NMS settings). Returns the written path.
+    """
+    options = options or ExportOptions()
+    options.validate()
+    path = Path(path)
+    model = fuse(copy.deepcopy(model).float().eval().cpu())
+    wrapped: nn.Module = _End2End(model, options) if options.nms else model
+    dtype = torch.float16 if options.half else torch.float32
+    wrapped = wrapped.to(dtype)
+    dummy = torch.zeros(options.batch, 3, *options.imgsz, dtype=dtype)
+    output_names, axes = _output_axes(options)
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
+                torch.onnx.export(
+                    wrapped,
+                    (dummy,),
+                    str(tmp),
+                    opset_version=options.opset,
+                    input_names=["images"],
+                    output_names=output_names,
+                    dynamic_axes=axes or None,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        except Exception as exc:
+            raise BuildError(f"ONNX export of {model.config.name} failed: {exc}") from exc
+        proto = onnx.load(str(tmp))
+        if options.simplify:
+            proto = _simplify(proto)
+        for key, value in _metadata(model, options, metadata or {}).items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    LOGGER.info("exported %s to %s", model.config.name, path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """The ``metadata_props`` of an ONNX file, JSON values decoded (strings stay strings)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    meta: dict[str, object] = {}
+    for prop in proto.metadata_props:
+        try:
+            meta[prop.key] = json.loads(prop.value)
+        except json.JSONDecodeError:
+            meta[prop.key] = prop.value
+    return meta

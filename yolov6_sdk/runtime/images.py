@@ -1,0 +1,162 @@
+"""Reading images and normalising arrays to the one layout the runtime uses: HxWx3 uint8 BGR.
+
+Every reader and converter either returns that layout or raises :class:`~yolov6_sdk.errors.ImageError`
+naming the file (or array) and the fix. Grayscale becomes 3 channels, an alpha channel is dropped
+(no compositing), 16-bit data is scaled to 8 bits by dividing by 257 (65535 -> 255) and floats in 0..1
+are scaled by 255.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolov6_sdk.errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+
+_JPEG_MAGIC = b"\xff\xd8"
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_image(path: str | Path) -> bool:
+    """True when ``path`` has an image suffix (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video(path: str | Path) -> bool:
+    """True when ``path`` has a video suffix (case-insensitive)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 BGR array.
+
+    JPEG files are decoded with their EXIF orientation applied (as ``cv2.imread``'s default, and so the
+    official YOLOv6 pipeline, does); other formats are decoded unchanged and then converted by
+    :func:`as_bgr_uint8` (grayscale -> 3 channels, alpha dropped, 16-bit / 257).
+
+    Raises:
+        ImageError: the file is missing, is a folder, is empty, or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"image file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
+    if path.is_dir():
+        raise ImageError(f"{str(path)!r} is a folder, expected an image file; pass a file, or use list_images()")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image file {str(path)!r}: {exc}; check its permissions") from exc
+    if not data:
+        raise ImageError(f"image file {str(path)!r} is empty (0 bytes); re-copy or re-download it")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(buffer, flags)
+    if image is None:
+        raise ImageError(
+            f"cannot decode image file {str(path)!r} ({len(data)} bytes): it is corrupt or not an image "
+            f"format OpenCV reads ({', '.join(sorted(IMAGE_SUFFIXES))}); re-export or convert it"
+        )
+    return as_bgr_uint8(image, str(path))
+
+
+def as_bgr_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert an image array to a C-contiguous HxWx3 uint8 BGR array (the input is never modified).
+
+    Accepted shapes: HxW, HxWx1 (grayscale), HxWx3 (BGR), HxWx4 (BGRA, alpha dropped). Accepted dtypes:
+    uint8, uint16 (divided by 257 and rounded) and floating point in 0..1 (times 255, rounded).
+    ``name`` is used in error messages (a file path or a description of the array).
+
+    Raises:
+        ImageError: not an array, an empty image, a channels-first (CHW) array, an unsupported shape or
+            dtype, or floats outside 0..1.
+    """
+    if not isinstance(array, np.ndarray):
+        raise ImageError(f"{name}: expected a numpy array (HxWx3 BGR uint8), got {type(array).__name__}")
+    image = _to_hwc3(array, name)
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"{name}: image is empty (shape {array.shape}); expected a height and width >= 1")
+    return np.ascontiguousarray(_to_uint8(image, name))
+
+
+def _to_hwc3(array: np.ndarray, name: str) -> np.ndarray:
+    """Shape handling of :func:`as_bgr_uint8`: return an HxWx3 view or copy, any dtype."""
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3:
+        channels = array.shape[2]
+        if channels == 1:
+            return np.repeat(array, 3, axis=2)
+        if channels == 3:
+            return array
+        if channels == 4:
+            return array[:, :, :3]
+        if array.shape[0] in (1, 3, 4) and channels > 4:
+            raise ImageError(
+                f"{name}: got shape {array.shape}, which looks channels-first (CxHxW); expected HxWxC; "
+                f"convert it with array.transpose(1, 2, 0)"
+            )
+    raise ImageError(f"{name}: unsupported image shape {array.shape}; expected HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA)")
+
+
+def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    """Dtype handling of :func:`as_bgr_uint8`."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        # round(v / 257) in integers: 65535 -> 255, 257 -> 1, 128 -> 0
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ImageError(f"{name}: float image contains NaN or infinity; expected values in 0..1")
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ImageError(
+                f"{name}: float image has values in {low:.4g}..{high:.4g}, expected 0..1; for 0..255 "
+                f"data pass array.astype(np.uint8), for other ranges rescale to 0..1 first"
+            )
+        return np.rint(image.astype(np.float64) * 255.0).astype(np.uint8)
+    raise ImageError(
+        f"{name}: unsupported dtype {image.dtype}; expected uint8, uint16 or float in 0..1 "
+        f"(convert with array.astype(np.uint8) if the values are 0..255)"
+    )
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """Image files named by ``source``: a file, a folder (searched recursively) or a glob pattern.
+
+    Folder and glob results keep only image suffixes (:data:`IMAGE_SUFFIXES`, case-insensitive) and are
+    sorted by path. A single file is returned as given, whatever its suffix (decoding decides).
+
+    Raises:
+        ImageError: the path does not exist, or the folder / pattern holds no image file.
+    """
+    text = str(source)
+    if any(char in _GLOB_CHARS for char in text) and not Path(text).exists():
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        images = [p for p in matches if p.is_file() and is_image(p)]
+        if not images:
+            raise ImageError(f"glob pattern {text!r} matches no image file ({_suffix_list()})")
+        return images
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        if not images:
+            raise ImageError(f"folder {text!r} holds no image file ({_suffix_list()}); check the folder")
+        logger.debug("found %d images under %s", len(images), path)
+        return images
+    raise ImageError(f"image source {text!r} does not exist; pass an image file, a folder or a glob pattern")
+
+
+def _suffix_list() -> str:
+    return "suffixes " + " ".join(sorted(IMAGE_SUFFIXES))

@@ -1,0 +1,210 @@
+"""Letterbox pre-processing into the model input, and the inverse mapping of boxes.
+
+Model input (DESIGN contract): float32 ``[B, 3, H, W]``, RGB, 0..1, each image resized with one ratio to
+fit the ``H x W`` canvas (H, W multiples of 32) and padded with gray 114, padding centred and split as the
+official YOLOv6 letterbox splits it: ``top = round(dh/2 - 0.1)``, ``bottom = round(dh/2 + 0.1)`` (same for
+left/right), so an odd pixel goes to the bottom/right.
+
+Two forms give the same :class:`LetterboxInfo` and pixel values within one gray level (1/255 after
+scaling): :func:`preprocess_batch` (numpy + ``cv2.resize`` INTER_LINEAR, on the CPU) and
+:func:`preprocess_batch_torch` (torch ops on the given device; bilinear, ``align_corners=False``, no
+antialias, rounded to integer levels). torch is imported only by the torch form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from yolov6_sdk._optional import require
+from yolov6_sdk.errors import ConfigError, ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+STRIDE = 32
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How one image was placed on the model canvas.
+
+    Attributes:
+        ratio: resize factor applied to both axes (input pixels per original pixel).
+        pad: ``(left, top)`` padding in input pixels.
+        orig_shape: ``(h, w)`` of the original image.
+        input_shape: ``(h, w)`` of the model canvas.
+    """
+
+    ratio: float
+    pad: tuple[int, int]
+    orig_shape: tuple[int, int]
+    input_shape: tuple[int, int]
+
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the resized image inside the canvas (before padding)."""
+        return _resized_shape(self.orig_shape, self.ratio)
+
+
+def _resized_shape(orig_shape: tuple[int, int], ratio: float) -> tuple[int, int]:
+    # rounded as the official letterbox rounds; at least one pixel for extreme aspect ratios
+    return max(1, int(round(orig_shape[0] * ratio))), max(1, int(round(orig_shape[1] * ratio)))
+
+
+def check_imgsz(imgsz: int | Sequence[int], stride: int = STRIDE) -> tuple[int, int]:
+    """Normalise a model input size to ``(h, w)``; an int means a square canvas.
+
+    Raises:
+        ConfigError: not one or two positive integers that are multiples of ``stride``.
+    """
+    if isinstance(imgsz, (int, np.integer)):
+        size: tuple[Any, ...] = (imgsz, imgsz)
+    else:
+        size = tuple(imgsz) if isinstance(imgsz, Sequence) else ()
+    valid = len(size) == 2 and all(isinstance(v, (int, np.integer)) and v > 0 for v in size)
+    if not valid:
+        raise ConfigError(f"imgsz must be an int or (height, width) of positive ints, got {imgsz!r}")
+    if any(v % stride for v in size):
+        fixed = tuple(int(math.ceil(v / stride) * stride) for v in size)
+        raise ConfigError(f"imgsz {tuple(size)} must be multiples of {stride}; use {fixed}")
+    return int(size[0]), int(size[1])
+
+
+def letterbox_info(orig_shape: tuple[int, int], new_shape: tuple[int, int], scaleup: bool = True) -> LetterboxInfo:
+    """Ratio and padding that fit an image of ``orig_shape`` (h, w) into ``new_shape`` (h, w)."""
+    h, w = int(orig_shape[0]), int(orig_shape[1])
+    new_h, new_w = int(new_shape[0]), int(new_shape[1])
+    ratio = min(new_h / h, new_w / w)
+    if not scaleup:
+        ratio = min(ratio, 1.0)
+    resized_h, resized_w = _resized_shape((h, w), ratio)
+    dh, dw = (new_h - resized_h) / 2, (new_w - resized_w) / 2
+    # official split: the extra pixel of an odd padding goes to bottom/right
+    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
+    return LetterboxInfo(ratio=ratio, pad=(left, top), orig_shape=(h, w), input_shape=(new_h, new_w))
+
+
+def letterbox(
+    image_bgr: np.ndarray,
+    new_shape: int | tuple[int, int] = (640, 640),
+    color: int = PAD_VALUE,
+    scaleup: bool = True,
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize ``image_bgr`` (HxWxC uint8) with one ratio (cv2 INTER_LINEAR) and pad it to ``new_shape``.
+
+    Returns the padded ``new_h x new_w x C`` uint8 image (same channel order as the input) and its
+    :class:`LetterboxInfo`. ``scaleup=False`` never enlarges the image. The input is not modified.
+    """
+    shape = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
+    if image_bgr.ndim != 3 or image_bgr.shape[0] == 0 or image_bgr.shape[1] == 0:
+        raise ImageError(f"letterbox expects an HxWxC image, got shape {image_bgr.shape}")
+    info = letterbox_info(image_bgr.shape[:2], shape, scaleup)
+    resized_h, resized_w = info.resized_shape
+    resized = image_bgr
+    if (resized_h, resized_w) != image_bgr.shape[:2]:
+        resized = cv2.resize(image_bgr, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+        resized = resized.reshape(resized_h, resized_w, -1)  # cv2 drops a single channel axis
+    canvas = np.full((info.input_shape[0], info.input_shape[1], image_bgr.shape[2]), color, dtype=np.uint8)
+    left, top = info.pad
+    canvas[top : top + resized_h, left : left + resized_w] = resized
+    return canvas, info
+
+
+def preprocess_batch(
+    images: Sequence[np.ndarray], imgsz: int | tuple[int, int] = (640, 640), scaleup: bool = True
+) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """Letterbox HxWx3 uint8 BGR images of any sizes into one float32 ``[B, 3, H, W]`` RGB 0..1 batch.
+
+    Returns the batch and one :class:`LetterboxInfo` per image.
+
+    Raises:
+        ConfigError: ``imgsz`` is not a multiple of 32.
+        ImageError: an empty list or an image that is not HxWx3 uint8.
+    """
+    height, width = check_imgsz(imgsz)
+    _check_images(images)
+    batch = np.empty((len(images), 3, height, width), dtype=np.float32)
+    infos = []
+    for i, image in enumerate(images):
+        padded, info = letterbox(image, (height, width), scaleup=scaleup)
+        batch[i] = padded[:, :, ::-1].transpose(2, 0, 1)  # HWC BGR -> CHW RGB
+        infos.append(info)
+    batch /= 255  # 0..255 -> 0..1 (a true division, as the official pipeline divides)
+    return batch, infos
+
+
+def preprocess_batch_torch(
+    images: Sequence[np.ndarray],
+    imgsz: int | tuple[int, int] = (640, 640),
+    device: str | torch.device = "cpu",
+    scaleup: bool = True,
+) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+    """Torch form of :func:`preprocess_batch`: the uint8 images go to ``device`` and are letterboxed there.
+
+    Returns a float32 ``[B, 3, H, W]`` RGB 0..1 tensor on ``device`` and the same :class:`LetterboxInfo`
+    values as :func:`preprocess_batch`; pixels agree with it within 1/255 (bilinear resize rounded to
+    integer levels, as cv2 rounds).
+    """
+    torch = require("torch")
+    functional = require("torch.nn.functional")
+    height, width = check_imgsz(imgsz)
+    _check_images(images)
+    batch = torch.full((len(images), 3, height, width), PAD_VALUE, dtype=torch.float32, device=device)
+    infos = []
+    for i, image in enumerate(images):
+        info = letterbox_info(image.shape[:2], (height, width), scaleup)
+        # HWC BGR uint8 -> 1x3xHxW RGB float on the device (channel flip after the upload)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device, non_blocking=True)
+        pixels = pixels.permute(2, 0, 1).flip(0).unsqueeze(0).float()
+        resized_h, resized_w = info.resized_shape
+        if (resized_h, resized_w) != image.shape[:2]:
+            pixels = functional.interpolate(
+                pixels, size=(resized_h, resized_w), mode="bilinear", align_corners=False, antialias=False
+            )
+            pixels = pixels.round_().clamp_(0, 255)
+        left, top = info.pad
+        batch[i, :, top : top + resized_h, left : left + resized_w] = pixels[0]
+        infos.append(info)
+    return batch.div_(255), infos
+
+
+def _check_images(images: Sequence[np.ndarray]) -> None:
+    if len(images) == 0:
+        raise ImageError("got an empty list of images; pass at least one HxWx3 uint8 BGR image")
+    for i, image in enumerate(images):
+        ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+        if not ok or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ImageError(
+                f"image {i}: expected an HxWx3 uint8 BGR array, got {got}; "
+                f"convert it with yolov6_sdk.runtime.images.as_bgr_uint8"
+            )
+
+
+def scale_boxes_to_original(boxes_xyxy: Any, info: LetterboxInfo) -> Any:
+    """Map ``[N, 4]`` xyxy boxes from model-input pixels to original-image pixels.
+
+    Subtracts the padding, divides by the ratio and clips to the original image (x in 0..w, y in 0..h).
+    Works on numpy arrays (computed in float64, returned as the input's float dtype, float32 for
+    integer input) and on torch tensors (same device and float dtype). The input is not modified.
+    """
+    left, top = info.pad
+    h, w = info.orig_shape
+    if isinstance(boxes_xyxy, np.ndarray):
+        dtype = boxes_xyxy.dtype if np.issubdtype(boxes_xyxy.dtype, np.floating) else np.float32
+        out = (boxes_xyxy.astype(np.float64) - np.array([left, top, left, top])) / info.ratio
+        limit = np.array([w, h, w, h], dtype=np.float64)
+        return np.clip(out, 0.0, limit).astype(dtype)
+    torch = require("torch")
+    boxes = boxes_xyxy if boxes_xyxy.is_floating_point() else boxes_xyxy.float()
+    offset = torch.tensor([left, top, left, top], dtype=torch.float64, device=boxes.device)
+    limit = torch.tensor([w, h, w, h], dtype=torch.float64, device=boxes.device)
+    out = (boxes.double() - offset) / info.ratio
+    return torch.minimum(out.clamp(min=0.0), limit).to(boxes.dtype)
