@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"info": "yolov6_sdk.cli.info"}
+COMMANDS = {
+    "info": "yolov6_sdk.cli.info",
+    "detect": "yolov6_sdk.cli.detect",
+    "build": "yolov6_sdk.cli.build",
+    "bench": "yolov6_sdk.cli.bench",
+    "train": "yolov6_sdk.cli.train",
+    "eval": "yolov6_sdk.cli.eval",
+    "datagen": "yolov6_sdk.training.datagen",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
