@@ -1,0 +1,353 @@
+"""Reading official meituan/YOLOv6 release ``.pt`` files safely.
+
+Release files hold a whole pickled ``yolov6.models.yolo.Model`` (often fp16) under ``ema`` or ``model``. They are
+read without the official package and without running arbitrary pickle content: a restricted unpickler admits
+only the official model classes (restored as inert :class:`OfficialModule` shells whose ``state_dict()`` gives
+the official keys), an explicit list of torch layers, tensor rebuild functions and plain containers. The zoo
+config is then found by matching keys and shapes exactly, and the weights are loaded into our own model.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import copyreg
+import functools
+import importlib
+import logging
+import numbers
+import os
+import pickle
+import types
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from yolov6_sdk import __version__
+from yolov6_sdk.errors import CheckpointError
+from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6
+from yolov6_sdk.weights import LoadedModel, _build_with_weights, _check_file, _unreadable
+
+_LOG = logging.getLogger(__name__)
+
+_ANCHOR_AIDED = ("detect.cls_preds_ab.", "detect.reg_preds_ab.")
+
+# -------------------------------------------------------------------------------- restricted unpickling
+
+
+class OfficialModule(nn.Module):
+    """Inert stand-in for a class of the official ``yolov6`` package while reading a release file.
+
+    Unpickling restores only what ``nn.Module`` keeps (submodules, parameters, buffers, plain attributes), so
+    ``state_dict()`` gives the official keys. It has no forward and runs no official code.
+    """
+
+    official_name: ClassVar[str] = ""
+
+
+@functools.cache
+def _shell_class(qualified_name: str) -> type[OfficialModule]:
+    short = qualified_name.rsplit(".", 1)[1]
+    return type(short, (OfficialModule,), {"official_name": qualified_name, "__module__": __name__})
+
+
+# Model classes of releases 0.2.0 .. 0.4.x (paper line, v3.0, P6 and lite families); all map to the shell.
+_OFFICIAL_CLASSES: dict[str, frozenset[str]] = {
+    module: frozenset(names.split())
+    for module, names in {
+        "yolov6.models.yolo": "Model",
+        "yolov6.models.yolo_lite": "Model",
+        "yolov6.models.efficientrep": "EfficientRep EfficientRep6 CSPBepBackbone CSPBepBackbone_P6 Lite_EffiBackbone",
+        "yolov6.models.reppan": "RepPANNeck RepBiFPANNeck RepPANNeck6 RepBiFPANNeck6 CSPRepPANNeck CSPRepBiFPANNeck "
+        "CSPRepPANNeck_P6 CSPRepBiFPANNeck_P6 Lite_EffiNeck",
+        "yolov6.models.effidehead": "Detect",
+        "yolov6.models.heads.effidehead_distill_ns": "Detect",
+        "yolov6.models.heads.effidehead_fuseab": "Detect",
+        "yolov6.models.heads.effidehead_lite": "Detect",
+        "yolov6.layers.common": "SiLU Conv SimConv ConvWrapper SimConvWrapper ConvModule ConvBNReLU ConvBNSiLU ConvBN "
+        "ConvBNHS SPPFModule SimSPPF SPPF CSPSPPFModule SimCSPSPPF CSPSPPF Transpose Concat RepVGGBlock QARepVGGBlock "
+        "QARepVGGBlockV2 RealVGGBlock ScaleLayer LinearAddBlock RepBlock BottleRep BottleRep3 Conv_C3 BepC3 MBLABlock "
+        "BiFusion SEBlock Lite_EffiBlockS1 Lite_EffiBlockS2 DPBlock DarknetBlock CSPBlock",
+    }.items()
+}
+_TORCH_LAYERS = frozenset(
+    {"Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Identity"}
+    | {"MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample", "Sequential", "ModuleList", "ModuleDict"}
+)
+_MODULE_ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # protocol-2 pickles use Python 2 names
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,
+    ("_codecs", "encode"): codecs.encode,  # how protocol 2 pickles bytes
+    ("torch.nn.parameter", "Parameter"): nn.Parameter,
+    ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
+    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
+    **{
+        ("builtins", name): getattr(builtins, name)
+        for name in ["set", "frozenset", "list", "dict", "tuple", "int", "float", "bool", "str", "bytes", "object"]
+    },
+    **{
+        ("torch._utils", name): getattr(torch._utils, name)
+        for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state")
+        if hasattr(torch._utils, name)
+    },
+}
+# numpy scalars appear in the official 'results' entry (pycocotools returns numpy floats).
+_NUMPY_GLOBALS = frozenset(
+    {("numpy", "dtype"), ("numpy", "ndarray")}
+    | {(f"numpy.{core}.multiarray", fn) for core in ("core", "_core") for fn in ("scalar", "_reconstruct")}
+)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualified_name = f"{module}.{name}"
+
+
+def _resolve_global(module: str, name: str) -> Any:
+    """The object a pickle may reference as ``module.name``, from the allow-list only; never imports the name."""
+    module = _MODULE_ALIASES.get(module, module)
+    if name in _OFFICIAL_CLASSES.get(module, ()):
+        return _shell_class(f"{module}.{name}")
+    if module.startswith("torch.nn.modules.") and name in _TORCH_LAYERS:
+        return getattr(nn, name)
+    if (module, name) in _SAFE_GLOBALS:
+        return _SAFE_GLOBALS[module, name]
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if (module, name) in _NUMPY_GLOBALS:
+        return _numpy_global(name)
+    raise _RefusedGlobal(module, name)
+
+
+def _numpy_global(name: str) -> Any:
+    import numpy
+
+    if name in ("dtype", "ndarray"):
+        return getattr(numpy, name)
+    try:
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # numpy < 2
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return getattr(multiarray, name)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return _resolve_global(module, name)
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+# torch.load needs a module-like object with Unpickler and load (the latter for the legacy format).
+_RESTRICTED_PICKLE = types.SimpleNamespace(
+    __name__=f"{__name__}.restricted_pickle", Unpickler=_RestrictedUnpickler, load=_restricted_load
+)
+
+
+# --------------------------------------------------------------------------------------- official release files
+
+
+def read_official(path: str | os.PathLike[str]) -> LoadedModel:
+    """Read an official meituan/YOLOv6 release ``.pt`` without the ``yolov6`` package and without running its pickle.
+
+    Takes the pickled model under ``ema`` (when truthy) or ``model``, finds the zoo config whose state_dict keys
+    and shapes it matches exactly (unfused or fused; v3.0 n/s with or without ``reg_preds_dist``), drops the
+    anchor-aided training branch (``cls_preds_ab``/``reg_preds_ab``) if present, loads the weights as fp32 with
+    ``strict=True`` and keeps each BatchNorm's own eps and momentum. Returns the model on CPU in eval mode.
+    Raises :class:`CheckpointError` for forbidden pickle content, an unreadable file or an unknown layout.
+    """
+    path, digest = _check_file(path)
+    return load_official_checked(path, digest)
+
+
+def load_official_checked(path: Path, digest: str) -> LoadedModel:
+    """:func:`read_official` for a path already checked by :func:`yolov6_sdk.weights._check_file`."""
+    checkpoint = _unpickle_restricted(path)
+    official = _official_model(path, checkpoint)
+    try:
+        state = official.state_dict()
+    except Exception as exc:  # a shell restored from a damaged or hand-made pickle
+        raise CheckpointError(f"{path} holds a malformed YOLOv6 model ({type(exc).__name__}: {exc})") from exc
+    dropped = [key for key in state if key.startswith(_ANCHOR_AIDED)]
+    if dropped:
+        _LOG.info(
+            "%s: dropping %d tensors of the anchor-aided training branch (unused at inference)", path, len(dropped)
+        )
+    state = {key: value for key, value in state.items() if not key.startswith(_ANCHOR_AIDED)}
+    nc = _class_count(path, state)
+    config, deploy = _match_config(path, official, state, nc)
+    model = _build_with_weights(config, nc, deploy, state)
+    overrides = _copy_batchnorm_settings(official, model)
+    names = _official_names(path, official, checkpoint, nc)
+    model.names = names
+    model.eval()
+    meta = {
+        "fused": deploy,
+        "distill_head": config.distill_head,
+        "sdk_version": __version__,
+        "batchnorm": overrides,
+        "official_classes": _official_classes(official),
+        **_official_training_info(checkpoint),
+    }
+    _LOG.info("read official %s: %s, %d classes, fused=%s", path, _label(config), nc, deploy)
+    return LoadedModel(model, config.name, tuple(names), 640, meta, "official", digest, path)
+
+
+def _unpickle_restricted(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False)
+    except _RefusedGlobal as exc:
+        raise CheckpointError(
+            f"refusing to load {path}: it references {exc.qualified_name}, which is not part of a YOLOv6 model; "
+            "only official YOLOv6 release files (model classes, torch layers, tensors) and yolov6-sdk "
+            "checkpoints are read"
+        ) from None
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _official_model(path: Path, checkpoint: Any) -> OfficialModule:
+    """The pickled model: ``ema`` when truthy, else ``model`` (as the official loader picks it)."""
+    if isinstance(checkpoint, OfficialModule):
+        return checkpoint
+    if isinstance(checkpoint, dict):
+        found = checkpoint.get("ema") or checkpoint.get("model")
+        if isinstance(found, OfficialModule):
+            return found
+    found_keys = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    raise CheckpointError(
+        f"{path} is neither a yolov6-sdk checkpoint (no 'format' key) nor an official YOLOv6 release file "
+        f"(no pickled YOLOv6 model under 'ema' or 'model'); found {found_keys}"
+    )
+
+
+def _class_count(path: Path, state: dict[str, torch.Tensor]) -> int:
+    weight = state.get("detect.cls_preds.0.weight")
+    if weight is None:
+        raise CheckpointError(f"{path} holds a model without detect.cls_preds.0.weight: not a YOLOv6 detector")
+    return int(weight.shape[0])
+
+
+def _zoo_variants() -> list[ModelConfig]:
+    """Every zoo config, plus the v3.0 n/s heads trained without distillation (no ``reg_preds_dist``)."""
+    variants = []
+    for config in ZOO.values():
+        variants.append(config)
+        if config.distill_head:
+            variants.append(replace(config, distill_head=False))
+    return variants
+
+
+def _label(config: ModelConfig) -> str:
+    plain = ZOO[config.name].distill_head and not config.distill_head
+    return f"{config.name} without reg_preds_dist" if plain else config.name
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(config: ModelConfig, nc: int, deploy: bool) -> dict[str, tuple[int, ...]]:
+    """{state_dict key: shape} of a config, built on the meta device (no memory). Shared: do not mutate."""
+    with torch.device("meta"):
+        model = YOLOv6(config, nc, deploy=deploy)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _match_config(
+    path: Path, official: OfficialModule, state: dict[str, torch.Tensor], nc: int
+) -> tuple[ModelConfig, bool]:
+    """The zoo config (and whether fused) whose state_dict keys and shapes equal ``state``'s exactly."""
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    deploy = not any(key.endswith(".running_mean") for key in found)
+    # The stem's first conv has 3 input channels; its output width narrows the search to one n/t/s/m/l size.
+    widths = {shape[0] for key, shape in found.items() if key.startswith("backbone.stem.") and shape[1:2] == (3,)}
+    candidates = [c for c in _zoo_variants() if not widths or c.channels[0] in widths]
+    closest: tuple[int, str] | None = None
+    for config in candidates:
+        expected = _layout(config, nc, deploy)
+        if expected == found:
+            return config, deploy
+        score, difference = _difference(found, expected)
+        if closest is None or score < closest[0]:
+            closest = (score, f"closest is {_label(config)}: {difference}")
+    summary = ", ".join(f"{part} {name}" for part, name in _official_classes(official).items())
+    hint = closest[1] if closest else f"no zoo config has a stem of {sorted(widths)} channels"
+    raise CheckpointError(
+        f"{path} holds a YOLOv6 model that matches no zoo config: {nc} classes, {len(found)} tensors, "
+        f"{'fused' if deploy else 'unfused'}, {summary}; {hint}. Supported: {', '.join(ZOO)}"
+    )
+
+
+def _difference(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> tuple[int, str]:
+    """(size, text) of how ``found`` differs from ``expected``; the text names the first keys of each kind."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    shapes = [
+        f"{k} {list(found[k])} vs {list(expected[k])}" for k in expected if k in found and found[k] != expected[k]
+    ]
+    parts = [
+        f"{label} ({len(keys)}): {', '.join(keys[:3])}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+        if keys
+    ]
+    return len(missing) + len(unexpected) + len(shapes), "; ".join(parts)
+
+
+def _official_classes(official: OfficialModule) -> dict[str, str]:
+    """Official class names of the model's parts, e.g. {"detect": "yolov6.models.effidehead.Detect"}."""
+    parts = {"model": official, **{name: getattr(official, name, None) for name in ("backbone", "neck", "detect")}}
+    return {name: part.official_name for name, part in parts.items() if isinstance(part, OfficialModule)}
+
+
+def _copy_batchnorm_settings(official: nn.Module, model: nn.Module) -> dict[str, list[float | None]]:
+    """Give each BatchNorm of ``model`` the eps/momentum of the pickled one at the same path (release values vary).
+
+    Returns {module name: [eps, momentum]} of those that differ from the settings ``model`` was built with.
+    """
+    ours = dict(model.named_modules())
+    overrides = {}
+    for name, module in official.named_modules():
+        target = ours.get(name)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(target, nn.BatchNorm2d):
+            if (module.eps, module.momentum) != (target.eps, target.momentum):
+                overrides[name] = [float(module.eps), module.momentum]
+            target.eps, target.momentum = float(module.eps), module.momentum
+    return overrides
+
+
+def _official_names(path: Path, official: nn.Module, checkpoint: Any, nc: int) -> list[str]:
+    """Class names from the model's ``names`` attribute or the checkpoint's ``names`` entry, else "0".."nc-1"."""
+    sources = (
+        ("the model's names attribute", getattr(official, "names", None)),
+        ("the checkpoint's 'names' entry", checkpoint.get("names") if isinstance(checkpoint, dict) else None),
+    )
+    for where, value in sources:
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = [value[key] for key in sorted(value)]
+        if isinstance(value, (list, tuple)) and len(value) == nc and all(isinstance(n, str) for n in value):
+            return list(value)
+        _LOG.warning("%s: ignoring %s: expected %d class names, got %r", path, where, nc, value)
+    return [str(i) for i in range(nc)]
+
+
+def _official_training_info(checkpoint: Any) -> dict[str, Any]:
+    """``epoch`` and ``results`` (official order: mAP@0.5, mAP@0.5:0.95) as plain Python numbers, when present."""
+    if not isinstance(checkpoint, dict):
+        return {}
+    info: dict[str, Any] = {}
+    epoch = checkpoint.get("epoch")
+    if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
+        info["epoch"] = int(epoch)
+    results = checkpoint.get("results")
+    if isinstance(results, (list, tuple)) and all(isinstance(r, numbers.Real) for r in results):
+        info["results"] = [float(r) for r in results]
+    return info
