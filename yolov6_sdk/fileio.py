@@ -23,6 +23,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the artifact ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -45,6 +45,16 @@ def fold_batchnorm(
     return kernel.to(weight.dtype), fused_bias.to(weight.dtype)
 
 
+def conv_with_weights(like: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A biased Conv2d with ``like``'s geometry holding ``kernel`` and ``bias`` (built without a wasted init)."""
+    conv = nn.Conv2d(
+        like.in_channels, like.out_channels, like.kernel_size, like.stride, like.padding, bias=True, device="meta"
+    )
+    conv.weight = nn.Parameter(kernel.detach().clone(), requires_grad=like.weight.requires_grad)
+    conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=like.weight.requires_grad)
+    return conv
+
+
 class ConvBN(nn.Module):
     """Conv2d -> BatchNorm2d -> activation, flat layout (``conv``, ``bn``).
 
@@ -86,13 +96,7 @@ class ConvBN(nn.Module):
         if self.bn is None:
             return
         kernel, bias = self.kernel_and_bias()
-        conv = self.conv
-        fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True
-        ).to(kernel.device, kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        self.conv, self.bn = fused, None
+        self.conv, self.bn = conv_with_weights(self.conv, kernel, bias), None
 
 
 class WrappedConvBN(nn.Module):
@@ -169,12 +173,7 @@ class RepVGGBlock(nn.Module):
         if self.rbr_identity is not None:
             kid, bid = self._identity_kernel_and_bias()
             kernel, bias = kernel + kid, bias + bid
-        dense = self.rbr_dense.conv
-        self.rbr_reparam = nn.Conv2d(dense.in_channels, dense.out_channels, 3, dense.stride, 1, bias=True).to(
-            kernel.device, kernel.dtype
-        )
-        self.rbr_reparam.weight.copy_(kernel)
-        self.rbr_reparam.bias.copy_(bias)
+        self.rbr_reparam = conv_with_weights(self.rbr_dense.conv, kernel, bias)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
 
 
