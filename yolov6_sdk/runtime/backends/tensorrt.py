@@ -1,0 +1,253 @@
+"""TensorRT engine backend: name-based TensorRT 10/11 API, device memory owned by torch.
+
+Loading checks the engine's sidecar against the running TensorRT and GPU first (an engine built elsewhere is
+refused with a message to rebuild with ``yolov6-build``), then deserialises it. ``infer`` takes the
+pre-processed batch ``[B, 3, H, W]`` float32 RGB 0..1 as a CUDA tensor (or a numpy array, staged through a
+pinned host buffer) and returns the engine's outputs as CUDA tensors: ``outputs`` [B, A, 5 + nc] float32 for a
+raw engine, or the EfficientNMS tensors ``num_dets`` [B, 1] int32, ``det_boxes`` [B, K, 4] float32 xyxy,
+``det_scores`` [B, K] float32, ``det_classes`` [B, K] int32 for an end-to-end engine. fp16 outputs are returned
+as float32.
+
+Each CUDA stream gets its own execution context and output buffers (``set_input_shape`` for the batch,
+``set_tensor_address`` with torch-owned buffers, ``execute_async_v3`` on the caller's current torch stream), so
+threads that each use their own stream can share one backend. With ``cuda_graph=True`` the engine call is
+captured once per batch size into a CUDA graph and replayed (static input/output buffers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yolov6_sdk._optional import require
+from yolov6_sdk.errors import ArtifactError, YOLOv6Error
+from yolov6_sdk.export import trt_compat
+from yolov6_sdk.export.sidecar import IOSpec, Sidecar, check_compatible, read_sidecar
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo, TensorSpec
+
+LOGGER = logging.getLogger(__name__)
+
+
+def preflight(path: str | Path, trt_version: str, gpu_name: str, compute_capability: str) -> Sidecar:
+    """Read and check the sidecar of engine ``path`` for the given TensorRT version and GPU.
+
+    Raises:
+        ArtifactError: the engine or its sidecar is missing, the sidecar is not an engine's, or the engine was
+            built by another TensorRT release or for another GPU (the message says to rebuild with yolov6-build).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"engine {path} does not exist; build it with yolov6-build")
+    sidecar = read_sidecar(path)
+    if sidecar.kind != "engine":
+        raise ArtifactError(f"{path}: its sidecar describes a {sidecar.kind!r} artifact, not a TensorRT engine")
+    check_compatible(sidecar, trt_version, gpu_name, compute_capability)
+    return sidecar
+
+
+@dataclass
+class _Slot:
+    """Per-stream state: an execution context and the buffers of each batch size it has run."""
+
+    context: Any
+    outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    static_inputs: dict[int, Any] = field(default_factory=dict)
+    graphs: dict[int, Any] = field(default_factory=dict)
+    pinned: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    staged: Any = None  # CUDA event: the last pinned -> device copy has been read
+
+
+class TensorRTBackend(Backend):
+    """A serialised TensorRT engine on one CUDA device (see the module docstring)."""
+
+    kind = "tensorrt"
+
+    def __init__(self, path: str | Path, device: str = "cuda", cuda_graph: bool = False) -> None:
+        torch = require("torch")
+        if not torch.cuda.is_available():
+            raise ArtifactError(f"{path}: TensorRT engines run on a CUDA GPU, and torch sees none")
+        dev = torch.device("cuda" if device in ("auto", "cuda") else device)
+        if dev.type != "cuda":
+            raise ArtifactError(f"{path}: TensorRT engines run on a CUDA device, got device {device!r}")
+        dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
+        super().__init__(path, str(dev))
+        self._torch, self._dev, self.cuda_graph = torch, dev, cuda_graph
+        self._trt = trt_compat.load_tensorrt()
+        major, minor = torch.cuda.get_device_capability(dev)
+        self.sidecar = preflight(path, self._trt.__version__, torch.cuda.get_device_name(dev), f"{major}.{minor}")
+        self._runtime = self._trt.Runtime(trt_compat.trt_logger(self._trt))
+        with torch.cuda.device(dev):
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise ArtifactError(f"{path}: TensorRT could not deserialise the engine; rebuild it with yolov6-build")
+        inputs, outputs = trt_compat.engine_io(self._trt, self._engine)
+        if len(inputs) != 1:
+            raise ArtifactError(f"{path}: expected one input tensor, found {[s.name for s in inputs]}")
+        self._input, self._outputs = inputs[0], outputs
+        self._min_batch, self._max_batch = self._batch_range()
+        self._slots: dict[int, _Slot] = {}
+        self._lock = threading.Lock()
+        self._info = self._make_info()
+
+    # ------------------------------------------------------------------------------------------- description
+
+    def _batch_range(self) -> tuple[int, int]:
+        batch = self._input.shape[0]
+        if batch is not None:
+            return batch, batch
+        low, _, high = self._engine.get_tensor_profile_shape(self._input.name, 0)
+        return int(low[0]), int(high[0])
+
+    def _make_info(self) -> ModelInfo:
+        car = self.sidecar
+        features = trt_compat.probe(self._trt)
+        extra = {**car.to_dict(), **car.extra}  # export settings (conf, iou, max_det) at the top level
+        extra["device_memory_bytes"] = trt_compat.engine_device_memory(self._engine, features)
+        return ModelInfo(
+            names=list(car.names),
+            imgsz=car.imgsz,
+            end2end=bool(car.end2end),
+            precision=car.precision,
+            max_batch=self._max_batch,
+            min_batch=self._min_batch,
+            inputs=(_tensor_spec(self._input),),
+            outputs=tuple(_tensor_spec(s) for s in self._outputs),
+            extra=extra,
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        """Sidecar fields plus the engine's own I/O (names, shapes, dtypes) and batch range."""
+        return self._info
+
+    @property
+    def wants_torch(self) -> bool:
+        return True
+
+    # ----------------------------------------------------------------------------------------------- running
+
+    def infer(self, images: Any) -> dict[str, Any]:
+        """Run one batch on the current torch CUDA stream; see the module docstring for inputs and outputs."""
+        torch = self._torch
+        stream = torch.cuda.current_stream(self._dev)
+        slot = self._slot(stream)
+        batch = self._upload(images, slot, stream)
+        size = int(batch.shape[0])
+        if not self._min_batch <= size <= self._max_batch:
+            raise YOLOv6Error(
+                f"{self.path.name} serves batches of {self._min_batch}..{self._max_batch}, got {size}; "
+                "rebuild with a wider --bs profile or split the batch"
+            )
+        with torch.cuda.device(self._dev):
+            outputs = self._outputs_for(slot, size)
+            if self.cuda_graph:
+                self._run_graph(slot, batch, stream)
+            else:
+                self._bind(slot.context, batch, outputs)
+                self._execute(slot.context, stream)
+        return {name: t.float() if t.dtype == torch.float16 else t.clone() for name, t in outputs.items()}
+
+    def _slot(self, stream: Any) -> _Slot:
+        key = int(stream.cuda_stream)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                with self._torch.cuda.device(self._dev):
+                    context = self._engine.create_execution_context()
+                if context is None:
+                    raise YOLOv6Error(f"{self.path.name}: TensorRT could not create an execution context (GPU memory?)")
+                slot = self._slots[key] = _Slot(context)
+        return slot
+
+    def _upload(self, images: Any, slot: _Slot, stream: Any) -> Any:
+        """The batch as a contiguous tensor on the device in the engine's input dtype."""
+        torch = self._torch
+        dtype = getattr(torch, self._input.dtype)
+        if isinstance(images, np.ndarray):
+            host = slot.pinned.get(images.shape)
+            if host is None:
+                host = slot.pinned[images.shape] = torch.empty(images.shape, dtype=torch.float32, pin_memory=True)
+            if slot.staged is not None:
+                slot.staged.synchronize()  # the previous copy out of this pinned buffer has finished
+            host.numpy()[...] = images
+            images = host.to(self._dev, non_blocking=True)
+            slot.staged = torch.cuda.Event()
+            slot.staged.record(stream)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise YOLOv6Error(f"expected a [B, 3, H, W] batch, got shape {tuple(images.shape)}")
+        return images.to(self._dev, dtype).contiguous()
+
+    def _outputs_for(self, slot: _Slot, size: int) -> dict[str, Any]:
+        """Output buffers for batch ``size`` (allocated once per slot and size)."""
+        buffers = slot.outputs.get(size)
+        if buffers is None:
+            context = slot.context
+            context.set_input_shape(self._input.name, (size, *self._input_hw()))
+            buffers = {}
+            for spec in self._outputs:
+                shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+                if any(d < 0 for d in shape):
+                    raise ArtifactError(
+                        f"{self.path.name}: output {spec.name} has a data-dependent shape {shape}; build from the raw "
+                        "or the EfficientNMS (nms='trt') ONNX export"
+                    )
+                buffers[spec.name] = self._torch.empty(shape, dtype=getattr(self._torch, spec.dtype), device=self._dev)
+            slot.outputs[size] = buffers
+        return buffers
+
+    def _input_hw(self) -> tuple[int, int, int]:
+        _, channels, height, width = self._input.shape
+        return channels or 3, height or self.sidecar.imgsz[0], width or self.sidecar.imgsz[1]
+
+    def _bind(self, context: Any, batch: Any, outputs: dict[str, Any]) -> None:
+        context.set_input_shape(self._input.name, tuple(batch.shape))
+        context.set_tensor_address(self._input.name, batch.data_ptr())
+        for name, tensor in outputs.items():
+            context.set_tensor_address(name, tensor.data_ptr())
+
+    def _execute(self, context: Any, stream: Any) -> None:
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise YOLOv6Error(f"{self.path.name}: TensorRT execution failed; see the yolov6_sdk.tensorrt log")
+
+    def _run_graph(self, slot: _Slot, batch: Any, stream: Any) -> None:
+        """Copy into the static input and replay the CUDA graph of this batch size (captured on first use)."""
+        size = int(batch.shape[0])
+        static = slot.static_inputs.get(size)
+        if static is None:
+            static = slot.static_inputs[size] = self._torch.empty_like(batch)
+        static.copy_(batch)
+        graph = slot.graphs.get(size)
+        if graph is None:
+            graph = slot.graphs[size] = self._capture(slot, static, stream)
+        graph.replay()
+
+    def _capture(self, slot: _Slot, static: Any, stream: Any) -> Any:
+        torch = self._torch
+        outputs = slot.outputs[int(static.shape[0])]
+        self._bind(slot.context, static, outputs)
+        self._execute(slot.context, stream)  # warm-up: TensorRT finishes its lazy set-up outside the capture
+        side = torch.cuda.Stream(self._dev)
+        side.wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            self._execute(slot.context, side)
+        stream.wait_stream(side)
+        LOGGER.debug("captured a CUDA graph for batch %d of %s", static.shape[0], self.path.name)
+        return graph
+
+    def close(self) -> None:
+        """Wait for queued work, then drop graphs, contexts, buffers and the engine."""
+        if getattr(self, "_slots", None):
+            self._torch.cuda.synchronize(self._dev)
+            self._slots.clear()
+        self._engine = None
+        self._runtime = None
+
+
+def _tensor_spec(spec: IOSpec) -> TensorSpec:
+    return TensorSpec(spec.name, spec.shape, spec.dtype)

@@ -1,0 +1,301 @@
+"""The Detector facade: one artifact in, :class:`~yolov6_sdk.runtime.results.Results` out.
+
+``Detector(path)`` picks the backend from the artifact's suffix (``.onnx`` ONNX Runtime, ``.engine`` /
+``.plan`` TensorRT, ``.pt`` / ``.pth`` torch), letterboxes images to the artifact's input size, runs them in
+batches the artifact serves, decodes the outputs (NMS for raw exports, the EfficientNMS outputs of
+end-to-end ones) and maps boxes back to original-image pixels (xyxy, clipped to the image).
+
+A backend that takes torch tensors on a GPU gets its batch letterboxed on that device and its outputs
+decoded there (:func:`preprocess_batch_torch`, :func:`postprocess_raw_torch`); otherwise the numpy forms run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yolov6_sdk.errors import ConfigError
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
+from yolov6_sdk.runtime.images import as_bgr_uint8
+from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
+from yolov6_sdk.runtime.preprocess import (
+    LetterboxInfo,
+    check_imgsz,
+    preprocess_batch,
+    preprocess_batch_torch,
+    scale_boxes_to_original,
+)
+from yolov6_sdk.runtime.results import Results
+from yolov6_sdk.runtime.source import ImageItem, Source, image_items, is_stream, video_frames
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 16  # chunk size for artifacts whose batch axis is unbounded
+
+
+class Detector:
+    """Run a YOLOv6 artifact on images and videos.
+
+    Args:
+        path: ``.onnx``, ``.engine`` / ``.plan`` or ``.pt`` / ``.pth`` file.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        backend: "auto" (from the suffix), "onnxruntime", "tensorrt" or "torch".
+        conf: score threshold (0..1). End-to-end artifacts apply their exported threshold first.
+        iou: NMS IoU threshold (raw artifacts; end-to-end ones use their exported value).
+        max_det: detections kept per image.
+        imgsz: input (H, W) or side, multiples of 32; default: what the artifact records.
+        classes: keep only these class ids.
+        threads: ONNX Runtime intra-op threads (None: its default).
+        half: fp16 (torch backend on CUDA).
+
+    Raises:
+        ArtifactError: missing, empty, corrupt or unknown artifact.
+        ConfigError: invalid option values.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        backend: str = "auto",
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        imgsz: int | tuple[int, int] | None = None,
+        classes: Sequence[int] | None = None,
+        threads: int | None = None,
+        half: bool = False,
+    ) -> None:
+        _check_thresholds(conf, iou, max_det)
+        kind = backend_kind(path, backend)
+        options: dict[str, Any] = {}
+        if threads is not None:
+            if kind != "onnxruntime":
+                raise ConfigError(f"threads applies to the onnxruntime backend only, not {kind} ({path})")
+            options["threads"] = threads
+        if half:
+            if kind != "torch":
+                raise ConfigError(f"half applies to .pt checkpoints; export {path} in fp16 instead")
+            options["half"] = True
+        if imgsz is not None and kind == "onnxruntime":
+            options["imgsz"] = imgsz
+        self.backend: Backend = open_backend(path, kind, device, options)
+        self.info: ModelInfo = self.backend.info
+        self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
+        self._check_input_size()
+        self.names: list[str] = list(self.info.names)
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.classes = self._check_classes(classes)
+        self.batch_size = self.info.max_batch or max(DEFAULT_MAX_BATCH, self.info.min_batch)
+        if self.info.end2end:
+            self._note_end2end_settings()
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    @property
+    def device(self) -> str:
+        """The device the backend runs on, e.g. "cpu" or "cuda:0"."""
+        return self.backend.device
+
+    def _check_input_size(self) -> None:
+        fixed = self.info.inputs[0].shape[2:] if self.info.inputs else ()
+        if len(fixed) == 2 and None not in fixed and tuple(fixed) != self.imgsz:
+            raise ConfigError(
+                f"{self.backend.path} takes input {tuple(fixed)} only, got imgsz={self.imgsz}; drop imgsz"
+            )
+
+    def _check_classes(self, classes: Sequence[int] | None) -> list[int] | None:
+        if classes is None:
+            return None
+        ids = list(classes)
+        limit = len(self.names)
+        bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0]
+        bad += [c for c in ids if limit and c not in bad and c >= limit]
+        if bad:
+            raise ConfigError(f"classes must be class ids in 0..{max(limit - 1, 0)}, got {bad} in {ids}")
+        return [int(c) for c in ids]
+
+    def _note_end2end_settings(self) -> None:
+        exported = self.info.extra
+        if isinstance(exported.get("conf"), (int, float)) and self.conf < exported["conf"]:
+            LOGGER.warning(
+                "%s filters scores below %.3g inside the graph; conf=%.3g cannot keep more",
+                self.backend.path,
+                exported["conf"],
+                self.conf,
+            )
+        if isinstance(exported.get("iou"), (int, float)) and abs(self.iou - exported["iou"]) > 1e-6:
+            LOGGER.warning(
+                "%s runs NMS with iou=%.3g inside the graph; iou=%.3g is ignored (re-export to change it)",
+                self.backend.path,
+                exported["iou"],
+                self.iou,
+            )
+
+    def warmup(self, runs: int = 1) -> None:
+        """Run ``runs`` batches of gray images through the whole pipeline (allocations, kernel selection)."""
+        gray = np.full((*self.imgsz, 3), 114, dtype=np.uint8)
+        for _ in range(runs):
+            self.predict_batch([gray] * self.info.min_batch)
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def __call__(self, source: Source) -> list[Results]:
+        """Detect objects in ``source``: a path, folder, glob, numpy BGR image, or a list of them.
+
+        Returns one :class:`Results` per image, in order (folders and globs sorted by path).
+
+        Raises:
+            ImageError: a missing, empty or corrupt image, or an unsupported array.
+            ConfigError: a video or camera source (use :meth:`stream`).
+        """
+        return list(self._run_items(image_items(source)))
+
+    def stream(self, source: Source | int) -> Iterator[Results]:
+        """Yield one :class:`Results` per frame of a video file, camera index or stream URL, or per image.
+
+        Frames are read lazily and run one at a time (lowest latency); images as in :meth:`__call__`.
+        """
+        if is_stream(source):
+            name = str(source)
+            for frame in video_frames(source):  # type: ignore[arg-type]
+                yield self.predict_batch([frame], paths=[name])[0]
+            return
+        yield from self._run_items(image_items(source))  # type: ignore[arg-type]
+
+    def _run_items(self, items: Sequence[ImageItem]) -> Iterator[Results]:
+        """Read and run ``items`` one batch at a time (only one batch of images is decoded at once)."""
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            images = [item.load() for item in chunk]
+            yield from self.predict_batch(images, paths=[None if i.path is None else str(i.path) for i in chunk])
+
+    def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
+        """Detect objects in HxWx3 uint8 BGR ``images`` (any sizes; converted like :func:`as_bgr_uint8`).
+
+        Images beyond the artifact's batch are split into several runs; a batch smaller than the artifact
+        takes is padded. ``paths`` (one per image) is stored in each :class:`Results`.
+        """
+        images = [as_bgr_uint8(image, f"image {i}") for i, image in enumerate(images)]
+        if not images:
+            return []
+        paths = list(paths) if paths is not None else [None] * len(images)
+        if len(paths) != len(images):
+            raise ConfigError(f"got {len(paths)} paths for {len(images)} images; pass one path per image")
+        results: list[Results] = []
+        for start in range(0, len(images), self.batch_size):
+            stop = start + self.batch_size
+            results.extend(self._run_batch(images[start:stop], paths[start:stop]))
+        return results
+
+    def _run_batch(self, images: list[np.ndarray], paths: list[str | None]) -> list[Results]:
+        """One backend run over at most :attr:`batch_size` images; timings are per image in ms."""
+        count = len(images)
+        on_device = self.backend.wants_torch
+        t0 = time.perf_counter()
+        if on_device:
+            batch, infos = preprocess_batch_torch(images, self.imgsz, self.device)
+        else:
+            batch, infos = preprocess_batch(images, self.imgsz)
+        batch = _pad(batch, self.info.min_batch)
+        self._sync(on_device)
+        t1 = time.perf_counter()
+        outputs = self.backend.infer(batch)
+        self._sync(on_device)
+        t2 = time.perf_counter()
+        detections = self._decode(outputs, on_device)[:count]
+        results = [self._results(*row) for row in zip(detections, infos, images, paths, strict=True)]
+        t3 = time.perf_counter()
+        speed = {"preprocess": (t1 - t0) * 1e3 / count, "inference": (t2 - t1) * 1e3 / count}
+        speed["postprocess"] = (t3 - t2) * 1e3 / count
+        for result in results:
+            result.speed.update(speed)
+        return results
+
+    def _sync(self, on_device: bool) -> None:
+        if on_device and self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def _decode(self, outputs: dict[str, Any], on_device: bool) -> list[Detections]:
+        if self.info.end2end:
+            decoded = postprocess_end2end(
+                outputs["num_dets"], outputs["det_boxes"], outputs["det_scores"], outputs["det_classes"]
+            )
+            return [self._filter(det) for det in decoded]
+        raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
+        if on_device:
+            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes)
+        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes)
+
+    def _filter(self, det: Detections) -> Detections:
+        """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
+        keep = det.scores > self.conf
+        if self.classes is not None:
+            keep &= np.isin(det.class_ids, self.classes)
+        index = np.flatnonzero(keep)[: self.max_det]
+        return Detections(det.boxes[index], det.scores[index], det.class_ids[index])
+
+    def _results(self, det: Detections, info: LetterboxInfo, image: np.ndarray, path: str | None) -> Results:
+        boxes = _to_numpy(scale_boxes_to_original(det.boxes, info))
+        return Results(
+            boxes,
+            _to_numpy(det.scores),
+            _to_numpy(det.class_ids),
+            self.names,
+            info.orig_shape,
+            path=path,
+            orig_img=image,
+        )
+
+    # ------------------------------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Release the backend (sessions, engines, device memory)."""
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector({str(self.backend.path)!r}, backend={self.backend.kind!r}, device={self.device!r}, "
+            f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end})"
+        )
+
+
+def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
+    for label, value in (("conf", conf), ("iou", iou)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{label} must be a number in 0..1, got {value!r}")
+    if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
+        raise ConfigError(f"max_det must be a positive int, got {max_det!r}")
+
+
+def _pad(batch: Any, size: int) -> Any:
+    """Append zero images so ``batch`` holds at least ``size`` (for artifacts with a fixed or minimum batch)."""
+    missing = size - len(batch)
+    if missing <= 0:
+        return batch
+    if isinstance(batch, np.ndarray):
+        return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
+    import torch
+
+    return torch.cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    """A numpy view of a numpy array, or a CPU copy of a torch tensor."""
+    if hasattr(array, "detach"):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
