@@ -1,0 +1,139 @@
+"""yolov6-bench: runs end to end on a tiny config, writes the same rows as JSON and markdown, never fakes a figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from yolov6_sdk._optional import available
+from yolov6_sdk.bench import (
+    BenchOptions,
+    BenchReport,
+    BenchRow,
+    Job,
+    measure,
+    plan_jobs,
+    skip_reason,
+    to_markdown,
+)
+from yolov6_sdk.cli.bench import main
+from yolov6_sdk.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str, int]:
+    folder = tmp_path_factory.mktemp("bench")
+    argv = ["--bs", "1", "2", "--models", "yolov6n", "--imgsz", "160", "--iters", "3", "--warmup", "1"]
+    argv += ["--backends", "torch", "onnxruntime", "tensorrt", "--precision", "fp32", "--device", "cpu"]
+    argv += ["--engines", str(folder / "engines"), "--json", str(folder / "out.json"), "--md", str(folder / "out.md")]
+    argv += ["--note", "CPU shared with other jobs"]
+    code = main(argv)
+    return folder, json.loads((folder / "out.json").read_text()), (folder / "out.md").read_text(), code
+
+
+def test_bench_times_torch_and_onnxruntime_and_writes_json_rows(tiny_run: tuple[Path, dict, str, int]) -> None:
+    folder, data, _, code = tiny_run
+    assert code == 0
+    ran = [row for row in data["rows"] if row["status"] == "ok"]
+    assert [(r["backend"], r["batch"]) for r in ran] == [
+        ("torch", 1),
+        ("torch", 2),
+        ("onnxruntime", 1),
+        ("onnxruntime", 2),
+    ]
+    for row in ran:
+        assert row["model"] == "yolov6n" and row["precision"] == "fp32" and row["iters"] == 3
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["fps"] > 0
+        assert row["e2e_p50_ms"] > 0 and row["e2e_fps"] > 0 and row["prepost_ms"] > 0
+        assert Path(row["artifact"]).parent == folder / "engines"
+    assert {Path(r["artifact"]).name for r in ran} == {"yolov6n-160.pt", "yolov6n-fp32-160.onnx"}
+    assert data["command"].startswith("yolov6-bench --bs 1 2")
+    assert data["machine"]["cpu"] and "onnxruntime" in data["machine"]
+
+
+def test_bench_lists_what_the_machine_cannot_run_as_skipped(tiny_run: tuple[Path, dict, str, int]) -> None:
+    _, data, _, _ = tiny_run
+    trt = [row for row in data["rows"] if row["backend"] == "tensorrt"]
+    assert len(trt) == 2
+    for row in trt:
+        assert row["status"] == "skipped" and row["p50_ms"] is None and row["fps"] is None
+        assert "TensorRT" in row["reason"]
+
+
+def test_markdown_has_machine_notes_and_one_table_with_the_json_rows(tiny_run: tuple[Path, dict, str, int]) -> None:
+    _, data, text, _ = tiny_run
+    assert "Command: `yolov6-bench --bs 1 2" in text and "- cpu: " in text
+    assert "> CPU shared with other jobs" in text and "random initial weights" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| model | backend | precision | batch | p50 ms | p99 ms | FPS |")
+    assert len(table) == 1 + len(data["rows"])
+    first = data["rows"][0]
+    assert table[1].startswith(f"| yolov6n | torch | fp32 | 1 | {first['p50_ms']:.2f} | {first['p99_ms']:.2f} |")
+
+
+def test_second_run_reuses_the_artifacts_in_engines(tiny_run: tuple[Path, dict, str, int], tmp_path: Path) -> None:
+    folder, _, _, _ = tiny_run
+    onnx_file = folder / "engines" / "yolov6n-fp32-160.onnx"
+    before = onnx_file.stat().st_mtime_ns
+    argv = ["--bs", "1", "--imgsz", "160", "--iters", "1", "--warmup", "1", "--backends", "onnxruntime"]
+    argv += ["--precision", "fp32", "--device", "cpu", "--engines", str(folder / "engines")]
+    argv += ["--json", str(tmp_path / "again.json")]
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert [row["status"] for row in again["rows"]] == ["ok"]
+    assert onnx_file.stat().st_mtime_ns == before
+    assert any(note.startswith("yolov6n-fp32-160.onnx: reused") for note in again["notes"])
+
+
+def test_skip_reasons_name_the_missing_piece() -> None:
+    assert "fp16 needs a CUDA device" in skip_reason(Job("yolov6n", "onnxruntime", "fp16", 1), "cpu")
+    assert "int8 runs on onnxruntime or tensorrt" in skip_reason(Job("yolov6n", "torch", "int8", 1), "cuda")
+    expected = "TensorRT is not installed" if not available("tensorrt") else "needs a CUDA GPU"
+    assert expected in skip_reason(Job("yolov6n", "tensorrt", "fp32", 1), "cpu")
+    assert skip_reason(Job("yolov6n", "onnxruntime", "fp32", 32), "cpu") == ""
+
+
+def test_jobs_cover_every_combination_in_table_order() -> None:
+    options = BenchOptions(
+        batch_sizes=(1, 32), models=("yolov6n", "yolov6s"), backends=("torch",), precisions=("fp32",)
+    )
+    assert [(j.model, j.batch) for j in plan_jobs(options)] == [
+        ("yolov6n", 1),
+        ("yolov6n", 32),
+        ("yolov6s", 1),
+        ("yolov6s", 32),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"batch_sizes": (0,)},
+        {"backends": ("openvino",)},
+        {"precisions": ("int4",)},
+        {"imgsz": (640, 600)},
+        {"iters": 0},
+        {"models": ()},
+        {"artifacts": (Path("m.tflite"),)},
+    ],
+)
+def test_bad_options_raise_config_error(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        BenchOptions(**bad)
+
+
+def test_measure_runs_the_asked_counts_and_adapts_otherwise() -> None:
+    calls: list[int] = []
+    samples = measure(lambda: calls.append(1), iters=4, warmup=2)
+    assert len(samples) == 4 and len(calls) == 6 and all(s >= 0 for s in samples)
+    calls.clear()
+    adaptive = measure(lambda: calls.append(1), iters=None, warmup=None)
+    assert len(adaptive) == 200 and len(calls) == 210  # instant runs: the count caps, not the time budget
+
+
+def test_skipped_rows_show_the_reason_and_no_figures() -> None:
+    report = BenchReport({"cpu": "test"}, [], [BenchRow("yolov6n", "tensorrt", "fp16", 1, "skipped", "no GPU")])
+    row = [line for line in to_markdown(report).splitlines() if line.startswith("| yolov6n")][0]
+    assert row == "| yolov6n | tensorrt | fp16 | 1 |  |  |  |  |  |  |  | skipped: no GPU |"

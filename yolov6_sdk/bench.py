@@ -1,0 +1,515 @@
+"""The benchmark engine behind ``yolov6-bench``.
+
+For every model (or given artifact) x backend x precision x batch size it prepares the artifact in the engines
+folder (reusing what is already there), warms up, then times two things apart:
+
+* model only: ``backend.infer`` on a pre-processed batch ``[B, 3, H, W]`` (p50/p99 latency per batch, FPS =
+  B x 1000 / mean latency);
+* end to end: ``Detector.predict_batch`` on B 1280x720 BGR images -> Results (letterbox, inference, decode and
+  NMS, boxes mapped back), with the Detector's own pre- plus post-processing time per batch.
+
+Combinations this machine cannot run (TensorRT without TensorRT or without a GPU, fp16 on the CPU, int8 on the
+torch backend) become rows with status "skipped" and the reason; every figure is measured here, never filled in.
+Checkpoints the bench creates hold randomly initialised weights (a fresh model's predictors are zero, so its
+scores are 0.01 and post-processing at conf 0.25 sees no candidates): timings only, no accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yolov6_sdk import __version__
+from yolov6_sdk._optional import available, require
+from yolov6_sdk.errors import ConfigError, YOLOv6Error
+
+LOGGER = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+SUFFIX_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+FRAME_SHAPE = (720, 1280)  # end-to-end input images, h x w
+MIN_ITERS, MAX_ITERS, ITER_BUDGET_S = 5, 200, 10.0
+MIN_WARMUP, MAX_WARMUP, WARMUP_BUDGET_S = 1, 10, 3.0
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to benchmark.
+
+    Attributes:
+        batch_sizes: batch sizes to time, e.g. (1, 32).
+        models: zoo names (used when ``artifacts`` is empty).
+        artifacts: existing .pt/.onnx/.engine files; backend from the suffix, precision from the file.
+        backends, precisions: combinations to try for ``models``.
+        imgsz: (H, W) model input, multiples of 32.
+        iters, warmup: timed and warm-up runs per measurement; None = adaptive (5..200 runs or ~10 s; 1..10 or ~3 s).
+        device: "auto" (CUDA when torch sees one), "cpu", "cuda" or "cuda:N".
+        engines: folder where artifacts are looked up and built.
+        calib: calibration image folder for int8.
+        conf: score threshold of the end-to-end runs.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 32)
+    models: tuple[str, ...] = ("yolov6n",)
+    artifacts: tuple[Path, ...] = ()
+    backends: tuple[str, ...] = BACKENDS
+    precisions: tuple[str, ...] = PRECISIONS
+    imgsz: tuple[int, int] = (640, 640)
+    iters: int | None = None
+    warmup: int | None = None
+    device: str = "auto"
+    engines: Path = Path("engines")
+    calib: Path = Path("calib")
+    conf: float = 0.25
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "artifacts", tuple(Path(a) for a in self.artifacts))
+        object.__setattr__(self, "engines", Path(self.engines))
+        object.__setattr__(self, "calib", Path(self.calib))
+        if not self.batch_sizes or any(
+            isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes
+        ):
+            raise ConfigError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+        for label, values, known in (("backend", self.backends, BACKENDS), ("precision", self.precisions, PRECISIONS)):
+            unknown = [v for v in values if v not in known]
+            if unknown or not values:
+                raise ConfigError(f"{label}s must be some of {', '.join(known)}, got {list(values)}")
+        if len(self.imgsz) != 2 or any(not isinstance(v, int) or v <= 0 or v % 32 for v in self.imgsz):
+            raise ConfigError(f"imgsz must be (H, W) positive multiples of 32, got {self.imgsz}")
+        for label, value in (("iters", self.iters), ("warmup", self.warmup)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{label} must be a positive int or None (adaptive), got {value!r}")
+        if not self.artifacts and not self.models:
+            raise ConfigError("name models (e.g. yolov6n yolov6s) or artifact files to benchmark")
+        bad = [a for a in self.artifacts if a.suffix not in SUFFIX_BACKENDS]
+        if bad:
+            raise ConfigError(f"artifacts must be {', '.join(SUFFIX_BACKENDS)} files, got {[str(a) for a in bad]}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row to measure; ``artifact`` is set for user-given files."""
+
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    artifact: Path | None = None
+
+
+@dataclass
+class BenchRow:
+    """One measured (or skipped) combination. Latencies in ms per batch; FPS in images per second."""
+
+    model: str
+    backend: str
+    precision: str
+    batch: int
+    status: str = "ok"  # "ok", "skipped" or "failed"
+    reason: str = ""
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    fps: float | None = None
+    e2e_p50_ms: float | None = None
+    e2e_fps: float | None = None
+    prepost_ms: float | None = None
+    iters: int = 0
+    artifact: str = ""
+
+
+@dataclass
+class BenchReport:
+    """Machine description, notes and rows of one benchmark run."""
+
+    machine: dict[str, str]
+    notes: list[str]
+    rows: list[BenchRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "notes": self.notes, "rows": [dataclasses.asdict(r) for r in self.rows]}
+
+
+# ------------------------------------------------------------------------------------------- machine
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; other values are kept."""
+    if device != "auto":
+        return device
+    return "cuda" if available("torch") and require("torch").cuda.is_available() else "cpu"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_info() -> dict[str, str]:
+    """CPU, GPU, the versions that matter for the figures, and the machine's load when the run started."""
+    info = {"cpu": f"{cpu_model()} ({os.cpu_count()} logical cores)", "gpu": "none"}
+    if available("torch"):
+        torch = require("torch")
+        info["torch"] = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    for module in ("onnxruntime", "tensorrt"):
+        if available(module):
+            info[module] = str(getattr(require(module), "__version__", "?"))
+    info.update(numpy=np.__version__, python=platform.python_version(), os=platform.platform(), sdk=__version__)
+    if hasattr(os, "getloadavg"):
+        info["load average at start"] = " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"
+    return info
+
+
+# ------------------------------------------------------------------------------------------- planning
+
+
+def plan_jobs(options: BenchOptions) -> list[Job]:
+    """Every combination to run, in table order (model, backend, precision, batch)."""
+    if options.artifacts:
+        jobs = []
+        for path in options.artifacts:
+            backend, precision = SUFFIX_BACKENDS[path.suffix], _artifact_precision(path)
+            jobs += [Job(path.stem, backend, precision, b, path) for b in options.batch_sizes]
+        return jobs
+    return [
+        Job(model, backend, precision, batch)
+        for model in options.models
+        for backend in options.backends
+        for precision in options.precisions
+        for batch in options.batch_sizes
+    ]
+
+
+def _artifact_precision(path: Path) -> str:
+    from yolov6_sdk.export.sidecar import onnx_metadata, read_sidecar, sidecar_path
+
+    if sidecar_path(path).is_file():
+        return read_sidecar(path).precision
+    if path.suffix == ".onnx":
+        proto = require("onnx").load(str(path), load_external_data=False)
+        if any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
+            return "int8"
+        return str(onnx_metadata(proto).get("precision", "fp32"))
+    return "fp32"
+
+
+def skip_reason(job: Job, device: str) -> str:
+    """Why this machine cannot run ``job`` ("" when it can)."""
+    on_cpu = not device.startswith("cuda")
+    if job.backend == "tensorrt":
+        if not available("tensorrt"):
+            return "TensorRT is not installed (pip install 'yolov6-sdk[trt]')"
+        if on_cpu:
+            return "TensorRT needs a CUDA GPU; this run is on the CPU"
+    if job.precision == "fp16" and on_cpu:
+        return "fp16 needs a CUDA device; this run is on the CPU"
+    if job.precision == "int8" and job.backend == "torch":
+        return "the torch backend runs fp32/fp16 only; int8 runs on onnxruntime or tensorrt"
+    if job.precision == "int8" and job.artifact is None and not available("yolov6_sdk.export.build"):
+        return "int8 needs the quantising build step (yolov6_sdk.export.build), not available in this install"
+    return ""
+
+
+# ------------------------------------------------------------------------------------------- timing
+
+
+def measure(run: Callable[[], Any], iters: int | None, warmup: int | None) -> list[float]:
+    """Warm up, then time ``run``; returns latencies in ms. None counts are adaptive (see BenchOptions)."""
+    _repeat(run, warmup, MIN_WARMUP, MAX_WARMUP, WARMUP_BUDGET_S)
+    return _repeat(run, iters, MIN_ITERS, MAX_ITERS, ITER_BUDGET_S)
+
+
+def _repeat(run: Callable[[], Any], count: int | None, least: int, most: int, budget_s: float) -> list[float]:
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        done = len(samples)
+        if count is not None and done >= count:
+            return samples
+        if count is None and (done >= most or (done >= least and time.perf_counter() - start >= budget_s)):
+            return samples
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+def synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    """``count`` 1280x720 uint8 BGR noise images (one array, repeated)."""
+    frame = np.random.default_rng(seed).integers(0, 256, (*FRAME_SHAPE, 3), dtype=np.uint8)
+    return [frame] * count
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+class BenchRunner:
+    """Prepares artifacts (cached per run) and measures jobs; see the module docstring."""
+
+    def __init__(self, options: BenchOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.notes: list[str] = []
+        self._prepared: dict[tuple[Any, ...], Path] = {}
+
+    def run(self, job: Job) -> BenchRow:
+        """Measure one job; a job this machine cannot run comes back skipped, a crash as failed."""
+        row = BenchRow(job.model, job.backend, job.precision, job.batch)
+        reason = skip_reason(job, self.device)
+        if reason:
+            row.status, row.reason = "skipped", reason
+            return row
+        try:
+            artifact = job.artifact or self.artifact(job)
+            row.artifact = str(artifact)
+            self._time(job, artifact, row)
+        except YOLOv6Error as exc:  # cannot be prepared or loaded here: say why
+            row.status, row.reason = "skipped", str(exc)
+        except Exception as exc:
+            LOGGER.exception("benchmark of %s failed", job)
+            row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
+        return row
+
+    def _time(self, job: Job, artifact: Path, row: BenchRow) -> None:
+        from yolov6_sdk.runtime.detector import Detector
+        from yolov6_sdk.runtime.preprocess import preprocess_batch
+
+        opts = self.options
+        half = job.backend == "torch" and job.precision == "fp16"
+        imgsz = None if job.artifact else opts.imgsz  # a given artifact runs at its own size
+        with Detector(artifact, self.device, job.backend, conf=opts.conf, imgsz=imgsz, half=half) as detector:
+            info = detector.info
+            if job.batch < info.min_batch or (info.max_batch is not None and job.batch > info.max_batch):
+                served = f"{info.min_batch}..{info.max_batch or 'any'}"
+                raise ConfigError(f"{artifact.name} serves batches {served}, not {job.batch}")
+            detector.batch_size = job.batch
+            frames = synthetic_frames(job.batch)
+            batch, _ = preprocess_batch(frames, detector.imgsz)
+            if detector.backend.wants_torch:
+                batch = require("torch").from_numpy(batch).to(detector.device)
+            sync = self._sync(detector.device)
+
+            def model_only() -> None:
+                detector.backend.infer(batch)
+                sync()
+
+            model = measure(model_only, opts.iters, opts.warmup)
+            prepost: list[float] = []
+
+            def end_to_end() -> None:
+                results = detector.predict_batch(frames)
+                speed = results[0].speed
+                prepost.append((speed.get("preprocess", 0.0) + speed.get("postprocess", 0.0)) * len(results))
+
+            e2e = measure(end_to_end, opts.iters, opts.warmup)
+        timed = prepost[-len(e2e) :]
+        row.p50_ms, row.p99_ms = _percentile(model, 50), _percentile(model, 99)
+        row.fps = job.batch * 1e3 / float(np.mean(model))
+        row.e2e_p50_ms, row.e2e_fps = _percentile(e2e, 50), job.batch * 1e3 / float(np.mean(e2e))
+        row.prepost_ms, row.iters = _percentile(timed, 50), len(model)
+
+    def _sync(self, device: str) -> Callable[[], None]:
+        if device.startswith("cuda"):
+            torch = require("torch")
+            return lambda: torch.cuda.synchronize(device)
+        return lambda: None
+
+    # --------------------------------------------------------------------------------------- artifacts
+
+    def _size_tag(self) -> str:
+        h, w = self.options.imgsz
+        return "" if (h, w) == (640, 640) else f"-{h}" if h == w else f"-{h}x{w}"
+
+    def _name(self, model: str, precision: str, batch: int | None = None) -> str:
+        """``<model>-<precision>[-bs<N>]``, plus ``-<H>[x<W>]`` when the input size is not 640x640."""
+        return f"{model}-{precision}{f'-bs{batch}' if batch else ''}{self._size_tag()}"
+
+    def artifact(self, job: Job) -> Path:
+        """The artifact ``job`` runs, built into the engines folder unless a matching one is there."""
+        if job.backend == "torch":
+            return self.checkpoint(job.model)
+        if job.backend == "onnxruntime":
+            return self.int8_artifact(job, None) if job.precision == "int8" else self.onnx(job.model, job.precision)
+        if job.precision == "int8":
+            return self.int8_artifact(job, job.batch)
+        return self.engine(job.model, job.precision, job.batch)
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Path]) -> Path:
+        if key not in self._prepared:
+            self._prepared[key] = make()
+        return self._prepared[key]
+
+    def checkpoint(self, model: str) -> Path:
+        """``<engines>/<model>[-<size>].pt``: reused, or a fresh randomly initialised model saved there."""
+        path = self.options.engines / f"{model}{self._size_tag()}.pt"
+
+        def make() -> Path:
+            if path.is_file():
+                self.notes.append(f"{path.name}: reused from {path.parent}")
+                return path
+            from yolov6_sdk.models import build_model
+            from yolov6_sdk.weights import save_checkpoint
+
+            self.notes.append(f"{path.name}: created with random initial weights (timing only)")
+            return save_checkpoint(path, build_model(model), imgsz=max(self.options.imgsz))
+
+        return self._cached(("pt", model), make)
+
+    def onnx(self, model: str, precision: str) -> Path:
+        """``<model>-<precision>.onnx`` with a dynamic batch, exported from :meth:`checkpoint` unless present."""
+        path = self.options.engines / f"{self._name(model, precision)}.onnx"
+
+        def make() -> Path:
+            if path.is_file() and _onnx_fits(path, self.options.imgsz):
+                self.notes.append(f"{path.name}: reused from {path.parent}")
+                return path
+            from yolov6_sdk.export.onnx import ExportOptions, export_onnx
+            from yolov6_sdk.weights import load
+
+            loaded = load(self.checkpoint(model))
+            export = ExportOptions(imgsz=self.options.imgsz, dynamic_batch=True, half=precision == "fp16")
+            return export_onnx(loaded.model, path, export, metadata={"weights_sha256": loaded.sha256})
+
+        return self._cached(("onnx", model, precision), make)
+
+    def engine(self, model: str, precision: str, batch: int) -> Path:
+        """A static-batch TensorRT engine ``<model>-<precision>-bs<N>.engine`` (reused when it fits here)."""
+        path = self.options.engines / f"{self._name(model, precision, batch)}.engine"
+
+        def make() -> Path:
+            from yolov6_sdk.export.tensorrt import BuildConfig, build_engine
+
+            if _engine_fits(path, self.options.imgsz, batch):
+                self.notes.append(f"{path.name}: reused from {path.parent}")
+                return path
+            source = self.onnx(model, precision)
+            return build_engine(source, path, BuildConfig(precision, (batch,), self.options.imgsz))
+
+        return self._cached(("engine", model, precision, batch), make)
+
+    def int8_artifact(self, job: Job, batch: int | None) -> Path:
+        """An int8 Q/DQ ONNX (onnxruntime) or engine (tensorrt, static ``batch``) made by the build step.
+
+        :func:`yolov6_sdk.export.build.build` quantises the bench's checkpoint with the images in ``calib``;
+        it reuses its own export and calibration caches in the engines folder.
+        """
+
+        def make() -> Path:
+            from yolov6_sdk.export.build import build
+
+            result = build(
+                weights=self.checkpoint(job.model),
+                model=job.model,
+                precision="int8",
+                calib=self.options.calib,
+                backend=job.backend,
+                batch_sizes=[batch] if batch else list(self.options.batch_sizes),
+                imgsz=self.options.imgsz,
+                output=self.options.engines,
+            )
+            self.notes.append(f"{result.artifact.name}: int8, calibrated on {result.calibration_images} images")
+            return result.artifact
+
+        return self._cached(("int8", job.model, job.backend, batch), make)
+
+
+def _onnx_fits(path: Path, imgsz: tuple[int, int]) -> bool:
+    from yolov6_sdk.export.sidecar import onnx_metadata
+
+    meta = onnx_metadata(require("onnx").load(str(path), load_external_data=False))
+    return list(meta.get("imgsz", [])) == list(imgsz) and meta.get("dynamic_batch") is True
+
+
+def _engine_fits(path: Path, imgsz: tuple[int, int], batch: int) -> bool:
+    """An engine already built here for this input size and batch (and this TensorRT and GPU)."""
+    from yolov6_sdk.export import trt_compat
+    from yolov6_sdk.export.sidecar import check_compatible, current_gpu, read_sidecar
+
+    if not path.is_file():
+        return False
+    try:
+        car = read_sidecar(path)
+        gpu = current_gpu() or ("", "0.0")
+        check_compatible(car, trt_compat.load_tensorrt().__version__, *gpu)
+    except YOLOv6Error as exc:
+        LOGGER.info("rebuilding %s: %s", path, exc)
+        return False
+    return car.imgsz == tuple(imgsz) and car.batch_profile == (batch, batch, batch)
+
+
+def run_benchmark(
+    options: BenchOptions,
+    notes: tuple[str, ...] = (),
+    on_row: Callable[[Job, BenchRow], None] | None = None,
+) -> BenchReport:
+    """Run every job of ``options``; ``notes`` go above the table; ``on_row(job, row)`` follows each job."""
+    runner = BenchRunner(options)
+    report = BenchReport(machine_info(), list(notes))
+    for job in plan_jobs(options):
+        report.rows.append(runner.run(job))
+        if on_row is not None:
+            on_row(job, report.rows[-1])
+    report.notes.extend(runner.notes)
+    return report
+
+
+# fmt: off
+COLUMNS = ("model", "backend", "precision", "batch", "p50 ms", "p99 ms", "FPS", "e2e p50 ms", "e2e FPS", "pre+post ms",
+           "runs", "note")
+# fmt: on
+
+LEGEND = (
+    "p50/p99 ms: model-only latency per batch (backend.infer on a pre-processed [B, 3, H, W] batch); "
+    "FPS: images/s = batch x 1000 / mean model-only latency; e2e: Detector.predict_batch on B 1280x720 BGR "
+    "images -> Results (letterbox, inference, decode + NMS, box mapping); pre+post ms: the Detector's pre- plus "
+    "post-processing time per batch (median); runs: timed runs per measurement, after warm-up."
+)
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(report: BenchReport) -> list[list[str]]:
+    """The table's cells, one list per row, in :data:`COLUMNS` order."""
+    cells = []
+    for r in report.rows:
+        figures = [_cell(r.p50_ms, 2), _cell(r.p99_ms, 2), _cell(r.fps), _cell(r.e2e_p50_ms, 2), _cell(r.e2e_fps)]
+        note = "" if r.status == "ok" else f"{r.status}: {r.reason}"
+        cells.append(
+            [r.model, r.backend, r.precision, str(r.batch), *figures, _cell(r.prepost_ms, 2), str(r.iters or ""), note]
+        )
+    return cells
+
+
+def to_markdown(report: BenchReport, title: str = "yolov6-bench", command: str = "") -> str:
+    """The machine description, notes and the one table, as markdown."""
+    lines = [f"# {title}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"- {key}: {value}" for key, value in report.machine.items()]
+    lines += [""] + [f"> {note}" for note in report.notes] + ["", LEGEND, ""]
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
+    return "\n".join(lines) + "\n"
