@@ -78,8 +78,12 @@ def save_checkpoint(
     names: list[str] | None = None,
     imgsz: int = 640,
     meta: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
     """Write ``model`` in our format to ``path`` atomically and return the path.
+
+    Floating tensors are stored as fp32, or as fp16 with ``half=True`` (half the file size, as official release
+    files do); :func:`load` always returns an fp32 model.
 
     The file appears complete or not at all: it is written to a temporary file in the same folder and moved into
     place with ``os.replace``. ``names`` defaults to ``model.names``; ``meta`` may hold plain values only (str, int,
@@ -105,7 +109,9 @@ def save_checkpoint(
         batchnorm=_batchnorm_overrides(model),
     )
     state = {
-        key: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+        key: value.detach().to(
+            "cpu", (torch.float16 if half else torch.float32) if value.is_floating_point() else value.dtype
+        )
         for key, value in model.state_dict().items()
     }
     checkpoint = {

@@ -1,0 +1,131 @@
+"""INT8 vs fp32 throughput on the CPU with ONNX Runtime, for artifacts made by ``yolov6-build``.
+
+For each model, builds the fp32 ONNX and the int8 Q/DQ ONNX (``target onnxruntime-cpu``: uint8 activations,
+int8 per-channel weights) through :func:`yolov6_sdk.export.build.build` with an untrained network (speed does
+not depend on the weights) and synthetic calibration images, then times both at each batch size. fp32 and
+int8 runs alternate, one batch each, so load from other processes falls on both alike; medians are reported.
+The goal is int8 >= 1.6x fp32 images/s.
+
+    python benchmarks/bench_int8_cpu.py   # yolov6n and yolov6s, 640, bs 1 and 8, 1 and all threads -> int8_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from yolov6_sdk.bench import machine_info
+from yolov6_sdk.export.build import build
+from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.training.datagen import write_calibration_images
+
+HERE = Path(__file__).resolve().parent
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["yolov6n", "yolov6s"], help="zoo names")
+    parser.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
+    parser.add_argument("--bs", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    parser.add_argument("--runs", type=int, default=10, help="timed batches per precision and batch (default 10)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 0],
+        help="intra-op thread counts to run (0: ONNX Runtime's default)",
+    )
+    parser.add_argument("--calib-size", type=int, default=32, help="synthetic calibration images (default 32)")
+    parser.add_argument("--work", type=Path, help="folder for the built artifacts (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=HERE / "int8_cpu.md", help="markdown report to write")
+    return parser.parse_args(argv)
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _time_pair(paths: dict[str, Path], batch: int, imgsz: int, runs: int, threads: int) -> dict[str, list[float]]:
+    """Milliseconds per batch of each artifact, timed round-robin after one warm-up batch each."""
+    sessions = {name: _session(path, threads) for name, path in paths.items()}
+    images = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
+    for session in sessions.values():
+        session.run(None, {"images": images})
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(runs):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, {"images": images})
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _build_pair(model: str, imgsz: int, calib: Path, calib_size: int, out: Path) -> dict[str, Path]:
+    common = {"random_weights": True, "model": model, "imgsz": imgsz, "backend": "onnxruntime", "output": out}
+    fp32 = build(precision="fp32", **common).artifact
+    int8 = build(precision="int8", calib=calib, calib_size=calib_size, **common).artifact
+    return {"fp32": fp32, "int8": int8}
+
+
+def _report(rows: list[list[str]], args: argparse.Namespace, argv: list[str]) -> str:
+    info = machine_info()
+    command = " ".join(["python benchmarks/bench_int8_cpu.py", *argv])
+    lines = [
+        "# INT8 vs fp32 on the CPU (ONNX Runtime)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Untrained networks (speed does not depend on the weights), int8 = `yolov6-build --precision int8` "
+        "(Q/DQ ONNX, uint8 activations, int8 per-channel weights, target onnxruntime-cpu). Model time only "
+        f"(no pre/post-processing), {args.runs} batches per cell timed round-robin with fp32, median ms per "
+        "batch. Threads: 1, or ONNX Runtime's default (one per core). The CPU was shared with other work while "
+        "this ran, so absolute times are noisy (the single-thread rows suffer least from it); the ratio is the "
+        "figure to read.",
+        "",
+        *(f"- {key}: {value}" for key, value in info.items()),
+        "",
+        "| model | imgsz | batch | threads | fp32 ms | int8 ms | fp32 img/s | int8 img/s | int8 speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
+        calib = Path(tmp) / "calib"
+        write_calibration_images(calib, args.calib_size, seed=0)
+        for model in args.models:
+            paths = _build_pair(model, args.imgsz, calib, args.calib_size, args.work or Path(tmp) / "engines")
+            for threads, batch in itertools.product(args.threads, args.bs):
+                times = _time_pair(paths, batch, args.imgsz, args.runs, threads)
+                fp32, int8 = statistics.median(times["fp32"]), statistics.median(times["int8"])
+                rows.append(
+                    [model, str(args.imgsz), str(batch), str(threads or "default"), f"{fp32:.1f}", f"{int8:.1f}",
+                     f"{batch * 1e3 / fp32:.1f}", f"{batch * 1e3 / int8:.1f}", f"{fp32 / int8:.2f}x"]
+                )  # fmt: skip
+                print(" | ".join(rows[-1]), flush=True)
+    with atomic_path(args.out) as tmp_out:
+        tmp_out.write_text(_report(rows, args, argv), encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

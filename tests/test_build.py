@@ -1,0 +1,227 @@
+"""yolov6-build: artifacts, sidecars, caches, interrupted builds and the errors users meet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from yolov6_sdk._optional import available
+from yolov6_sdk.errors import BuildError, CalibrationError, ConfigError, MissingDependencyError
+from yolov6_sdk.export import build as build_module
+from yolov6_sdk.export import ort_quant
+from yolov6_sdk.export.build import build, plan_build, run_build
+from yolov6_sdk.export.onnx import read_metadata
+from yolov6_sdk.training.datagen import write_calibration_images
+
+IMGSZ = 160
+CPU = {"random_weights": True, "model": "yolov6n", "imgsz": IMGSZ, "backend": "onnxruntime"}
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("calib")
+    write_calibration_images(folder, 6, seed=4, imgsz=(120, 200))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_build(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> build_module.BuildResult:
+    out = tmp_path_factory.mktemp("engines")
+    return build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out)
+
+
+def _seed_export(int8: build_module.BuildResult, out: Path) -> None:
+    """Copy the cached fp32 export of ``int8`` into ``out`` so a new build there skips the export."""
+    out.mkdir(parents=True, exist_ok=True)
+    cache = int8.artifact.with_suffix(".fp32.onnx")
+    shutil.copyfile(cache, out / cache.name)
+
+
+def test_int8_build_writes_the_artifact_and_a_sidecar_that_describes_it(int8_build) -> None:
+    assert int8_build.artifact.name == "yolov6n-int8.onnx" and int8_build.artifact.is_file()
+    sidecar = json.loads(int8_build.sidecar.read_text())
+    assert int8_build.sidecar.name == "yolov6n-int8.json"
+    assert (sidecar["precision"], sidecar["calibration_method"], sidecar["calibration_images"]) == ("int8", "minmax", 4)
+    assert sidecar["extra"]["quant_target"] == "onnxruntime-cpu"
+    assert sidecar["extra"]["onnxruntime_version"] and sidecar["extra"]["float_layers"] == []
+    assert {"weights_sha256", "fp32_onnx_sha256", "calibration_sha256", "onnx"} <= set(sidecar["source_hashes"])
+    assert sidecar["batch_profile"] is None  # dynamic batch serves any --bs
+    assert read_metadata(int8_build.artifact)["precision"] == "int8"
+
+
+def test_second_build_reuses_the_export_and_the_calibration(int8_build, calib_dir: Path, monkeypatch) -> None:
+    def no_calibration(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the second build recalibrated")
+
+    monkeypatch.setattr(ort_quant, "calibrate", no_calibration)
+    again = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=int8_build.artifact.parent)
+    assert set(again.cached) == {"export", "calibration"}
+    assert again.artifact == int8_build.artifact and again.artifact.is_file()
+
+
+def test_other_calibration_images_invalidate_the_range_cache(int8_build, calib_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "engines"
+    _seed_export(int8_build, out)
+    result = build(**CPU, precision="int8", calib=calib_dir, calib_size=3, output=out)
+    assert result.cached == ("export",)
+
+
+def test_interrupted_build_leaves_no_artifact(int8_build, calib_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "engines"
+    _seed_export(int8_build, out)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ort_quant, "calibrate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out)
+    assert sorted(p.name for p in out.iterdir()) == ["yolov6n-int8.fp32.onnx"]  # only the reusable export cache
+
+
+def test_exclude_names_stay_float_and_are_recorded(int8_build, calib_dir: Path) -> None:
+    out = int8_build.artifact.parent
+    result = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.reg_convs.*"])
+    assert result.float_layers == tuple(f"detect.reg_convs.{i}.block.conv" for i in range(3))
+    assert json.loads(result.sidecar.read_text())["extra"]["float_layers"] == list(result.float_layers)
+    with pytest.raises(BuildError, match="matches no quantised convolution"):
+        build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.nothing"])
+
+
+def test_fp32_build_is_the_export_itself(int8_build, tmp_path: Path) -> None:
+    # the int8 build's fp32 export has the same export key, so it serves as this build's cached artifact
+    shutil.copyfile(int8_build.artifact.with_suffix(".fp32.onnx"), tmp_path / "yolov6n-fp32.onnx")
+    result = build(**CPU, precision="fp32", output=tmp_path)
+    assert result.artifact.name == "yolov6n-fp32.onnx" and result.cached == ("export",)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov6n-fp32.json", "yolov6n-fp32.onnx"]
+    assert json.loads(result.sidecar.read_text())["precision"] == "fp32"
+
+
+def test_empty_calibration_folder_fails_before_any_export(tmp_path: Path) -> None:
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    plan = plan_build(**CPU, precision="int8", calib=empty, output=tmp_path / "out")
+    with pytest.raises(CalibrationError, match="holds no image file"):
+        run_build(plan)
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_calibrates_on_the_shipped_calib_folder_by_default(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "calib").mkdir()
+    plan = plan_build(**CPU, precision="int8", output=tmp_path / "out")
+    assert plan.calib == Path("calib")
+    with pytest.raises(CalibrationError, match="'calib' holds no image file"):
+        run_build(plan)
+
+
+@pytest.mark.parametrize("sizes", [[0], [1, -4]])
+def test_non_positive_batch_sizes_are_refused(sizes: list[int], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--bs takes positive batch sizes"):
+        plan_build(**CPU, batch_sizes=sizes, output=tmp_path)
+
+
+def test_static_onnx_cannot_serve_other_batch_sizes(int8_build, tmp_path: Path) -> None:
+    proto = onnx.load(str(int8_build.artifact.with_suffix(".fp32.onnx")))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    static = tmp_path / "static.onnx"
+    onnx.save(proto, str(static))
+    with pytest.raises(BuildError, match="fixed batch of 1 and cannot serve --bs 1 32"):
+        plan_build(onnx=static, batch_sizes=[1, 32], backend="onnxruntime", output=tmp_path)
+    plan = plan_build(onnx=static, batch_sizes=[1], backend="onnxruntime", output=tmp_path)
+    assert plan.artifact.name == "yolov6n-fp32-bs1.onnx"
+
+
+def test_dynamic_onnx_serves_any_batch_list(int8_build, tmp_path: Path) -> None:
+    source = int8_build.artifact.with_suffix(".fp32.onnx")
+    plan = plan_build(onnx=source, batch_sizes=[1, 8, 32], backend="onnxruntime", output=tmp_path)
+    assert plan.artifact.name == "yolov6n-fp32.onnx" and plan.batch_sizes == (1, 8, 32)
+
+
+@pytest.mark.skipif(available("tensorrt"), reason="TensorRT is installed here")
+def test_tensorrt_backend_without_tensorrt_says_how_to_install(tmp_path: Path) -> None:
+    with pytest.raises(MissingDependencyError) as info:
+        plan_build(**{**CPU, "backend": "tensorrt"}, output=tmp_path)
+    assert "yolov6-sdk[trt]" in str(info.value) and "GPU" in str(info.value)
+
+
+def test_tensorrt_batch_profile_is_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(build_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
+    with pytest.raises(ConfigError, match="ascending"):
+        plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path)
+    plan = plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path)
+    assert plan.artifact.name == "yolov6n-fp32-bs32.engine" and plan.target == "tensorrt"
+
+
+def test_fp16_for_onnx_runtime_on_the_cpu_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="fp16 is not built for ONNX Runtime"):
+        plan_build(**CPU, precision="fp16", output=tmp_path)
+
+
+def test_missing_default_weights_says_what_to_pass(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(build_module, "DEFAULT_WEIGHTS", Path("weights/not-shipped.pt"))
+    with pytest.raises(BuildError, match="--random-weights") as info:
+        plan_build(output=tmp_path, backend="onnxruntime")
+    assert "--weights" in str(info.value) and "--onnx" in str(info.value)
+
+
+def test_options_that_contradict_each_other_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="either --weights or --onnx"):
+        plan_build(weights=tmp_path / "a.pt", onnx=tmp_path / "a.onnx", output=tmp_path)
+    with pytest.raises(ConfigError, match="int8 builds only"):
+        plan_build(**CPU, exclude=["auto"], output=tmp_path)
+    with pytest.raises(ConfigError, match="calibration method"):
+        plan_build(**CPU, precision="int8", calib=tmp_path, calib_method="kl", output=tmp_path)
+
+
+def test_auto_backend_falls_back_to_onnx_runtime_without_a_gpu(tmp_path: Path) -> None:
+    plan = plan_build(**{**CPU, "backend": "auto"}, output=tmp_path)
+    if plan.backend == "onnxruntime":
+        assert plan.backend_reason.startswith("auto:") and plan.artifact.suffix == ".onnx"
+    else:
+        assert plan.artifact.name == "yolov6n-fp32-bs1.engine"
+
+
+def test_cli_prints_plan_and_summary_and_one_clear_error(int8_build, calib_dir: Path, capsys) -> None:
+    from yolov6_sdk.cli.build import main
+
+    out = int8_build.artifact.parent
+    argv = ["--random-weights", "--model", "yolov6n", "--imgsz", str(IMGSZ), "--backend", "onnxruntime"]
+    assert main([*argv, "--precision", "int8", "--calib", str(calib_dir), "--calib-size", "4", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "yolov6-build plan:" in printed and "yolov6n-int8.onnx" in printed and "reused: export, calibration" in printed
+    )
+    assert main([*argv, "--precision", "fp16", "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("yolov6-build: error: fp16 is not built") and error.count("\n") == 1
+
+
+def test_val_reports_map_of_fp32_and_the_artifact_side_by_side(tmp_path: Path, calib_dir: Path) -> None:
+    from conftest import randomize_model
+
+    from yolov6_sdk.models import build_model
+    from yolov6_sdk.training.datagen import generate_dataset
+    from yolov6_sdk.weights import save_checkpoint
+
+    data = generate_dataset(tmp_path / "data", num_train=1, num_val=3, imgsz=(120, 200), num_classes=3)
+    model = randomize_model(build_model("yolov6n", num_classes=3).eval(), seed=5)
+    weights = save_checkpoint(tmp_path / "three.pt", model, imgsz=IMGSZ)
+    result = build(weights=weights, imgsz=IMGSZ, backend="onnxruntime", precision="int8", calib=calib_dir,
+                   calib_size=4, val=data, output=tmp_path / "out")  # fmt: skip
+    assert set(result.maps) == {"fp32 (onnx)", "int8 (onnx)"}
+    assert all(0.0 <= value <= 100.0 for value in result.maps.values()) and "validate" in result.seconds
+
+
+@pytest.mark.tensorrt
+def test_int8_engine_builds_from_symmetric_qdq_onnx(int8_build, calib_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="needs TensorRT and a CUDA GPU")
+    result = build(**{**CPU, "backend": "tensorrt"}, precision="int8", calib=calib_dir, calib_size=4,
+                   batch_sizes=[1, 4], output=tmp_path)  # fmt: skip
+    assert result.artifact.name == "yolov6n-int8-bs4.engine"
+    assert read_metadata(result.artifact.with_suffix(".qdq.onnx"))["quant_target"] == "tensorrt"
+    assert json.loads(result.sidecar.read_text())["calibration_images"] == 4

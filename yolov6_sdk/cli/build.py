@@ -1,0 +1,172 @@
+"""``yolov6-build``: export, quantise and build a deployable artifact (argument parsing and printing only)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  yolov6-build --weights best.pt --precision int8 --calib calib/ -o engines/
+  yolov6-build --onnx model.onnx --precision fp16 --backend tensorrt --bs 1 32
+  yolov6-build --weights best.pt --precision int8 --calib calib/ --val data/ --exclude auto --max-ap-drop 1.0
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yolov6-build",
+        description="Build a YOLOv6 artifact: fp32/int8 ONNX for ONNX Runtime, or a TensorRT engine.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_argument_group("source")
+    source.add_argument(
+        "--weights", type=Path, help="checkpoint (.pt, SDK or official); default weights/yolov6n-shapes.pt"
+    )
+    source.add_argument("--onnx", type=Path, help="an fp32 ONNX export instead of a checkpoint")
+    source.add_argument("--model", help="zoo name (with --random-weights; checked against the checkpoint otherwise)")
+    source.add_argument("--random-weights", action="store_true", help="untrained network, for timing only")
+    what = parser.add_argument_group("artifact")
+    what.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    what.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    what.add_argument("--bs", type=int, nargs="+", default=[1], metavar="N", help="batch sizes to serve (default 1)")
+    what.add_argument(
+        "--imgsz",
+        type=int,
+        nargs="+",
+        default=None,
+        help="H [W], multiples of 32 (default: the checkpoint's training size, else 640)",
+    )
+    what.add_argument("--end2end", action="store_true", help="NMS inside the graph (EfficientNMS outputs)")
+    what.add_argument("-o", "--output", type=Path, default=Path("engines"), help="output folder (default engines/)")
+    calib = parser.add_argument_group("int8")
+    calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
+    calib.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    calib.add_argument("--calib-size", type=int, default=500, help="images used, evenly sampled (default 500)")
+    calib.add_argument("--calib-batch", type=int, default=8, help="images per calibration batch (default 8)")
+    calib.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and print them")
+    calib.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
+                       help="layers kept float: module paths (wildcards allowed) or 'auto'")  # fmt: skip
+    calib.add_argument("--max-ap-drop", type=float, default=1.0, help="--exclude auto budget with --val (mAP points)")
+    calib.add_argument("--max-error", type=float, default=0.02, help="--exclude auto budget without --val")
+    parser.add_argument(
+        "--val",
+        type=Path,
+        help="dataset (COCO root or YOLO data.yaml) to report mAP of fp32 and the artifact on; with --sensitivity "
+        "it also measures mAP once per layer (slow on a large set)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+    return parser
+
+
+class _Bars:
+    """tqdm bars per build stage, created on first report."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        unit = "img" if stage == "calibrate" else "layer"
+        bar = self._bars.get(stage) or self._bars.setdefault(
+            stage, self._tqdm(total=total, desc=stage, unit=unit, disable=None, leave=True)
+        )
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _plan_lines(plan: Any) -> list[str]:
+    """The plan in a few lines: source, what is built, calibration, budget, validation and output."""
+    source = plan.onnx or plan.weights or f"randomly initialised {plan.model} (--random-weights)"
+    batch = " ".join(map(str, plan.batch_sizes))
+    lines = [
+        f"source     {source}",
+        f"build      {plan.model} {plan.precision} on {plan.backend} ({plan.backend_reason}), imgsz "
+        f"{plan.imgsz[0]}x{plan.imgsz[1]}, batch {batch}" + (", end-to-end NMS" if plan.end2end else ""),
+    ]
+    if plan.precision == "int8":
+        lines.append(
+            f"calibrate  {plan.calib_size} images from {plan.calib} ({plan.calib_method}), target {plan.target}"
+        )
+        if plan.sensitivity or plan.exclude:
+            budget = f"mAP drop <= {plan.max_ap_drop}" if plan.val else f"output error <= {plan.max_error}"
+            lines.append(f"float      exclude {' '.join(plan.exclude) or '-'}; budget {budget}")
+    if plan.val:
+        lines.append(f"validate   {plan.val} (fp32 vs {plan.precision})")
+    return [*lines, f"output     {plan.artifact}"]
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB"
+
+
+def _summary(result: Any) -> list[str]:
+    from yolov6_sdk.export.sensitivity import format_table
+
+    lines = []
+    if result.sensitivity is not None:
+        report = result.sensitivity
+        lines += ["", "INT8 sensitivity (leaving one layer float; most sensitive first):", format_table(report)]
+        final = f"output error {report.int8_error:.4f} all-int8 -> {report.final_error:.4f}"
+        met = "met" if report.budget_met else "NOT met"
+        lines.append(f"{len(report.float_nodes)} layer(s) left float; {final}; budget {met}")
+    took = ", ".join(f"{stage} {sec:.1f}s" for stage, sec in result.seconds.items())
+    cached = f" (reused: {', '.join(result.cached)})" if result.cached else ""
+    lines += [
+        "",
+        f"{'artifact':<40} {'size':>9} {'precision':>9} {'backend':>12} {'float layers':>12}",
+        f"{str(result.artifact):<40} {_size(result.size_bytes):>9} {result.precision:>9} {result.backend:>12} "
+        f"{len(result.float_layers):>12}",
+        f"sidecar {result.sidecar}; time: {took}{cached}",
+    ]
+    if result.maps:
+        lines.append("mAP50-95: " + "  ".join(f"{k} {v:.2f}" for k, v in result.maps.items()))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.imgsz is not None and len(args.imgsz) > 2:
+        parser.error(f"--imgsz takes one or two values, got {args.imgsz}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+    from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.export.build import plan_build, run_build
+
+    options = dict(
+        weights=args.weights, onnx=args.onnx, model=args.model, precision=args.precision, calib=args.calib,
+        calib_method=args.calib_method, calib_size=args.calib_size, calib_batch=args.calib_batch,
+        backend=args.backend, batch_sizes=args.bs, imgsz=None if args.imgsz is None else (tuple(args.imgsz) if len(args.imgsz) == 2 else args.imgsz[0]),
+        end2end=args.end2end, output=args.output, val=args.val, sensitivity=args.sensitivity, exclude=args.exclude,
+        max_ap_drop=args.max_ap_drop, max_error=args.max_error, random_weights=args.random_weights,
+    )  # fmt: skip
+    bars = _Bars()
+    try:
+        plan = plan_build(**options)
+        print("\n".join(["yolov6-build plan:", *(f"  {line}" for line in _plan_lines(plan))]), flush=True)
+        result = run_build(plan, progress=bars)
+    except YOLOv6Error as exc:
+        bars.close()
+        print(f"yolov6-build: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        bars.close()
+        print("yolov6-build: interrupted; no artifact was written", file=sys.stderr)
+        return 130
+    print("\n".join(_summary(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
