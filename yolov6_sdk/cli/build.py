@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         help="H [W], multiples of 32 (default: the checkpoint's training size, else 640)",
     )
     what.add_argument("--end2end", action="store_true", help="NMS inside the graph (EfficientNMS outputs)")
+    what.add_argument(
+        "--triton", metavar="DIR", help="also write a Triton Inference Server model repository for the artifact"
+    )
     what.add_argument("-o", "--output", type=Path, default=Path("engines"), help="output folder (default engines/)")
     calib = parser.add_argument_group("int8")
     calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
@@ -156,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_build(**options)
         print("\n".join(["yolov6-build plan:", *(f"  {line}" for line in _plan_lines(plan))]), flush=True)
         result = run_build(plan, progress=bars)
+        if args.triton:
+            from yolov6_sdk.export.triton import write_triton_repository
+
+            largest = max(plan.batch_sizes)  # a dynamic-batch artifact without --bs: the repository picks its own cap
+            repo = write_triton_repository(result.artifact, args.triton, max_batch=largest if largest > 1 else None)
     except YOLOv6Error as exc:
         bars.close()
         print(f"yolov6-build: error: {exc}", file=sys.stderr)
@@ -165,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print("yolov6-build: interrupted; no artifact was written", file=sys.stderr)
         return 130
     print("\n".join(_summary(result)))
+    if args.triton:
+        print(f"Triton model repository: {repo} (serve with: tritonserver --model-repository {args.triton})")
     return 0
 
 
