@@ -28,6 +28,7 @@ from torch import nn
 
 from yolov6_sdk import __version__
 from yolov6_sdk.errors import BuildError
+from yolov6_sdk.export.sidecar import onnx_metadata
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import fuse
 
@@ -263,11 +264,4 @@ def export_onnx(
 
 def read_metadata(path: str | Path) -> dict[str, object]:
     """The ``metadata_props`` of an ONNX file, JSON values decoded (strings stay strings)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    meta: dict[str, object] = {}
-    for prop in proto.metadata_props:
-        try:
-            meta[prop.key] = json.loads(prop.value)
-        except json.JSONDecodeError:
-            meta[prop.key] = prop.value
-    return meta
+    return onnx_metadata(onnx.load(str(path), load_external_data=False))

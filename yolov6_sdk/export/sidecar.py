@@ -297,15 +297,20 @@ def onnx_sidecar(
     )
 
 
-def onnx_metadata(proto: Any) -> dict[str, Any]:
-    """``metadata_props`` of an ``onnx.ModelProto``, JSON values decoded (other strings kept as they are)."""
+def decode_metadata(pairs: Mapping[str, str]) -> dict[str, Any]:
+    """JSON-decode metadata values as the exporter encodes them (other strings kept as they are)."""
     meta: dict[str, Any] = {}
-    for prop in proto.metadata_props:
+    for key, value in pairs.items():
         try:
-            meta[prop.key] = json.loads(prop.value)
+            meta[key] = json.loads(value)
         except json.JSONDecodeError:
-            meta[prop.key] = prop.value
+            meta[key] = value
     return meta
+
+
+def onnx_metadata(proto: Any) -> dict[str, Any]:
+    """``metadata_props`` of an ``onnx.ModelProto``, decoded by :func:`decode_metadata`."""
+    return decode_metadata({prop.key: prop.value for prop in proto.metadata_props})
 
 
 def _as_list(value: Any) -> Sequence[Any]:

@@ -8,7 +8,6 @@ The session runs with graph optimisation level ALL. Providers follow the device 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
+from yolov6_sdk.export.sidecar import decode_metadata
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo, TensorSpec
 from yolov6_sdk.runtime.backends.registry import parse_device
 from yolov6_sdk.runtime.preprocess import check_imgsz
@@ -60,17 +60,6 @@ def select_providers(device: str) -> tuple[list[Any], str]:
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in arg.shape)
     return TensorSpec(arg.name, shape, _DTYPES.get(arg.type, arg.type))
-
-
-def _decode(metadata: dict[str, str]) -> dict[str, Any]:
-    """JSON-decode metadata values (as the exporter encodes them); plain strings stay strings."""
-    decoded: dict[str, Any] = {}
-    for key, value in metadata.items():
-        try:
-            decoded[key] = json.loads(value)
-        except json.JSONDecodeError:
-            decoded[key] = value
-    return decoded
 
 
 class OnnxRuntimeBackend(Backend):
@@ -131,7 +120,7 @@ class OnnxRuntimeBackend(Backend):
         return self._info
 
     def _read_info(self, session: ort.InferenceSession, imgsz: int | tuple[int, int] | None) -> ModelInfo:
-        meta = _decode(dict(session.get_modelmeta().custom_metadata_map))
+        meta = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
         inputs = tuple(_spec(arg) for arg in session.get_inputs())
         outputs = tuple(_spec(arg) for arg in session.get_outputs())
         end2end = {spec.name for spec in outputs} >= set(END2END_OUTPUTS)
