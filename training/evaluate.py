@@ -1,0 +1,338 @@
+"""COCO mAP evaluation of a torch model (inside training) or of any artifact the Detector runs.
+
+Official settings by default (meituan/YOLOv6 tools/eval.py): confidence 0.03, NMS IoU 0.65, at most 300 boxes
+per image, multi-label NMS. Predictions are mapped back to original-image pixels and scored with
+faster-coco-eval (the pycocotools algorithm) at IoU 0.50:0.95 with at most 100 detections per image.
+
+Ground truth: for a COCO-layout root the annotation file itself (crowd regions stay ignore regions), restricted to
+the images the loader kept; for a YOLO ``data.yaml`` a COCO ground truth built in memory from the parsed labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from yolov6_sdk._optional import require
+from yolov6_sdk.errors import ConfigError, DatasetError
+from yolov6_sdk.runtime.images import read_image
+from yolov6_sdk.runtime.postprocess import postprocess_raw_torch
+from yolov6_sdk.runtime.preprocess import scale_boxes_to_original
+
+from .datasets import DetectionSet, ValDataset, build_dataloader, load_coco, load_yolo
+
+torch = require("torch")
+
+LOGGER = logging.getLogger("yolov6_sdk.training.evaluate")
+EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.03, 0.65, 300  # official evaluation thresholds
+
+
+class Prediction(Protocol):
+    """What a predictor returns per image: ``boxes`` float [N, 4] xyxy original pixels, ``scores`` [N],
+    ``class_ids`` int [N] (model class indices)."""
+
+    boxes: Any
+    scores: Any
+    class_ids: Any
+
+
+PredictFn = Callable[[list[np.ndarray]], Sequence[Prediction]]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A validation split: the parsed images and the COCO ground truth (a json dict) they are scored against."""
+
+    data: DetectionSet
+    ground_truth: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def load_split(data: str | Path, split: str, *, cache: bool = True) -> DetectionSet:
+    """Parse ``split`` of a COCO-layout root folder or a YOLO ``data.yaml`` (picked from the path)."""
+    path = Path(data)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return load_yolo(path, split, cache=cache)
+    if path.is_dir():
+        return load_coco(path, split, cache=cache)
+    raise DatasetError(
+        f"dataset {path} not found or of unknown kind: expected a COCO-layout folder (images/{split}/ and "
+        f"annotations/instances_{split}.json) or a YOLO data.yaml"
+    )
+
+
+def coco_ground_truth(data: DetectionSet) -> dict[str, Any]:
+    """A COCO detection ground truth (json dict) of ``data``'s images, boxes and categories."""
+    images, annotations = [], []
+    for rec in data.images:
+        h, w = rec.shape
+        images.append({"id": rec.image_id, "width": w, "height": h, "file_name": str(rec.path)})
+        for box, cls in zip(rec.boxes.tolist(), rec.classes.tolist(), strict=True):
+            x1, y1, x2, y2 = box
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": rec.image_id,
+                    "category_id": data.category_ids[cls],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": c, "name": n} for c, n in zip(data.category_ids, data.names, strict=True)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def load_eval_set(data: str | Path | DetectionSet, split: str = "val", *, cache: bool = True) -> EvalSet:
+    """The split to score: a COCO root's annotation file, otherwise ground truth built from the labels."""
+    if isinstance(data, DetectionSet):
+        return EvalSet(data, coco_ground_truth(data))
+    parsed = load_split(data, split, cache=cache)
+    if parsed.skipped:
+        LOGGER.warning("%s split: %d problems, kept going without them; first: %s", split, len(parsed.skipped),
+                       "; ".join(f"{p}: {r}" for p, r in parsed.skipped[:5]))  # fmt: skip
+    ann_path = Path(data) / "annotations" / f"instances_{split}.json"
+    if ann_path.is_file():
+        return EvalSet(parsed, json.loads(ann_path.read_text(encoding="utf-8")))
+    return EvalSet(parsed, coco_ground_truth(parsed))
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+def coco_detections(
+    image_id: int, boxes: Any, scores: Any, class_ids: Any, category_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """COCO result entries of one image: ``boxes`` [N, 4] xyxy original pixels -> ``bbox`` [x, y, w, h].
+
+    ``class_ids`` are model class indices, mapped to annotation ids by ``category_ids``; ids outside the
+    dataset's classes raise :class:`ConfigError`.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores, class_ids = np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(class_ids).reshape(-1)
+    if class_ids.size and (class_ids.min() < 0 or class_ids.max() >= len(category_ids)):
+        raise ConfigError(
+            f"predicted class id {int(class_ids.max())} is outside the dataset's {len(category_ids)} classes; "
+            "evaluate a model trained on this dataset's classes"
+        )
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": int(category_ids[int(c)]),
+            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+            "score": round(float(s), 5),
+        }
+        for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), class_ids.tolist(), strict=True)
+    ]
+
+
+def coco_map(eval_set: EvalSet, detections: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score COCO result entries against ``eval_set``.
+
+    Returns ``{"mAP50-95", "mAP50", "per_class": {name: AP50-95}, "images", "detections"}``; mAPs are 0.0 when
+    the split has no ground-truth box, classes without ground truth are left out of ``per_class``.
+    """
+    fce = require("faster_coco_eval")
+    gt = fce.COCO(eval_set.ground_truth, print_function=LOGGER.debug)
+    dt = gt.loadRes([dict(d) for d in detections])
+    coco_eval = fce.COCOeval_faster(gt, dt, "bbox", print_function=LOGGER.debug)
+    coco_eval.params.imgIds = sorted(rec.image_id for rec in eval_set.data.images)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    map5095, map50 = (max(float(v), 0.0) for v in coco_eval.stats[:2])  # -1 means "no ground truth"
+    precision = np.asarray(coco_eval.eval["precision"])  # [IoU thr, recall thr, class, area, max dets]
+    names = {c["id"]: c["name"] for c in eval_set.ground_truth["categories"]}
+    per_class = {}
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        if (p > -1).any():
+            per_class[str(names.get(cat_id, cat_id))] = float(p[p > -1].mean())
+    return {
+        "mAP50-95": map5095,
+        "mAP50": map50,
+        "per_class": per_class,
+        "images": len(eval_set.data),
+        "detections": len(detections),
+    }
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def _batches(eval_set: EvalSet, batch: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    records = eval_set.data.images
+    for start in range(0, len(records), batch):
+        chunk = records[start : start + batch]
+        yield [r.image_id for r in chunk], [read_image(r.path) for r in chunk]
+
+
+def evaluate(
+    predictor: PredictFn,
+    data: str | Path | DetectionSet | EvalSet,
+    split: str = "val",
+    batch: int = 8,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """mAP of ``predictor`` on ``data``'s ``split``.
+
+    ``predictor(images)`` receives lists of up to ``batch`` HxWx3 uint8 BGR images in dataset order and returns
+    one :class:`Prediction` per image (boxes in original pixels); a :class:`~yolov6_sdk.Detector` fits as is.
+    Returns what :func:`coco_map` returns.
+    """
+    if batch < 1:
+        raise ConfigError(f"batch={batch}: expected at least 1 image per batch")
+    eval_set = data if isinstance(data, EvalSet) else load_eval_set(data, split)
+    tqdm = require("tqdm").tqdm
+    detections: list[dict[str, Any]] = []
+    total = -(-len(eval_set.data) // batch)
+    for ids, images in tqdm(_batches(eval_set, batch), total=total, desc="eval", disable=not progress):
+        predictions = predictor(images)
+        if len(predictions) != len(images):
+            raise ConfigError(f"the predictor returned {len(predictions)} results for {len(images)} images")
+        for image_id, pred in zip(ids, predictions, strict=True):
+            detections += coco_detections(image_id, pred.boxes, pred.scores, pred.class_ids,
+                                          eval_set.data.category_ids)  # fmt: skip
+    return coco_map(eval_set, detections)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    data: str | Path | DetectionSet | EvalSet,
+    imgsz: int = 640,
+    batch: int = 32,
+    conf: float = EVAL_CONF,
+    iou: float = EVAL_IOU,
+    max_det: int = EVAL_MAX_DET,
+    workers: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """mAP of a torch YOLOv6 ``model`` (run in eval mode on its own device) on a validation split.
+
+    Images are letterboxed to ``imgsz`` x ``imgsz`` as the official validation loader does; detections come from
+    multi-label NMS on the raw ``[B, A, 5 + nc]`` output. The model's train/eval mode is restored afterwards.
+    """
+    eval_set = data if isinstance(data, EvalSet) else load_eval_set(data)
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_classes != eval_set.data.num_classes:
+        raise ConfigError(
+            f"the model has {num_classes} classes but the dataset has {eval_set.data.num_classes}; "
+            "evaluate a model trained on this dataset's classes"
+        )
+    device = next(model.parameters()).device
+    loader = build_dataloader(ValDataset(eval_set.data, imgsz), batch_size=batch, workers=workers)
+    tqdm = require("tqdm").tqdm
+    was_training = model.training
+    model.eval()
+    detections: list[dict[str, Any]] = []
+    records = iter(eval_set.data.images)  # the loader keeps dataset order
+    try:
+        for images, _, _, infos in tqdm(loader, desc="eval", disable=not progress, leave=False):
+            outputs = model(images.to(device, non_blocking=True).float() / 255.0)
+            for det, info in zip(postprocess_raw_torch(outputs, conf, iou, max_det, multi_label=True), infos,
+                                 strict=True):  # fmt: skip
+                boxes = scale_boxes_to_original(det.boxes.float(), info).cpu().numpy()
+                detections += coco_detections(next(records).image_id, boxes, det.scores.cpu().numpy(),
+                                              det.class_ids.cpu().numpy(), eval_set.data.category_ids)  # fmt: skip
+    finally:
+        model.train(was_training)
+    return coco_map(eval_set, detections)
+
+
+def _pad_batch(batch: Any, size: int) -> Any:
+    """Append zero images to a numpy or torch ``batch [B, 3, H, W]`` up to ``size`` (fixed-batch artifacts)."""
+    missing = size - len(batch)
+    if missing <= 0:
+        return batch
+    if torch.is_tensor(batch):
+        return torch.cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
+    return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
+
+
+def _multi_label_predictor(detector: Any) -> PredictFn:
+    """Run a raw-output artifact through the detector's backend with multi-label NMS (the mAP protocol).
+
+    End-to-end artifacts carry their own single-label NMS, so they go through ``detector.predict_batch``.
+    """
+    if detector.info.end2end:
+        return detector.predict_batch
+    from yolov6_sdk.runtime.postprocess import postprocess_raw
+    from yolov6_sdk.runtime.preprocess import preprocess_batch, preprocess_batch_torch
+
+    def predict(images: list[np.ndarray]) -> list[Prediction]:
+        out: list[Prediction] = []
+        for start in range(0, len(images), detector.batch_size):
+            chunk = images[start : start + detector.batch_size]
+            if detector.backend.wants_torch:
+                batch, infos = preprocess_batch_torch(chunk, detector.imgsz, detector.device)
+            else:
+                batch, infos = preprocess_batch(chunk, detector.imgsz)
+            outputs = detector.backend.infer(_pad_batch(batch, detector.info.min_batch))
+            raw = outputs[detector.info.outputs[0].name] if detector.info.outputs else next(iter(outputs.values()))
+            raw = raw.detach().float().cpu().numpy() if torch.is_tensor(raw) else raw
+            dets = postprocess_raw(raw, detector.conf, detector.iou, detector.max_det, multi_label=True)[: len(chunk)]
+            out += [
+                det._replace(boxes=scale_boxes_to_original(det.boxes, info))
+                for det, info in zip(dets, infos, strict=True)
+            ]
+        return out
+
+    return predict
+
+
+def evaluate_artifact(
+    path: str | Path,
+    data: str | Path | DetectionSet | EvalSet,
+    split: str = "val",
+    imgsz: int | tuple[int, int] | None = None,
+    conf: float = EVAL_CONF,
+    iou: float = EVAL_IOU,
+    max_det: int = EVAL_MAX_DET,
+    batch: int = 8,
+    device: str = "auto",
+    backend: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """mAP of a model artifact (.pt, .onnx, int8 .onnx, .engine) run by the :class:`~yolov6_sdk.Detector`.
+
+    ``imgsz`` None uses the artifact's own input size. The artifact's classes must be the dataset's.
+    """
+    from yolov6_sdk.runtime.detector import Detector
+
+    eval_set = data if isinstance(data, EvalSet) else load_eval_set(data, split)
+    detector = Detector(path, device=device, backend=backend, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz)
+    try:
+        if len(detector.names) != eval_set.data.num_classes:
+            raise ConfigError(
+                f"{path} detects {len(detector.names)} classes but the dataset has {eval_set.data.num_classes}; "
+                "evaluate a model trained on this dataset's classes"
+            )
+        return evaluate(_multi_label_predictor(detector), eval_set, batch=batch, progress=progress)
+    finally:
+        detector.close()
+
+
+__all__ = [
+    "EVAL_CONF",
+    "EVAL_IOU",
+    "EVAL_MAX_DET",
+    "EvalSet",
+    "Prediction",
+    "coco_detections",
+    "coco_ground_truth",
+    "coco_map",
+    "evaluate",
+    "evaluate_artifact",
+    "evaluate_model",
+    "load_eval_set",
+    "load_split",
+]

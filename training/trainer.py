@@ -1,0 +1,565 @@
+"""The YOLOv6 trainer: the official recipe (meituan/YOLOv6 yolov6/core/engine.py) on one device or under torchrun.
+
+Recipe: SGD with Nesterov momentum over three parameter groups (BatchNorm weights without weight decay, other
+weights with it, biases without it); linear warm-up of learning rate, momentum and gradient accumulation;
+cosine learning-rate decay per epoch; gradient accumulation up to a nominal batch of 64 (gradients still
+accumulating when an epoch ends are dropped, as the official does); an EMA of the weights that is evaluated and
+saved; mosaic switched off for the last epochs; AMP on CUDA.
+
+Outputs in ``config.out``: ``last.pt`` and ``best.pt`` (EMA weights in the SDK checkpoint format, best by
+mAP50-95), ``resume.pt`` (weights, optimizer, EMA, scaler and step counters after the last finished epoch),
+``results.csv`` and ``results.png``. Every file is written atomically and ``resume.pt`` last, so an interrupted
+run resumes from its last finished epoch. Only rank 0 writes and evaluates. The shuffling order of each epoch is
+seeded from ``(seed, epoch)`` and each sample's augmentation from ``(seed, epoch, index)``, so a resumed run
+repeats what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from yolov6_sdk.errors import CheckpointError, ConfigError
+from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.models import YOLOv6, build_model, get_config
+from yolov6_sdk.weights import load, save_checkpoint
+
+from . import distill as kd
+from .augment import AugmentConfig
+from .datasets import TrainDataset, build_dataloader, set_loader_epoch
+from .ema import ModelEMA, unwrap
+from .evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate_model, load_eval_set, load_split
+from .losses import YOLOv6Loss
+from .plots import plot_results, read_results_csv, write_results_csv
+
+LOGGER = logging.getLogger("yolov6_sdk.training.trainer")
+STATE_FORMAT = "yolov6-sdk-train/1"
+EpochCallback = Callable[[int, dict[str, Any]], None]
+LOSS_COLUMNS = ("class_loss", "iou_loss", "dfl_loss")
+_OFFICIAL_LR0 = {"yolov6n": 0.02, "yolov6n-v1": 0.02}  # every other config: 0.01
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; defaults are the official ones (tools/train.py and configs/*.py).
+
+    ``lr0`` None takes the config's official value (0.02 for yolov6n, 0.01 otherwise); like the official, it is
+    then scaled by ``per-device batch / bs_per_gpu`` and ``weight_decay`` by ``batch * accumulate / 64``.
+    Warm-up lasts ``max(round(warmup_epochs * iterations per epoch), min_warmup_iters)`` iterations (official
+    minimum 1000; lower it for short runs). ``close_mosaic_epochs`` None means ``min(15, epochs // 4)``.
+    ``augment`` None is the official recipe of the model (mixup 0.1 for yolov6m/l). ``iou_type`` None is the
+    model's. Evaluation runs every ``eval_interval`` epochs, every ``min(3, eval_interval)`` in the last
+    ``heavy_eval_range`` epochs, and after the last epoch. ``ema_tau`` is the EMA ramp in optimiser steps.
+    """
+
+    model: str = "yolov6n"
+    data: str = ""
+    epochs: int = 400
+    batch: int = 32
+    imgsz: int = 640
+    workers: int = 8
+    device: str = "auto"
+    out: str = "runs/train"
+    weights: str | None = None
+    seed: int = 0
+    lr0: float | None = None
+    lrf: float = 0.01
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    nominal_batch: int = 64
+    bs_per_gpu: int = 32
+    warmup_epochs: float = 3.0
+    min_warmup_iters: int = 1000
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    iou_type: str | None = None
+    atss_warmup_epochs: int = 0
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+    amp: bool = True
+    close_mosaic_epochs: int | None = None
+    augment: AugmentConfig | None = None
+    eval_interval: int = 20
+    heavy_eval_range: int = 50
+    eval_conf: float = EVAL_CONF
+    eval_iou: float = EVAL_IOU
+    eval_max_det: int = EVAL_MAX_DET
+    distill: bool = False
+    teacher: str | None = None
+    temperature: float = 20.0
+
+    def __post_init__(self) -> None:
+        get_config(self.model)
+        positive = ("epochs", "batch", "nominal_batch", "bs_per_gpu", "eval_interval", "eval_max_det")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected an integer >= 1")
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise ConfigError(f"TrainConfig.imgsz={self.imgsz}: expected a multiple of 32 (e.g. 416 or 640)")
+        if not self.data:
+            raise ConfigError("TrainConfig.data is empty: pass a COCO-layout folder or a YOLO data.yaml")
+        if self.distill and not self.teacher:
+            raise ConfigError("distill=True needs a teacher checkpoint (--teacher PATH)")
+        for name in ("lrf", "momentum", "weight_decay", "warmup_epochs", "min_warmup_iters", "ema_tau", "temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected a value >= 0")
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr0 if self.lr0 is not None else _OFFICIAL_LR0.get(self.model, 0.01)
+
+    @property
+    def mosaic_off_epochs(self) -> int:
+        return self.close_mosaic_epochs if self.close_mosaic_epochs is not None else min(15, self.epochs // 4)
+
+    @property
+    def augment_config(self) -> AugmentConfig:
+        if self.augment is not None:
+            return self.augment
+        return AugmentConfig(mixup=0.1) if self.model in ("yolov6m", "yolov6l") else AugmentConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (the checkpoint ``meta`` and the resume state hold it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        return cls(**values)
+
+
+def lr_factor(epoch: float, epochs: int, lrf: float) -> float:
+    """Cosine decay of the learning rate: 1.0 at epoch 0 to ``lrf`` at ``epochs``."""
+    return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """SGD (Nesterov) with the official groups: [BatchNorm weights, other weights (decayed), biases].
+
+    Parameters that are neither a module's ``weight`` nor its ``bias`` (BottleRep ``alpha``) and frozen ones
+    are left out, as the official leaves them out. Each group records its ``initial_lr``.
+    """
+    bn_weights, weights, biases = [], [], []
+    for module in model.modules():
+        bias, weight = getattr(module, "bias", None), getattr(module, "weight", None)
+        if isinstance(bias, nn.Parameter) and bias.requires_grad:
+            biases.append(bias)
+        if isinstance(weight, nn.Parameter) and weight.requires_grad:
+            (bn_weights if isinstance(module, nn.modules.batchnorm._BatchNorm) else weights).append(weight)
+    optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True)
+    optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
+    optimizer.add_param_group({"params": biases})
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    return optimizer
+
+
+def build_loss(model: YOLOv6, iou_type: str | None = None, atss_warmup_epochs: int = 0) -> YOLOv6Loss:
+    """The loss the trainer uses: DFL (reg_max 16) on the DFL branch when the head has one (v3 n/s heads train
+    ``reg_preds_dist`` plus an IoU term on ``reg_preds``), raw ltrb regression otherwise."""
+    cfg = model.config
+    use_dfl = cfg.use_dfl or cfg.distill_head
+    return YOLOv6Loss(
+        model.num_classes,
+        model.strides,
+        reg_max=cfg.head_reg_max if use_dfl else 0,
+        use_dfl=use_dfl,
+        iou_type=iou_type or cfg.iou_type,
+        warmup_epochs=atss_warmup_epochs,
+    )
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Copy the tensors of checkpoint ``path`` (ours or an official release) whose name and shape match.
+
+    For fine-tuning on another number of classes: the class predictors are skipped and keep their initial
+    values. Returns ``{"loaded": [...], "skipped": [...]}`` (skipped: keys of ``model`` left as initialised).
+    Raises :class:`ConfigError` when fewer than half of the tensors fit (another model size).
+    """
+    loaded = load(path)
+    if loaded.meta.get("fused"):
+        raise ConfigError(f"{path} is fused (reparameterised) and cannot be trained; use the unfused checkpoint")
+    source, target = loaded.model.state_dict(), model.state_dict()
+    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if len(matched) < len(target) / 2:
+        raise ConfigError(
+            f"{path} holds {loaded.name}: only {len(matched)} of {len(target)} tensors fit this model; "
+            f"train with --model {loaded.name}"
+        )
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(target) - set(matched))
+    LOGGER.info("loaded %d/%d tensors from %s (%s)", len(matched), len(target), path, loaded.name)
+    if skipped:
+        LOGGER.warning("kept the initial values of %d tensors that %s does not fit: %s", len(skipped), path,
+                       ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))  # fmt: skip
+    return {"loaded": sorted(matched), "skipped": skipped}
+
+
+# --------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    owns = not torch.distributed.is_initialized()
+    if owns:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+    return _Dist(rank, world, local, owns)
+
+
+def _select_device(name: str, dist: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    name = f"cuda:{name}" if name.isdigit() else name
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or N, got {name!r}") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+        device = torch.device("cuda", dist.local_rank if dist.world > 1 else (device.index or 0))
+        torch.cuda.set_device(device)
+    return device
+
+
+# ------------------------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class _Progress:
+    """Counters that a resume restores."""
+
+    epoch: int = 0  # epochs finished
+    last_opt_step: int = -1
+    best_map: float = -1.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train a YOLOv6 model with :class:`TrainConfig`; :meth:`fit` runs the remaining epochs.
+
+    Args:
+        config: the run's settings.
+        progress: show a tqdm progress bar (rank 0).
+        on_epoch_end: called on rank 0 after each epoch's files are written, with the epoch number (1-based)
+            and that epoch's row of ``results.csv``.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        progress: bool = False,
+        on_epoch_end: EpochCallback | None = None,
+        _state: dict[str, Any] | None = None,
+    ) -> None:
+        self.config, self.show_progress, self.on_epoch_end = config, progress, on_epoch_end
+        self.out = Path(config.out)
+        self.dist = _init_distributed()
+        self.device = _select_device(config.device, self.dist)
+        self.amp = config.amp and self.device.type == "cuda"
+        if _state is None and self.dist.main and (self.out / "resume.pt").exists():
+            raise ConfigError(
+                f"{self.out} already holds a training run; continue it with --resume {self.out / 'last.pt'} "
+                "or choose another --out"
+            )
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimisation()
+        self.state = _Progress()
+        if _state is not None:
+            self._restore(_state)
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def _setup_data(self) -> None:
+        cfg, dist = self.config, self.dist
+        if cfg.batch % dist.world:
+            raise ConfigError(f"batch {cfg.batch} must be a multiple of the number of processes ({dist.world})")
+        train = load_split(cfg.data, "train")
+        _log_skipped("train", train.skipped)
+        self.names = list(train.names)
+        self.dataset = TrainDataset(train, cfg.imgsz, cfg.augment_config, cfg.seed)
+        workers = min(cfg.workers, max((os.cpu_count() or 1) // dist.world, 1))
+        self.loader = build_dataloader(self.dataset, cfg.batch // dist.world, workers, shuffle=True,
+                                       seed=cfg.seed, distributed=dist.world > 1)  # fmt: skip
+        self.eval_workers = workers
+        self.eval_set = load_eval_set(cfg.data, "val") if dist.main else None
+        if self.eval_set is not None and self.eval_set.data.names != self.names:
+            raise ConfigError(f"{cfg.data}: train classes {self.names} differ from val classes "
+                              f"{self.eval_set.data.names}")  # fmt: skip
+
+    def _setup_model(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        model = build_model(cfg.model, num_classes=len(self.names))
+        model.names = list(self.names)
+        self.pretrained = load_pretrained(model, cfg.weights) if cfg.weights else None
+        self.model: nn.Module = model.to(self.device)
+        self.loss_fn = build_loss(model, cfg.iou_type, cfg.atss_warmup_epochs)
+        self.teacher = None
+        if cfg.distill:
+            if not self.loss_fn.use_dfl:
+                raise ConfigError(f"{cfg.model} has no DFL branch, which distillation needs; use a v3 model")
+            self.teacher = kd.load_teacher(cfg.teacher, model, self.device)
+        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if self.dist.main else None
+
+    def _setup_optimisation(self) -> None:
+        cfg, world = self.config, self.dist.world
+        self.accumulate = max(1, round(cfg.nominal_batch / cfg.batch))
+        weight_decay = cfg.weight_decay * cfg.batch * self.accumulate / cfg.nominal_batch
+        lr = cfg.base_lr * (cfg.batch / world) / cfg.bs_per_gpu  # official: per-device batch / bs_per_gpu
+        self.optimizer = build_optimizer(self.model, lr, cfg.momentum, weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.iters = len(self.loader)
+        self.warmup_iters = max(round(cfg.warmup_epochs * self.iters), cfg.min_warmup_iters)
+        LOGGER.info("lr0 %.4g, weight decay %.4g, accumulate %d, warm-up %d iterations, %d iterations/epoch",
+                    lr, weight_decay, self.accumulate, self.warmup_iters, self.iters)  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------- resume
+
+    @classmethod
+    def resume(cls, path: str | Path, progress: bool = False, on_epoch_end: EpochCallback | None = None,
+               **overrides: Any) -> Trainer:  # fmt: skip
+        """Continue the run whose ``last.pt``, ``resume.pt`` or folder is ``path`` from its last finished epoch.
+
+        The saved settings are used; ``overrides`` may change ``device``, ``workers`` or ``epochs`` (to extend).
+        """
+        state_path = _state_path(Path(path))
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read the training state {state_path}: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{state_path} is not a {STATE_FORMAT} training state")
+        bad = sorted(set(overrides) - {"device", "workers", "epochs"})
+        if bad:
+            raise ConfigError(f"a resumed run keeps its settings; only device, workers, epochs may change, got {bad}")
+        config = dataclasses.replace(TrainConfig.from_dict(state["config"]), **overrides)
+        LOGGER.info("resuming %s after epoch %d of %d", state_path.parent, state["epoch"], config.epochs)
+        return cls(config, progress, on_epoch_end, _state=state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            unwrap(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state["scaler"] and self.amp:  # empty when the run so far had AMP off (CPU)
+                self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"the training state does not fit {self.config.model}: {exc}") from exc
+        rows = [r for r in read_results_csv(self.out / "results.csv") if int(r["epoch"]) <= state["epoch"]]
+        self.state = _Progress(state["epoch"], state["last_opt_step"], state["best_map"], rows)
+
+    def _save_state(self) -> None:
+        ema = self.ema.state_dict() if self.ema is not None else None
+        state = {
+            "format": STATE_FORMAT,
+            "config": self.config.to_dict(),
+            "epoch": self.state.epoch,
+            "last_opt_step": self.state.last_opt_step,
+            "best_map": self.state.best_map,
+            "model": unwrap(self.model).state_dict(),
+            "ema": ema,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+        with atomic_path(self.out / "resume.pt") as tmp:
+            torch.save(state, tmp)
+
+    # -------------------------------------------------------------------------------------- training
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns ``{"epochs", "best_mAP50-95", "last", "best", "out"}``."""
+        try:
+            for epoch in range(self.state.epoch, self.config.epochs):
+                started = time.time()
+                losses, lr = self._train_epoch(epoch)
+                self._sync_buffers()
+                self.state.epoch = epoch + 1
+                if self.dist.main:
+                    self._end_epoch(epoch, losses, lr, started)
+            if self.dist.world > 1:
+                torch.distributed.barrier()  # leave together: rank 0 may still be evaluating
+        finally:
+            if self.dist.owns_group:
+                torch.distributed.destroy_process_group()
+        return {
+            "epochs": self.state.epoch,
+            "best_mAP50-95": max(self.state.best_map, 0.0),
+            "last": self.out / "last.pt",
+            "best": self.out / "best.pt",
+            "out": self.out,
+        }
+
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the training set; returns the mean loss terms and the weights group's last lr."""
+        cfg = self.config
+        self.model.train()
+        if epoch >= cfg.epochs - cfg.mosaic_off_epochs and self.dataset.mosaic_enabled:
+            LOGGER.info("epoch %d: mosaic and mixup off for the last %d epochs", epoch + 1, cfg.mosaic_off_epochs)
+            self.dataset.set_mosaic(False)
+        set_loader_epoch(self.loader, epoch)
+        self.loader.generator.manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_factor(epoch, cfg.epochs, cfg.lrf)
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(self.loader, total=self.iters, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (self.show_progress and self.dist.main))  # fmt: skip
+        sums: dict[str, float] = {}
+        for it, (images, targets, _) in enumerate(bar):
+            parts = self._train_step(epoch, epoch * self.iters + it, images, targets)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix({k: f"{v / (it + 1):.3f}" for k, v in sums.items() if k != "num_positives"})
+        count = max(len(self.loader), 1)
+        return {k: v / count for k, v in sums.items() if k != "num_positives"}, self.optimizer.param_groups[1]["lr"]
+
+    def _train_step(self, epoch: int, step: int, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        cfg = self.config
+        images = images.to(self.device, non_blocking=True).float() / 255.0
+        targets = targets.to(self.device)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            out = self.model(images)
+            distill = None
+            if self.teacher is not None:
+                distill = kd.teacher_targets(self.teacher, images, cfg.epochs, kd.distill_weights(cfg.model),
+                                             cfg.temperature)  # fmt: skip
+            loss, parts = self.loss_fn(out.cls_scores, out.reg_dist, out.feature_sizes, targets, epoch,
+                                       reg_lrtb=out.reg_lrtb, distill=distill)  # fmt: skip
+        if not torch.isfinite(loss) and not self.amp:
+            raise ConfigError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower lr0 or check the labels")
+        self.scaler.scale(loss * self.dist.world).backward()  # DDP averages gradients; the official scales back
+        accumulate = self._warmup(epoch, step)
+        if step - self.state.last_opt_step >= accumulate:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.state.last_opt_step = step
+        return {key: float(value) for key, value in parts.items()}
+
+    def _warmup(self, epoch: int, step: int) -> int:
+        """Set warm-up lr and momentum for iteration ``step``; returns the accumulation count to use."""
+        cfg, total = self.config, self.warmup_iters
+        if step > total or total == 0:
+            return self.accumulate
+        for k, group in enumerate(self.optimizer.param_groups):
+            start = cfg.warmup_bias_lr if k == 2 else 0.0
+            end = group["initial_lr"] * lr_factor(epoch, cfg.epochs, cfg.lrf)
+            group["lr"] = float(np.interp(step, [0, total], [start, end]))
+            group["momentum"] = float(np.interp(step, [0, total], [cfg.warmup_momentum, cfg.momentum]))
+        return max(1, round(float(np.interp(step, [0, total], [1, cfg.nominal_batch / cfg.batch]))))
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (each rank updated its own in its last forward)."""
+        if self.dist.world > 1:
+            for buffer in unwrap(self.model).buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    # ---------------------------------------------------------------------------------- end of epoch
+
+    def _is_eval_epoch(self, epoch: int) -> bool:
+        cfg = self.config
+        remaining = cfg.epochs - 1 - epoch
+        interval = cfg.eval_interval if remaining >= cfg.heavy_eval_range else min(3, cfg.eval_interval)
+        return remaining == 0 or (epoch + 1) % interval == 0
+
+    def _end_epoch(self, epoch: int, losses: dict[str, float], lr: float, started: float) -> None:
+        """Evaluate when due, then write results.csv, the chart, the checkpoints and the resume state."""
+        cfg = self.config
+        metrics = None
+        if self._is_eval_epoch(epoch):
+            metrics = evaluate_model(self.ema.ema, self.eval_set, cfg.imgsz, batch=cfg.batch // self.dist.world * 2,
+                                     conf=cfg.eval_conf, iou=cfg.eval_iou, max_det=cfg.eval_max_det,
+                                     workers=self.eval_workers, progress=self.show_progress)  # fmt: skip
+            LOGGER.info("epoch %d: mAP50-95 %.4f, mAP50 %.4f", epoch + 1, metrics["mAP50-95"], metrics["mAP50"])
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        row.update({f"{k}_loss" if k in ("class", "iou", "dfl") else k: round(v, 6) for k, v in losses.items()})
+        row["lr"] = round(lr, 8)
+        row["mAP50-95"] = round(metrics["mAP50-95"], 5) if metrics else ""
+        row["mAP50"] = round(metrics["mAP50"], 5) if metrics else ""
+        row["time"] = round(time.time() - started, 1)  # training and evaluation
+        self.state.rows.append(row)
+        self._write_outputs(epoch, metrics)
+        self._save_state()
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch + 1, row)
+
+    def _write_outputs(self, epoch: int, metrics: dict[str, Any] | None) -> None:
+        is_best = metrics is not None and metrics["mAP50-95"] > self.state.best_map
+        if is_best:
+            self.state.best_map = metrics["mAP50-95"]
+        meta = {
+            "epoch": epoch + 1,
+            "mAP50-95": metrics["mAP50-95"] if metrics else None,
+            "mAP50": metrics["mAP50"] if metrics else None,
+            "best_mAP50-95": max(self.state.best_map, 0.0),
+            "train_config": self.config.to_dict(),
+        }
+        ema_model = self.ema.ema
+        save_checkpoint(self.out / "last.pt", ema_model, self.names, self.config.imgsz, meta)
+        if is_best or not (self.out / "best.pt").exists():
+            save_checkpoint(self.out / "best.pt", ema_model, self.names, self.config.imgsz, meta)
+        write_results_csv(self.out / "results.csv", self.state.rows)
+        columns = [c for c in self.state.rows[-1] if c not in ("epoch", "time")]
+        plot_results(self.state.rows, self.out / "results.png", columns)
+
+
+def _state_path(path: Path) -> Path:
+    candidate = path / "resume.pt" if path.is_dir() else path.with_name("resume.pt")
+    if not candidate.is_file():
+        raise CheckpointError(
+            f"no training state at {candidate}: --resume takes the last.pt (or the folder) of a run that "
+            "yolov6-train wrote, which keeps resume.pt beside it"
+        )
+    return candidate
+
+
+def _log_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        LOGGER.warning("%s split: %d problems, kept going without them; first: %s", split, len(skipped),
+                       "; ".join(f"{p}: {r}" for p, r in skipped[:5]))  # fmt: skip
+
+
+__all__ = ["TrainConfig", "Trainer", "build_loss", "build_optimizer", "load_pretrained", "lr_factor"]

@@ -1,0 +1,73 @@
+"""``yolov6-eval``: COCO mAP of any model artifact (.pt, .onnx, int8 .onnx, .engine) on a validation split.
+
+Official evaluation settings by default: conf 0.03, NMS IoU 0.65, 300 detections per image, multi-label NMS.
+Exit status: 0 on success, 2 for a usage error (bad option, unusable model or dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yolov6-eval", description="COCO mAP of a YOLOv6 model artifact.")
+    p.add_argument("--model", required=True, help="artifact: .pt, .onnx or .engine/.plan")
+    p.add_argument("--data", required=True, help="COCO-layout root or YOLO data.yaml")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--imgsz", type=int, nargs="+", help="input size H [W], multiples of 32 (default: the model's)")
+    p.add_argument("--conf", type=float, default=0.03, help="score threshold (default 0.03)")
+    p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
+    p.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
+    p.add_argument("--batch", type=int, default=8, help="images per call (default 8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch")
+    p.add_argument("--per-class", action="store_true", help="also print the AP of every class")
+    p.add_argument("--json", metavar="FILE", help="write the metrics to this JSON file")
+    return p
+
+
+def _table(name: str, metrics: dict, per_class: bool) -> str:
+    lines = [
+        f"{'model':<32} {'images':>7} {'detections':>10} {'mAP50-95':>9} {'mAP50':>7}",
+        f"{name[-32:]:<32} {metrics['images']:>7} {metrics['detections']:>10} "
+        f"{metrics['mAP50-95']:>9.4f} {metrics['mAP50']:>7.4f}",
+    ]
+    if per_class:
+        lines += ["", f"{'class':<32} {'AP50-95':>9}"]
+        lines += [f"{cls[:32]:<32} {ap:>9.4f}" for cls, ap in metrics["per_class"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.imgsz is not None and (len(args.imgsz) > 2 or any(v <= 0 or v % 32 for v in args.imgsz)):
+        parser.error(f"--imgsz takes one or two positive multiples of 32, got {args.imgsz}")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.fileio import atomic_path
+    from yolov6_sdk.training.evaluate import evaluate_artifact
+
+    imgsz = None if args.imgsz is None else (args.imgsz[0], args.imgsz[-1])
+    try:
+        metrics = evaluate_artifact(
+            args.model, args.data, args.split, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+            batch=args.batch, device=args.device, backend=args.backend, progress=True,
+        )  # fmt: skip
+    except YOLOv6Error as exc:
+        print(f"yolov6-eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(_table(Path(args.model).name, metrics, args.per_class))
+    if args.json:
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"model": args.model, "data": args.data, **metrics}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""``yolov6-train``: train (or fine-tune, resume, self-distil) a YOLOv6 model on a COCO-layout folder or a YOLO yaml.
+
+Multi-GPU / multi-machine: launch with ``torchrun --nproc_per_node N -m yolov6_sdk.cli.train ...``.
+Exit status: 0 when training finished, 2 for a usage error (bad option, unusable data or checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# option name -> TrainConfig field, for the options that map one to one
+_PASS_THROUGH = (
+    "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "lr0", "lrf",
+    "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_tau", "eval_interval", "iou_type",
+    "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
+)  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yolov6-train", description="Train a YOLOv6 model (official recipe).")
+    p.add_argument("--model", help="zoo config, e.g. yolov6n, yolov6s (default yolov6n)")
+    p.add_argument("--data", help="COCO-layout root (images/{train,val}, annotations/instances_*.json) or data.yaml")
+    p.add_argument("--epochs", type=int, help="epochs (default 400)")
+    p.add_argument("--batch", type=int, help="total batch over all processes (default 32)")
+    p.add_argument("--imgsz", type=int, help="square training size, multiple of 32 (default 640)")
+    p.add_argument("--workers", type=int, help="data-loading processes per training process (default 8)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or N (default auto)")
+    p.add_argument("--out", help="run folder for checkpoints, results.csv and the chart (default runs/train)")
+    p.add_argument("--weights", help="start from this checkpoint (ours or an official .pt); matching tensors only")
+    p.add_argument("--resume", metavar="LAST_PT", help="continue the run of this last.pt from its last epoch")
+    p.add_argument("--seed", type=int, help="seed of initial weights, shuffling and augmentation (default 0)")
+    hyp = p.add_argument_group("hyper-parameters (official defaults)")
+    hyp.add_argument("--lr0", type=float, help="initial lr before batch scaling (yolov6n 0.02, others 0.01)")
+    hyp.add_argument("--lrf", type=float, help="final lr fraction of the cosine schedule (0.01)")
+    hyp.add_argument("--momentum", type=float, help="SGD momentum (0.937)")
+    hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4)")
+    hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
+    hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
+    hyp.add_argument("--min-warmup-iters", type=int, help="minimum warm-up iterations (1000; lower for short runs)")
+    hyp.add_argument("--ema-tau", type=float, help="EMA ramp in optimiser steps (2000; lower for short runs)")
+    hyp.add_argument("--eval-interval", type=int, help="evaluate every N epochs (20; every 3 in the last 50)")
+    hyp.add_argument("--iou-type", choices=["giou", "siou", "ciou", "diou", "iou"], help="box loss (model's)")
+    hyp.add_argument("--atss-warmup-epochs", type=int, help="epochs assigned by ATSS before TAL (0)")
+    hyp.add_argument("--close-mosaic-epochs", type=int, help="last epochs without mosaic (min(15, epochs // 4))")
+    hyp.add_argument("--mosaic", type=float, help="mosaic probability (1.0)")
+    hyp.add_argument("--mixup", type=float, help="mixup probability (0.0; 0.1 for yolov6m/l)")
+    hyp.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
+    kd = p.add_argument_group("self-distillation")
+    kd.add_argument("--distill", action="store_true", help="distil from --teacher")
+    kd.add_argument("--teacher", help="teacher checkpoint: the same or a larger config trained on the same data")
+    kd.add_argument("--temperature", type=float, help="KD temperature (20)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    return p
+
+
+def _config(args: argparse.Namespace) -> object:
+    from dataclasses import replace
+
+    from yolov6_sdk.training.trainer import TrainConfig
+
+    values = {name: getattr(args, name) for name in _PASS_THROUGH if getattr(args, name) is not None}
+    if args.distill:
+        values["distill"] = True
+    if args.no_amp:
+        values["amp"] = False
+    config = TrainConfig(**values)
+    if args.mosaic is not None or args.mixup is not None:
+        changes = {k: v for k, v in (("mosaic", args.mosaic), ("mixup", args.mixup)) if v is not None}
+        config = replace(config, augment=replace(config.augment_config, **changes))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.resume is None and (args.data is None):
+        parser.error("--data is required (or --resume LAST_PT to continue a run)")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports progress
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+
+    import torch
+
+    from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.training.trainer import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.resume:
+            overrides = {k: getattr(args, k) for k in ("device", "workers", "epochs") if getattr(args, k) is not None}
+            trainer = Trainer.resume(args.resume, progress=True, **overrides)
+        else:
+            trainer = Trainer(_config(args), progress=True)
+        summary = trainer.fit()
+    except YOLOv6Error as exc:
+        print(f"yolov6-train: error: {exc}", file=sys.stderr)
+        return 2
+    if trainer.dist.main:
+        print(f"finished {summary['epochs']} epochs; best mAP50-95 {summary['best_mAP50-95']:.4f}")
+        print(f"weights: {summary['best']} (best), {summary['last']} (last); log: {summary['out'] / 'results.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
