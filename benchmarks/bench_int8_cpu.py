@@ -90,9 +90,8 @@ def _report(rows: list[list[str]], args: argparse.Namespace, argv: list[str]) ->
         "Untrained networks (speed does not depend on the weights), int8 = `yolov6-build --precision int8` "
         "(Q/DQ ONNX, uint8 activations, int8 per-channel weights, target onnxruntime-cpu). Model time only "
         f"(no pre/post-processing), {args.runs} batches per cell timed round-robin with fp32, median ms per "
-        "batch. Threads: 1, or ONNX Runtime's default (one per core). The CPU was shared with other work while "
-        "this ran, so absolute times are noisy (the single-thread rows suffer least from it); the ratio is the "
-        "figure to read.",
+        "batch. Threads: 1, or ONNX Runtime's default (one per core). The load average above says how busy the "
+        "CPU was; absolute times vary between runs by several percent, the ratio is the figure to read.",
         "",
         *(f"- {key}: {value}" for key, value in info.items()),
         "",

@@ -164,6 +164,17 @@ def test_optimizer_groups_follow_the_official_split() -> None:
     assert lr_factor(0, 10, 0.01) == 1.0 and lr_factor(10, 10, 0.01) == pytest.approx(0.01)
 
 
+def test_adamw_uses_the_same_groups_and_its_own_default_lr() -> None:
+    model = build_model("yolov6n", num_classes=3)
+    bn, weights, biases = build_optimizer(model, 0.002, 0.9, 5e-4, kind="adamw").param_groups
+    assert bn["betas"] == (0.9, 0.999) and bn["weight_decay"] == 0 and biases["weight_decay"] == 0
+    assert weights["weight_decay"] == 5e-4 and weights["initial_lr"] == 0.002
+    assert TrainConfig(data="x", optimizer="adamw").base_lr == 0.008
+    assert TrainConfig(data="x", optimizer="adamw", lr0=0.001).base_lr == 0.001
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainConfig(data="x", optimizer="adam")
+
+
 def test_train_config_round_trips_and_rejects_bad_values(tmp_path: Path) -> None:
     config = _config(tmp_path, tmp_path / "out", lr0=0.03)
     assert TrainConfig.from_dict(config.to_dict()) == config
@@ -210,3 +221,13 @@ def test_teacher_with_other_classes_is_refused(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "t.pt", build_model("yolov6n", num_classes=5), imgsz=128)
     with pytest.raises(ConfigError, match="5 classes"):
         load_teacher(path, build_model("yolov6n", num_classes=3))
+
+
+def test_cli_options_reach_the_config() -> None:
+    from yolov6_sdk.cli.train import _config, _parser
+
+    argv = ["--data", "d", "--optimizer", "adamw", "--scale", "0.2", "--translate", "0.05", "--mosaic", "0"]
+    config = _config(_parser().parse_args(argv))
+    assert config.optimizer == "adamw" and config.base_lr == 0.008
+    augment = config.augment_config
+    assert (augment.scale, augment.translate, augment.mosaic, augment.hsv_s) == (0.2, 0.05, 0.0, 0.7)

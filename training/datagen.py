@@ -1,8 +1,8 @@
 """Seeded generator of a synthetic detection dataset in COCO 2017 layout.
 
 Writes ``<root>/images/{train,val}/*.jpg`` and ``<root>/annotations/instances_{train,val}.json``. Images show
-shapes and glyphs of varied size (from ~8 px), colour, rotation and aspect ratio on textured backgrounds,
-drawn in order so later objects occlude earlier ones. Each annotation box is the extent of the object's
+shapes and glyphs of varied size (8 % to 65 % of the image side, at least 10 px), colour, rotation and aspect
+ratio on textured backgrounds, drawn in order so later objects occlude earlier ones. Each annotation box is the extent of the object's
 *visible* pixels; objects with less than 40 % of their pixels visible are not annotated. The same seed gives
 the same bytes (numpy ``Generator`` + cv2 drawing only, JPEG at a fixed quality).
 """
@@ -148,10 +148,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _object_size(rng: np.random.Generator, short_side: int) -> float:
-    """Long side of an object in px: 30 % small (8-20), 40 % medium (20-64), 30 % large (64-0.45*short)."""
+    """Long side of an object in px, as a fraction of the image's short side: 25 % small (0.08-0.2),
+    45 % medium (0.2-0.4), 30 % large (0.4-0.65); never under 10 px."""
     u = rng.random()
-    lo, hi = (8.0, 20.0) if u < 0.3 else (20.0, 64.0) if u < 0.7 else (64.0, max(65.0, 0.45 * short_side))
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    lo, hi = (0.08, 0.2) if u < 0.25 else (0.2, 0.4) if u < 0.7 else (0.4, 0.65)
+    return max(10.0, short_side * float(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
 
 
 def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarray:
@@ -163,7 +164,7 @@ def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarr
 
 
 def _draw_objects(rng: np.random.Generator, img: np.ndarray, num_classes: int) -> list[tuple[int, list[int], int]]:
-    """Draw 1-12 objects onto float32 ``img [H, W, 3]`` in place, later ones over earlier ones.
+    """Draw 1-8 objects onto float32 ``img [H, W, 3]`` in place, later ones over earlier ones.
 
     Returns ``(class index, [x1, y1, x2, y2] visible pixel-edge box, visible pixel count)`` per
     annotated object.
@@ -171,7 +172,7 @@ def _draw_objects(rng: np.random.Generator, img: np.ndarray, num_classes: int) -
     h, w = img.shape[:2]
     id_map = np.full((h, w), -1, dtype=np.int16)  # which object owns each pixel
     drawn = []
-    for k in range(int(rng.integers(1, 13))):
+    for k in range(int(rng.integers(1, 9))):
         cls = int(rng.integers(num_classes))
         kind = CLASS_NAMES[cls]
         size = _object_size(rng, min(h, w))

@@ -1,7 +1,7 @@
 """The YOLOv6 trainer: the official recipe (meituan/YOLOv6 yolov6/core/engine.py) on one device or under torchrun.
 
 Recipe: SGD with Nesterov momentum over three parameter groups (BatchNorm weights without weight decay, other
-weights with it, biases without it); linear warm-up of learning rate, momentum and gradient accumulation;
+weights with it, biases without it), or AdamW over the same groups for short runs; linear warm-up of learning rate, momentum and gradient accumulation;
 cosine learning-rate decay per epoch; gradient accumulation up to a nominal batch of 64 (gradients still
 accumulating when an epoch ends are dropped, as the official does); an EMA of the weights that is evaluated and
 saved; mosaic switched off for the last epochs; AMP on CUDA.
@@ -49,6 +49,9 @@ STATE_FORMAT = "yolov6-sdk-train/1"
 EpochCallback = Callable[[int, dict[str, Any]], None]
 LOSS_COLUMNS = ("class_loss", "iou_loss", "dfl_loss")
 _OFFICIAL_LR0 = {"yolov6n": 0.02, "yolov6n-v1": 0.02}  # every other config: 0.01
+OPTIMIZERS = ("sgd", "adamw")
+# AdamW's lr0 before batch scaling: 0.002 at batch 8, the AdamW rate that short detector runs commonly use
+ADAMW_LR0 = 0.008
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class TrainConfig:
     out: str = "runs/train"
     weights: str | None = None
     seed: int = 0
+    optimizer: str = "sgd"
     lr0: float | None = None
     lrf: float = 0.01
     momentum: float = 0.937
@@ -102,6 +106,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_config(self.model)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"TrainConfig.optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         positive = ("epochs", "batch", "nominal_batch", "bs_per_gpu", "eval_interval", "eval_max_det")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -118,7 +124,11 @@ class TrainConfig:
 
     @property
     def base_lr(self) -> float:
-        return self.lr0 if self.lr0 is not None else _OFFICIAL_LR0.get(self.model, 0.01)
+        if self.lr0 is not None:
+            return self.lr0
+        if self.optimizer == "adamw":
+            return ADAMW_LR0
+        return _OFFICIAL_LR0.get(self.model, 0.01)
 
     @property
     def mosaic_off_epochs(self) -> int:
@@ -152,11 +162,14 @@ def lr_factor(epoch: float, epochs: int, lrf: float) -> float:
     return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
-    """SGD (Nesterov) with the official groups: [BatchNorm weights, other weights (decayed), biases].
+def build_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, kind: str = "sgd"
+) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW with the official groups: [BatchNorm weights, other weights (decayed), biases].
 
-    Parameters that are neither a module's ``weight`` nor its ``bias`` (BottleRep ``alpha``) and frozen ones
-    are left out, as the official leaves them out. Each group records its ``initial_lr``.
+    ``momentum`` is SGD's momentum or AdamW's first beta (the second is 0.999). Parameters that are neither a
+    module's ``weight`` nor its ``bias`` (BottleRep ``alpha``) and frozen ones are left out, as the official
+    leaves them out. Each group records its ``initial_lr``.
     """
     bn_weights, weights, biases = [], [], []
     for module in model.modules():
@@ -165,7 +178,11 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
             biases.append(bias)
         if isinstance(weight, nn.Parameter) and weight.requires_grad:
             (bn_weights if isinstance(module, nn.modules.batchnorm._BatchNorm) else weights).append(weight)
-    optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True)
+    if kind == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(bn_weights, lr=lr, betas=(momentum, 0.999),
+                                                             weight_decay=0.0)  # fmt: skip
+    else:
+        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True)
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": biases})
     for group in optimizer.param_groups:
@@ -347,7 +364,7 @@ class Trainer:
         self.accumulate = max(1, round(cfg.nominal_batch / cfg.batch))
         weight_decay = cfg.weight_decay * cfg.batch * self.accumulate / cfg.nominal_batch
         lr = cfg.base_lr * (cfg.batch / world) / cfg.bs_per_gpu  # official: per-device batch / bs_per_gpu
-        self.optimizer = build_optimizer(self.model, lr, cfg.momentum, weight_decay)
+        self.optimizer = build_optimizer(self.model, lr, cfg.momentum, weight_decay, cfg.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iters = len(self.loader)
         self.warmup_iters = max(round(cfg.warmup_epochs * self.iters), cfg.min_warmup_iters)
@@ -484,11 +501,15 @@ class Trainer:
         cfg, total = self.config, self.warmup_iters
         if step > total or total == 0:
             return self.accumulate
+        momentum = float(np.interp(step, [0, total], [cfg.warmup_momentum, cfg.momentum]))
         for k, group in enumerate(self.optimizer.param_groups):
-            start = cfg.warmup_bias_lr if k == 2 else 0.0
+            start = cfg.warmup_bias_lr if k == 2 and cfg.optimizer == "sgd" else 0.0  # a 0.1 start is SGD-sized
             end = group["initial_lr"] * lr_factor(epoch, cfg.epochs, cfg.lrf)
             group["lr"] = float(np.interp(step, [0, total], [start, end]))
-            group["momentum"] = float(np.interp(step, [0, total], [cfg.warmup_momentum, cfg.momentum]))
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
         return max(1, round(float(np.interp(step, [0, total], [1, cfg.nominal_batch / cfg.batch]))))
 
     def _sync_buffers(self) -> None:

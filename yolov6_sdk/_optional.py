@@ -24,9 +24,7 @@ def require(module: str) -> ModuleType:
     except ImportError as exc:
         extra, purpose = _EXTRAS.get(module.split(".")[0], ("", "this feature"))
         hint = f"pip install 'yolov6-sdk[{extra}]'" if extra else f"pip install {module}"
-        raise MissingDependencyError(
-            f"{module} is needed for {purpose} but is not installed: {hint}"
-        ) from exc
+        raise MissingDependencyError(f"{module} is needed for {purpose} but is not installed: {hint}") from exc
 
 
 def available(module: str) -> bool:

@@ -57,6 +57,7 @@ class BenchOptions:
         engines: folder where artifacts are looked up and built.
         calib: calibration image folder for int8.
         conf: score threshold of the end-to-end runs.
+        cuda_graph: replay CUDA graphs in the torch and TensorRT runs on CUDA (the CPU runs ignore it).
     """
 
     batch_sizes: tuple[int, ...] = (1, 32)
@@ -71,6 +72,7 @@ class BenchOptions:
     engines: Path = Path("engines")
     calib: Path = Path("calib")
     conf: float = 0.25
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", tuple(Path(a) for a in self.artifacts))
@@ -297,7 +299,9 @@ class BenchRunner:
         opts = self.options
         half = job.backend == "torch" and job.precision == "fp16"
         imgsz = None if job.artifact else opts.imgsz  # a given artifact runs at its own size
-        with Detector(artifact, self.device, job.backend, conf=opts.conf, imgsz=imgsz, half=half) as detector:
+        graph = opts.cuda_graph and job.backend in ("torch", "tensorrt") and self.device.startswith("cuda")
+        with Detector(artifact, self.device, job.backend, conf=opts.conf, imgsz=imgsz, half=half,
+                      cuda_graph=graph) as detector:  # fmt: skip
             info = detector.info
             if job.batch < info.min_batch or (info.max_batch is not None and job.batch > info.max_batch):
                 served = f"{info.min_batch}..{info.max_batch or 'any'}"

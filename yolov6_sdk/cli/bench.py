@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib", type=Path, default=Path("calib"), help="int8 calibration images (default calib/)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and machine) as JSON")
     parser.add_argument("--md", type=Path, default=None, help="write the table as markdown")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay CUDA graphs (torch/TensorRT on CUDA)")
     parser.add_argument("--note", action="append", default=[], help="a note to print above the table (repeatable)")
     return parser
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             engines=args.engines,
             calib=args.calib,
+            cuda_graph=args.cuda_graph,
         )
         jobs = plan_jobs(options)
     except YOLOv6Error as exc:

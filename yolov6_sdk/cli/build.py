@@ -99,7 +99,7 @@ def _plan_lines(plan: Any) -> list[str]:
     ]
     if plan.precision == "int8":
         lines.append(
-            f"calibrate  {plan.calib_size} images from {plan.calib} ({plan.calib_method}), target {plan.target}"
+            f"calibrate  up to {plan.calib_size} images from {plan.calib} ({plan.calib_method}), target {plan.target}"
         )
         if plan.sensitivity or plan.exclude:
             budget = f"mAP drop <= {plan.max_ap_drop}" if plan.val else f"output error <= {plan.max_error}"

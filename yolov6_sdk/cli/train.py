@@ -13,10 +13,11 @@ import sys
 
 # option name -> TrainConfig field, for the options that map one to one
 _PASS_THROUGH = (
-    "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "lr0", "lrf",
+    "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "optimizer", "lr0", "lrf",
     "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_tau", "eval_interval", "iou_type",
     "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
 )  # fmt: skip
+_AUGMENT_OPTIONS = ("mosaic", "mixup", "scale", "translate")  # AugmentConfig fields settable from the command line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,9 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="LAST_PT", help="continue the run of this last.pt from its last epoch")
     p.add_argument("--seed", type=int, help="seed of initial weights, shuffling and augmentation (default 0)")
     hyp = p.add_argument_group("hyper-parameters (official defaults)")
-    hyp.add_argument("--lr0", type=float, help="initial lr before batch scaling (yolov6n 0.02, others 0.01)")
+    hyp.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (official) or adamw (short runs)")
+    hyp.add_argument("--lr0", type=float,
+                     help="initial lr before batch scaling (SGD: yolov6n 0.02, others 0.01; AdamW 0.008)")  # fmt: skip
     hyp.add_argument("--lrf", type=float, help="final lr fraction of the cosine schedule (0.01)")
-    hyp.add_argument("--momentum", type=float, help="SGD momentum (0.937)")
+    hyp.add_argument("--momentum", type=float, help="SGD momentum or AdamW beta1 (0.937)")
     hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4)")
     hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
     hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
@@ -47,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     hyp.add_argument("--close-mosaic-epochs", type=int, help="last epochs without mosaic (min(15, epochs // 4))")
     hyp.add_argument("--mosaic", type=float, help="mosaic probability (1.0)")
     hyp.add_argument("--mixup", type=float, help="mixup probability (0.0; 0.1 for yolov6m/l)")
+    hyp.add_argument("--scale", type=float, help="random zoom in [1 - scale, 1 + scale] (0.5)")
+    hyp.add_argument("--translate", type=float, help="random shift, fraction of the image size (0.1)")
     hyp.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
     kd = p.add_argument_group("self-distillation")
     kd.add_argument("--distill", action="store_true", help="distil from --teacher")
@@ -67,8 +72,8 @@ def _config(args: argparse.Namespace) -> object:
     if args.no_amp:
         values["amp"] = False
     config = TrainConfig(**values)
-    if args.mosaic is not None or args.mixup is not None:
-        changes = {k: v for k, v in (("mosaic", args.mosaic), ("mixup", args.mixup)) if v is not None}
+    changes = {name: getattr(args, name) for name in _AUGMENT_OPTIONS if getattr(args, name) is not None}
+    if changes:
         config = replace(config, augment=replace(config.augment_config, **changes))
     return config
 

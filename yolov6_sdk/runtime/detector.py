@@ -53,6 +53,8 @@ class Detector:
         classes: keep only these class ids.
         threads: ONNX Runtime intra-op threads (None: its default).
         half: fp16 (torch backend on CUDA).
+        cuda_graph: replay one captured CUDA graph per batch shape instead of launching kernels one by one
+            (torch and TensorRT backends on CUDA); the first batch of each shape pays for the capture.
 
     Raises:
         ArtifactError: missing, empty, corrupt or unknown artifact.
@@ -71,6 +73,7 @@ class Detector:
         classes: Sequence[int] | None = None,
         threads: int | None = None,
         half: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         kind = backend_kind(path, backend)
@@ -83,6 +86,13 @@ class Detector:
             if kind != "torch":
                 raise ConfigError(f"half applies to .pt checkpoints; export {path} in fp16 instead")
             options["half"] = True
+        if cuda_graph:
+            if kind == "onnxruntime":
+                raise ConfigError(
+                    f"cuda_graph applies to .pt checkpoints and TensorRT engines, not ONNX Runtime ({path}); "
+                    "build an engine with yolov6-build or drop cuda_graph"
+                )
+            options["cuda_graph"] = True
         if imgsz is not None and kind == "onnxruntime":
             options["imgsz"] = imgsz
         self.backend: Backend = open_backend(path, kind, device, options)
