@@ -2,9 +2,9 @@
 
 Writes ``<root>/images/{train,val}/*.jpg`` and ``<root>/annotations/instances_{train,val}.json``. Images show
 shapes and glyphs of varied size (8 % to 65 % of the image side, at least 10 px), colour, rotation and aspect
-ratio on textured backgrounds, drawn in order so later objects occlude earlier ones. Each annotation box is the extent of the object's
-*visible* pixels; objects with less than 40 % of their pixels visible are not annotated. The same seed gives
-the same bytes (numpy ``Generator`` + cv2 drawing only, JPEG at a fixed quality).
+ratio on textured backgrounds, drawn in order so later objects occlude earlier ones. Each annotation box is the
+extent of the object's *visible* pixels; objects with less than 40 % of their pixels visible are not annotated.
+The same seed gives the same bytes (numpy ``Generator`` + cv2 drawing only, JPEG at a fixed quality).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The YOLOv6 trainer: the official recipe (meituan/YOLOv6 yolov6/core/engine.py) on one device or under torchrun.
 
 Recipe: SGD with Nesterov momentum over three parameter groups (BatchNorm weights without weight decay, other
-weights with it, biases without it), or AdamW over the same groups for short runs; linear warm-up of learning rate, momentum and gradient accumulation;
-cosine learning-rate decay per epoch; gradient accumulation up to a nominal batch of 64 (gradients still
-accumulating when an epoch ends are dropped, as the official does); an EMA of the weights that is evaluated and
-saved; mosaic switched off for the last epochs; AMP on CUDA.
+weights with it, biases without it), or AdamW over the same groups for short runs; linear warm-up of learning
+rate, momentum and gradient accumulation; cosine learning-rate decay per epoch; gradient accumulation up to a
+nominal batch of 64 (gradients still accumulating when an epoch ends are dropped, as the official does); an EMA
+of the weights that is evaluated and saved; mosaic switched off for the last epochs; AMP on CUDA.
 
 Outputs in ``config.out``: ``last.pt`` and ``best.pt`` (EMA weights in the SDK checkpoint format, best by
 mAP50-95), ``resume.pt`` (weights, optimizer, EMA, scaler and step counters after the last finished epoch),
@@ -502,11 +502,12 @@ class Trainer:
         if step > total or total == 0:
             return self.accumulate
         momentum = float(np.interp(step, [0, total], [cfg.warmup_momentum, cfg.momentum]))
+        adamw = cfg.optimizer == "adamw"
         for k, group in enumerate(self.optimizer.param_groups):
-            start = cfg.warmup_bias_lr if k == 2 and cfg.optimizer == "sgd" else 0.0  # a 0.1 start is SGD-sized
+            start = cfg.warmup_bias_lr if k == 2 and not adamw else 0.0  # a 0.1 bias start is SGD-sized
             end = group["initial_lr"] * lr_factor(epoch, cfg.epochs, cfg.lrf)
             group["lr"] = float(np.interp(step, [0, total], [start, end]))
-            if "betas" in group:
+            if adamw:
                 group["betas"] = (momentum, group["betas"][1])
             else:
                 group["momentum"] = momentum

@@ -13,9 +13,9 @@ import sys
 
 # option name -> TrainConfig field, for the options that map one to one
 _PASS_THROUGH = (
-    "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "optimizer", "lr0", "lrf",
-    "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_tau", "eval_interval", "iou_type",
-    "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
+    "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "optimizer",
+    "lr0", "lrf", "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_tau",
+    "eval_interval", "iou_type", "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
 )  # fmt: skip
 _AUGMENT_OPTIONS = ("mosaic", "mixup", "scale", "translate")  # AugmentConfig fields settable from the command line
 
