@@ -27,22 +27,13 @@ import torch
 
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.machine import cpu_model
 from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.training.datagen import make_image
 
 HERE = Path(__file__).resolve().parent
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _time_ms(fn: Callable[[], object]) -> float:
@@ -135,7 +126,7 @@ def _report(
         "",
         f"Command: `{command}` ({args.runs} timed runs per runtime after {args.warmup} warm-up runs, round-robin).",
         "",
-        f"Machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
+        f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"onnxruntime {ort.__version__} (default threads).",
         f"The CPUs were shared with other work: load average {load[0][0]:.1f} before and {load[1][0]:.1f} after "

@@ -13,8 +13,10 @@ from yolov6_sdk._optional import available
 from yolov6_sdk.errors import BuildError, CalibrationError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import build as build_module
 from yolov6_sdk.export import ort_quant
-from yolov6_sdk.export.build import build, plan_build, run_build
+from yolov6_sdk.export import plan as plan_module
+from yolov6_sdk.export.build import build, run_build
 from yolov6_sdk.export.onnx import read_metadata
+from yolov6_sdk.export.plan import plan_build
 from yolov6_sdk.training.datagen import write_calibration_images
 
 IMGSZ = 160
@@ -150,7 +152,7 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_install(tmp_path: Path) -
 
 
 def test_tensorrt_batch_profile_is_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(build_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
+    monkeypatch.setattr(plan_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
     with pytest.raises(ConfigError, match="ascending"):
         plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path)
     plan = plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path)
@@ -163,7 +165,7 @@ def test_fp16_for_onnx_runtime_on_the_cpu_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_default_weights_says_what_to_pass(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(build_module, "DEFAULT_WEIGHTS", Path("weights/not-shipped.pt"))
+    monkeypatch.setattr(plan_module, "DEFAULT_WEIGHTS", Path("weights/not-shipped.pt"))
     with pytest.raises(BuildError, match="--random-weights") as info:
         plan_build(output=tmp_path, backend="onnxruntime")
     assert "--weights" in str(info.value) and "--onnx" in str(info.value)

@@ -25,7 +25,8 @@ from yolov6_sdk.runtime.images import read_image
 from yolov6_sdk.runtime.postprocess import postprocess_raw_torch
 from yolov6_sdk.runtime.preprocess import scale_boxes_to_original
 
-from .datasets import DetectionSet, ValDataset, build_dataloader, load_coco, load_yolo
+from .datasets import ValDataset, build_dataloader
+from .labels import DetectionSet, load_coco, load_yolo
 
 torch = require("torch")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -33,16 +32,17 @@ from tqdm import tqdm
 
 from yolov6_sdk.errors import CheckpointError, ConfigError
 from yolov6_sdk.fileio import atomic_path
-from yolov6_sdk.models import YOLOv6, build_model, get_config
-from yolov6_sdk.weights import load, save_checkpoint
+from yolov6_sdk.models import build_model, get_config
+from yolov6_sdk.weights import save_checkpoint
 
 from . import distill as kd
 from .augment import AugmentConfig
 from .datasets import TrainDataset, build_dataloader, set_loader_epoch
+from .distributed import init_distributed, select_device
 from .ema import ModelEMA, unwrap
 from .evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate_model, load_eval_set, load_split
-from .losses import YOLOv6Loss
 from .plots import plot_results, read_results_csv, write_results_csv
+from .recipe import build_loss, build_optimizer, load_pretrained, lr_factor
 
 LOGGER = logging.getLogger("yolov6_sdk.training.trainer")
 STATE_FORMAT = "yolov6-sdk-train/1"
@@ -157,124 +157,6 @@ class TrainConfig:
         return cls(**values)
 
 
-def lr_factor(epoch: float, epochs: int, lrf: float) -> float:
-    """Cosine decay of the learning rate: 1.0 at epoch 0 to ``lrf`` at ``epochs``."""
-    return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
-
-
-def build_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, kind: str = "sgd"
-) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW with the official groups: [BatchNorm weights, other weights (decayed), biases].
-
-    ``momentum`` is SGD's momentum or AdamW's first beta (the second is 0.999). Parameters that are neither a
-    module's ``weight`` nor its ``bias`` (BottleRep ``alpha``) and frozen ones are left out, as the official
-    leaves them out. Each group records its ``initial_lr``.
-    """
-    bn_weights, weights, biases = [], [], []
-    for module in model.modules():
-        bias, weight = getattr(module, "bias", None), getattr(module, "weight", None)
-        if isinstance(bias, nn.Parameter) and bias.requires_grad:
-            biases.append(bias)
-        if isinstance(weight, nn.Parameter) and weight.requires_grad:
-            (bn_weights if isinstance(module, nn.modules.batchnorm._BatchNorm) else weights).append(weight)
-    if kind == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(bn_weights, lr=lr, betas=(momentum, 0.999),
-                                                             weight_decay=0.0)  # fmt: skip
-    else:
-        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True)
-    optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
-    optimizer.add_param_group({"params": biases})
-    for group in optimizer.param_groups:
-        group["initial_lr"] = lr
-    return optimizer
-
-
-def build_loss(model: YOLOv6, iou_type: str | None = None, atss_warmup_epochs: int = 0) -> YOLOv6Loss:
-    """The loss the trainer uses: DFL (reg_max 16) on the DFL branch when the head has one (v3 n/s heads train
-    ``reg_preds_dist`` plus an IoU term on ``reg_preds``), raw ltrb regression otherwise."""
-    cfg = model.config
-    use_dfl = cfg.use_dfl or cfg.distill_head
-    return YOLOv6Loss(
-        model.num_classes,
-        model.strides,
-        reg_max=cfg.head_reg_max if use_dfl else 0,
-        use_dfl=use_dfl,
-        iou_type=iou_type or cfg.iou_type,
-        warmup_epochs=atss_warmup_epochs,
-    )
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Copy the tensors of checkpoint ``path`` (ours or an official release) whose name and shape match.
-
-    For fine-tuning on another number of classes: the class predictors are skipped and keep their initial
-    values. Returns ``{"loaded": [...], "skipped": [...]}`` (skipped: keys of ``model`` left as initialised).
-    Raises :class:`ConfigError` when fewer than half of the tensors fit (another model size).
-    """
-    loaded = load(path)
-    if loaded.meta.get("fused"):
-        raise ConfigError(f"{path} is fused (reparameterised) and cannot be trained; use the unfused checkpoint")
-    source, target = loaded.model.state_dict(), model.state_dict()
-    matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    if len(matched) < len(target) / 2:
-        raise ConfigError(
-            f"{path} holds {loaded.name}: only {len(matched)} of {len(target)} tensors fit this model; "
-            f"train with --model {loaded.name}"
-        )
-    model.load_state_dict(matched, strict=False)
-    skipped = sorted(set(target) - set(matched))
-    LOGGER.info("loaded %d/%d tensors from %s (%s)", len(matched), len(target), path, loaded.name)
-    if skipped:
-        LOGGER.warning("kept the initial values of %d tensors that %s does not fit: %s", len(skipped), path,
-                       ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))  # fmt: skip
-    return {"loaded": sorted(matched), "skipped": skipped}
-
-
-# --------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed() -> _Dist:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group (nccl on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    owns = not torch.distributed.is_initialized()
-    if owns:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
-    return _Dist(rank, world, local, owns)
-
-
-def _select_device(name: str, dist: _Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    name = f"cuda:{name}" if name.isdigit() else name
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or N, got {name!r}") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-        device = torch.device("cuda", dist.local_rank if dist.world > 1 else (device.index or 0))
-        torch.cuda.set_device(device)
-    return device
-
-
 # ------------------------------------------------------------------------------------------------- trainer
 
 
@@ -307,8 +189,8 @@ class Trainer:
     ) -> None:
         self.config, self.show_progress, self.on_epoch_end = config, progress, on_epoch_end
         self.out = Path(config.out)
-        self.dist = _init_distributed()
-        self.device = _select_device(config.device, self.dist)
+        self.dist = init_distributed()
+        self.device = select_device(config.device, self.dist)
         self.amp = config.amp and self.device.type == "cuda"
         if _state is None and self.dist.main and (self.out / "resume.pt").exists():
             raise ConfigError(
@@ -584,4 +466,4 @@ def _log_skipped(split: str, skipped: list[tuple[str, str]]) -> None:
                        "; ".join(f"{p}: {r}" for p, r in skipped[:5]))  # fmt: skip
 
 
-__all__ = ["TrainConfig", "Trainer", "build_loss", "build_optimizer", "load_pretrained", "lr_factor"]
+__all__ = ["TrainConfig", "Trainer"]

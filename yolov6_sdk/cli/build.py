@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
     from yolov6_sdk.errors import YOLOv6Error
-    from yolov6_sdk.export.build import plan_build, run_build
+    from yolov6_sdk.export.build import run_build
+    from yolov6_sdk.export.plan import plan_build
 
     options = dict(
         weights=args.weights, onnx=args.onnx, model=args.model, precision=args.precision, calib=args.calib,

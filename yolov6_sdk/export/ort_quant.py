@@ -339,23 +339,7 @@ def quantize_model(
     aligned = qdq.align_ranges({**ranges, **{name: INPUT_RANGE for name in inputs}}, groups)
     if not quant_target.symmetric:
         excluded += qdq.relus_below_zero(model, aligned)
-    with tempfile.TemporaryDirectory(prefix="yolov6-quant-") as tmp, _quiet_onnxruntime():
-        cache = _ort_cache(aligned, ort_method, Path(tmp) / "ranges.json")
-        _run_quantizer(
-            str(fp32_path),
-            str(Path(tmp) / "int8.onnx"),
-            None,
-            calibration_cache_path=cache,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(quant_target.op_types),
-            per_channel=True,
-            activation_type=quant_target.activation_type,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=ort_method,
-            extra_options=_extra_options(quant_target),
-        )
-        quantized = onnx.load(str(Path(tmp) / "int8.onnx"))
+    quantized = _run_quantizer(fp32_path, aligned, ort_method, quant_target, excluded)
     if PREDS_FLOAT_OUTPUT:
         qdq.strip_output_qdq(quantized, split.outputs)
     _check_result(quantized, split, float_nodes)
@@ -376,17 +360,41 @@ def quantize_model(
     return QuantResult(out_path, target, kept, tuple(float_nodes), split.tail, len(groups))
 
 
-def _run_quantizer(*args: Any, **kwargs: Any) -> None:
-    """``quantize_static``, with its complaint about a tensor missing from the ranges made a BuildError."""
-    try:
-        quantize_static(*args, **kwargs)
-    except ValueError as exc:
-        if "Quantization parameters are not specified" not in str(exc):
-            raise
-        raise BuildError(
-            f"the calibration ranges do not cover every tensor to quantise ({exc}); they come from another "
-            "calibration recipe: recalibrate (delete the .calib.json cache beside the artifact)"
-        ) from exc
+def _run_quantizer(
+    fp32_path: Path,
+    ranges: Mapping[str, tuple[float, float]],
+    method: CalibrationMethod,
+    target: QuantTarget,
+    excluded: Sequence[str],
+) -> onnx.ModelProto:
+    """ONNX Runtime's ``quantize_static`` on ``fp32_path`` with the given ``ranges`` (no calibration run): per-
+    channel int8 weights, ``target``'s activations, ``excluded`` nodes left float. Returns the Q/DQ model; its
+    complaint about a tensor missing from the ranges becomes a BuildError."""
+    with tempfile.TemporaryDirectory(prefix="yolov6-quant-") as tmp, _quiet_onnxruntime():
+        out = Path(tmp) / "int8.onnx"
+        try:
+            quantize_static(
+                str(fp32_path),
+                str(out),
+                None,
+                calibration_cache_path=_ort_cache(ranges, method, Path(tmp) / "ranges.json"),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(target.op_types),
+                per_channel=True,
+                activation_type=target.activation_type,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(excluded),
+                calibrate_method=method,
+                extra_options=_extra_options(target),
+            )
+        except ValueError as exc:
+            if "Quantization parameters are not specified" not in str(exc):
+                raise
+            raise BuildError(
+                f"the calibration ranges do not cover every tensor to quantise ({exc}); they come from another "
+                "calibration recipe: recalibrate (delete the .calib.json cache beside the artifact)"
+            ) from exc
+        return onnx.load(str(out))
 
 
 def _extra_options(target: QuantTarget) -> dict[str, Any]:

@@ -1,0 +1,266 @@
+"""Planning a build: check ``yolov6-build``'s options and decide what will be made, before any work.
+
+:func:`plan_build` resolves the source (checkpoint, ONNX or an untrained model), the backend (``auto``:
+TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime), the input size, the batch sizes and
+the artifact's name, and refuses what the chosen backend cannot make. :func:`yolov6_sdk.export.build.run_build`
+then makes the :class:`BuildPlan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from yolov6_sdk._optional import available
+from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
+from yolov6_sdk.export import calibration, ort_quant
+from yolov6_sdk.export.sidecar import current_gpu
+from yolov6_sdk.runtime.preprocess import check_imgsz
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+DEFAULT_WEIGHTS = Path("weights/yolov6n-shapes.pt")
+DEFAULT_CALIB = Path("calib")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build will do (validated options; see :func:`plan_build` for their meaning)."""
+
+    weights: Path | None
+    onnx: Path | None
+    model: str
+    random_weights: bool
+    precision: str
+    backend: str
+    backend_reason: str
+    batch_sizes: tuple[int, ...]
+    imgsz: tuple[int, int]
+    end2end: bool
+    output: Path
+    artifact: Path
+    calib: Path | None = None
+    calib_method: str = "minmax"
+    calib_size: int = calibration.DEFAULT_CALIB_SIZE
+    calib_batch: int = 8
+    val: Path | None = None
+    sensitivity: bool = False
+    exclude: tuple[str, ...] = ()
+    max_ap_drop: float = 1.0
+    max_error: float = 0.02
+
+    @property
+    def target(self) -> str:
+        """Quantisation target: "tensorrt" or "onnxruntime-cpu"."""
+        return "tensorrt" if self.backend == "tensorrt" else "onnxruntime-cpu"
+
+    @property
+    def nms(self) -> str | None:
+        return ("trt" if self.backend == "tensorrt" else "ort") if self.end2end else None
+
+
+def _check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(batch_sizes)
+    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ConfigError(f"--bs takes positive batch sizes, got {list(sizes)}; e.g. --bs 1 32")
+    return sizes
+
+
+def _resolve_backend(backend: str) -> tuple[str, str]:
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        return backend, "asked"
+    has_trt = available("tensorrt")
+    gpu = current_gpu() if has_trt else None
+    if backend == "auto":
+        if has_trt and gpu is not None:
+            return "tensorrt", f"auto: TensorRT and {gpu[0]} found"
+        return "onnxruntime", "auto: " + ("no CUDA GPU visible" if has_trt else "TensorRT not installed")
+    if not has_trt:
+        raise MissingDependencyError(
+            "--backend tensorrt needs TensorRT and an NVIDIA GPU with CUDA: pip install 'yolov6-sdk[trt]' on a "
+            "machine with a GPU, or build for the CPU with --backend onnxruntime"
+        )
+    if gpu is None:
+        raise BuildError("--backend tensorrt needs a CUDA GPU and none is visible; use --backend onnxruntime")
+    return backend, f"asked, {gpu[0]}"
+
+
+def _static_batch(path: Path) -> int | None:
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+
+
+def _shipped(relative: Path) -> Path:
+    """``relative`` under the working directory when it exists there, else under the source checkout."""
+    return relative if relative.exists() else Path(__file__).resolve().parents[2] / relative
+
+
+def _resolve_source(weights: Path | None, onnx_path: Path | None, random_weights: bool) -> tuple[Path | None, ...]:
+    if weights is not None and onnx_path is not None:
+        raise ConfigError("pass either --weights or --onnx, not both")
+    if random_weights and (weights is not None or onnx_path is not None):
+        raise ConfigError("--random-weights builds an untrained network; it takes no --weights or --onnx")
+    for path in (weights, onnx_path):
+        if path is not None and not path.is_file():
+            raise BuildError(f"{path} does not exist or is not a file; check the path")
+    if weights is None and onnx_path is None and not random_weights:
+        found = _shipped(DEFAULT_WEIGHTS)
+        if not found.is_file():
+            raise BuildError(
+                f"no --weights given and the demo weights {DEFAULT_WEIGHTS} are not there; pass --weights PT "
+                "(an SDK or official YOLOv6 .pt) or --onnx ONNX, or --random-weights --model NAME for an "
+                "untrained network (for timing only: it detects nothing)"
+            )
+        weights = found
+    return weights, onnx_path
+
+
+def plan_build(
+    weights: str | Path | None = None,
+    onnx: str | Path | None = None,
+    model: str | None = None,
+    precision: str = "fp32",
+    calib: str | Path | None = None,
+    calib_method: str = "minmax",
+    calib_size: int = calibration.DEFAULT_CALIB_SIZE,
+    backend: str = "auto",
+    batch_sizes: Sequence[int] = (1,),
+    imgsz: int | Sequence[int] | None = None,
+    end2end: bool = False,
+    output: str | Path = "engines",
+    val: str | Path | None = None,
+    sensitivity: bool = False,
+    exclude: Sequence[str] | str = (),
+    max_ap_drop: float = 1.0,
+    max_error: float = 0.02,
+    random_weights: bool = False,
+    calib_batch: int = 8,
+) -> BuildPlan:
+    """Check the options and decide what :func:`run_build` will make (nothing is written).
+
+    ``weights``: an SDK or official checkpoint (default ``weights/yolov6n-shapes.pt``); ``onnx``: an fp32 ONNX
+    instead; ``random_weights``: an untrained ``model`` (timing only). ``calib``: calibration images for int8
+    (default ``calib/``, the shipped set). ``exclude``: node names or module-path patterns
+    (``detect.cls_convs.*``) to keep float, or "auto" (greedy, from the sensitivity analysis).
+
+    Raises:
+        ConfigError: unknown or inconsistent options. BuildError: missing files, a static ONNX batch that
+        cannot serve ``batch_sizes``, fp16 for ONNX Runtime.
+        MissingDependencyError: ``backend="tensorrt"`` without TensorRT.
+    """
+    excludes = _check_precision_options(precision, calib_method, exclude, sensitivity)
+    source = _resolve_source(Path(weights) if weights else None, Path(onnx) if onnx else None, random_weights)
+    if imgsz is None:
+        imgsz = _source_imgsz(source[0], source[1])
+    sizes, size_hw = _check_batches(batch_sizes), check_imgsz(tuple(imgsz) if not isinstance(imgsz, int) else imgsz)
+    resolved, reason = _resolve_backend(backend)
+    _check_backend_options(
+        resolved, precision, sizes, size_hw, end2end, val is not None and (sensitivity or "auto" in excludes)
+    )
+    name = _model_name(source[0], source[1], model)
+    static = _static_batch(source[1]) if source[1] is not None else None
+    if static is not None and set(sizes) != {static}:
+        raise BuildError(
+            f"{source[1]} has a fixed batch of {static} and cannot serve --bs {' '.join(map(str, sizes))}; pass "
+            f"--bs {static}, or export with a dynamic batch (yolov6-build --weights PT exports one)"
+        )
+    out = Path(output)
+    suffix = f"-bs{max(sizes)}" if resolved == "tensorrt" else (f"-bs{static}" if static else "")
+    artifact = out / f"{name}-{precision}{suffix}{'.engine' if resolved == 'tensorrt' else '.onnx'}"
+    calib_dir = (Path(calib) if calib is not None else _shipped(DEFAULT_CALIB)) if precision == "int8" else None
+    return BuildPlan(
+        weights=source[0], onnx=source[1], model=name, random_weights=random_weights, precision=precision,
+        backend=resolved, backend_reason=reason, batch_sizes=sizes, imgsz=size_hw, end2end=end2end, output=out,
+        artifact=artifact, calib=calib_dir, calib_method=calib_method,
+        calib_size=calib_size, calib_batch=calib_batch, val=Path(val) if val is not None else None,
+        sensitivity=sensitivity, exclude=excludes, max_ap_drop=max_ap_drop, max_error=max_error,
+    )  # fmt: skip
+
+
+def _check_backend_options(
+    backend: str, precision: str, sizes: tuple[int, ...], imgsz: tuple[int, int], end2end: bool, runs_variants: bool
+) -> None:
+    """Refuse what ``backend`` cannot make: fp16 for ONNX Runtime, a TensorRT batch list that is no profile,
+    and int8 variants to be run in ONNX Runtime (``runs_variants``) that end in TensorRT's NMS plugin."""
+    if precision == "fp16" and backend == "onnxruntime":
+        raise BuildError(
+            "fp16 is not built for ONNX Runtime: its CPU provider runs fp16 graphs through float casts, slower "
+            "than fp32; build fp32 or int8 for the CPU, or fp16 with --backend tensorrt on an NVIDIA GPU"
+        )
+    if backend != "tensorrt":
+        return
+    engine_config(precision, sizes, imgsz, end2end)  # a bad --bs list fails here, before any work
+    if end2end and runs_variants:
+        raise ConfigError(
+            "--val with --sensitivity or --exclude auto runs int8 variants in ONNX Runtime, which cannot run the "
+            "TensorRT NMS plugin of --end2end; drop --end2end (NMS then runs on the host) or --val"
+        )
+
+
+def _check_precision_options(
+    precision: str, calib_method: str, exclude: Sequence[str] | str, sensitivity: bool
+) -> tuple[str, ...]:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    ort_quant.check_method(calib_method)
+    excludes = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if "auto" in excludes and len(excludes) > 1:
+        raise ConfigError(f"--exclude takes 'auto' or layer names, not both: {list(excludes)}")
+    if (sensitivity or excludes) and precision != "int8":
+        raise ConfigError("--sensitivity and --exclude apply to int8 builds only")
+    return excludes
+
+
+def _model_name(weights: Path | None, onnx_path: Path | None, model: str | None) -> str:
+    if onnx_path is not None:
+        meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        return model or meta.get("model", onnx_path.stem)
+    if weights is None:
+        from yolov6_sdk.models import ZOO
+
+        name = model or "yolov6n"
+        if name not in ZOO:
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(ZOO)}")
+        return name
+    from yolov6_sdk.weights import load
+
+    name = load(weights).name
+    if model is not None and model != name:
+        raise ConfigError(f"--model {model} does not match {weights}, which holds a {name}; drop --model")
+    return name
+
+
+def _source_imgsz(weights: Path | None, onnx_path: Path | None) -> int | tuple[int, int]:
+    """The input size the source was trained or exported for: an SDK checkpoint's ``imgsz``, a static ONNX
+    input's H and W, else 640 (official release files do not record it)."""
+    if onnx_path is not None:
+        dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        h, w = (d.dim_value for d in dims[2:4])
+        return (h, w) if h and w else 640
+    if weights is not None:
+        import torch
+
+        try:
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # an official release file (pickled modules) or unreadable: load() reports it later
+            return 640
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get("imgsz"), int):
+            return checkpoint["imgsz"]
+    return 640
+
+
+def engine_config(precision: str, sizes: tuple[int, ...], imgsz: tuple[int, int], end2end: bool) -> Any:
+    """The TensorRT :class:`BuildConfig` (it checks the batch list: 1-3 ascending sizes, min [opt] max)."""
+    from yolov6_sdk.export.tensorrt import BuildConfig
+
+    return BuildConfig(precision=precision, batch_sizes=sizes, imgsz=imgsz, end2end=end2end)
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "BuildPlan", "engine_config", "plan_build"]
