@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from yolov6_sdk._optional import available
-from yolov6_sdk.errors import BuildError, CalibrationError, ConfigError, MissingDependencyError
+from yolov6_sdk.errors import ArtifactError, BuildError, CalibrationError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import build as build_module
 from yolov6_sdk.export import ort_quant
 from yolov6_sdk.export import plan as plan_module
@@ -142,6 +142,17 @@ def test_dynamic_onnx_serves_any_batch_list(int8_build, tmp_path: Path) -> None:
     source = int8_build.artifact.with_suffix(".fp32.onnx")
     plan = plan_build(onnx=source, batch_sizes=[1, 8, 32], backend="onnxruntime", output=tmp_path)
     assert plan.artifact.name == "yolov6n-fp32.onnx" and plan.batch_sizes == (1, 8, 32)
+
+
+def test_truncated_or_inputless_onnx_source_is_one_clear_error(int8_build, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(int8_build.artifact.with_suffix(".fp32.onnx").read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="truncated.onnx: not a readable ONNX file"):
+        plan_build(onnx=truncated, backend="onnxruntime", output=tmp_path)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(BuildError, match=r"empty.onnx: expected one \[B, 3, H, W\] image input"):
+        plan_build(onnx=empty, backend="onnxruntime", output=tmp_path)
 
 
 @pytest.mark.skipif(available("tensorrt"), reason="TensorRT is installed here")

@@ -1,8 +1,9 @@
 """``yolov6-build`` as a library: checkpoint or ONNX in, a deployable artifact plus its sidecar ``.json`` out.
 
 :func:`~yolov6_sdk.export.plan.plan_build` checks the options and decides what will be made (backend, names,
-quantisation target); :func:`run_build` makes it; :func:`build` does both. Artifacts are ``<out>/<model>-<precision>[-bs<N>].onnx``
-(ONNX Runtime; ``-bs<N>`` only for a fixed batch) or ``.engine`` (TensorRT; ``N`` = the profile's max batch).
+quantisation target); :func:`run_build` makes it; :func:`build` does both. Artifacts are
+``<out>/<model>-<precision>[-bs<N>].onnx`` (ONNX Runtime; ``-bs<N>`` only for a fixed batch) or ``.engine``
+(TensorRT; ``N`` = the profile's max batch).
 
 * ONNX Runtime (CPU): fp32 is the export itself; int8 is a Q/DQ ONNX with uint8 activations
   (:mod:`yolov6_sdk.export.ort_quant`). fp16 is refused: ONNX Runtime's CPU provider runs fp16 graphs through

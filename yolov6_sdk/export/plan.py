@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from yolov6_sdk._optional import available
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import calibration, ort_quant
@@ -91,10 +89,21 @@ def _resolve_backend(backend: str) -> tuple[str, str]:
     return backend, f"asked, {gpu[0]}"
 
 
-def _static_batch(path: Path) -> int | None:
-    model = onnx.load(str(path), load_external_data=False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+def _inspect_onnx_source(path: Path) -> Any:
+    """The :class:`~yolov6_sdk.export.tensorrt.OnnxInfo` of an ONNX source, read once for all planning checks.
+
+    Raises:
+        ArtifactError: the file is not readable ONNX. BuildError: it has no single [B, 3, H, W] input.
+    """
+    from yolov6_sdk.export.tensorrt import inspect_onnx
+
+    info = inspect_onnx(path)
+    if len(info.inputs) != 1 or len(info.inputs[0].shape) != 4:
+        raise BuildError(
+            f"{path}: expected one [B, 3, H, W] image input, got {[(i.name, i.shape) for i in info.inputs]}; "
+            "pass an ONNX exported by yolov6-build or the SDK's export"
+        )
+    return info
 
 
 def _shipped(relative: Path) -> Path:
@@ -157,15 +166,16 @@ def plan_build(
     """
     excludes = _check_precision_options(precision, calib_method, exclude, sensitivity)
     source = _resolve_source(Path(weights) if weights else None, Path(onnx) if onnx else None, random_weights)
+    onnx_info = _inspect_onnx_source(source[1]) if source[1] is not None else None
     if imgsz is None:
-        imgsz = _source_imgsz(source[0], source[1])
+        imgsz = _source_imgsz(source[0], onnx_info)
     sizes, size_hw = _check_batches(batch_sizes), check_imgsz(tuple(imgsz) if not isinstance(imgsz, int) else imgsz)
     resolved, reason = _resolve_backend(backend)
     _check_backend_options(
         resolved, precision, sizes, size_hw, end2end, val is not None and (sensitivity or "auto" in excludes)
     )
-    name = _model_name(source[0], source[1], model)
-    static = _static_batch(source[1]) if source[1] is not None else None
+    name = _model_name(source[0], onnx_info, model)
+    static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
     if static is not None and set(sizes) != {static}:
         raise BuildError(
             f"{source[1]} has a fixed batch of {static} and cannot serve --bs {' '.join(map(str, sizes))}; pass "
@@ -218,10 +228,9 @@ def _check_precision_options(
     return excludes
 
 
-def _model_name(weights: Path | None, onnx_path: Path | None, model: str | None) -> str:
-    if onnx_path is not None:
-        meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-        return model or meta.get("model", onnx_path.stem)
+def _model_name(weights: Path | None, onnx_info: Any, model: str | None) -> str:
+    if onnx_info is not None:
+        return model or str(onnx_info.metadata.get("model", onnx_info.path.stem))
     if weights is None:
         from yolov6_sdk.models import ZOO
 
@@ -237,12 +246,11 @@ def _model_name(weights: Path | None, onnx_path: Path | None, model: str | None)
     return name
 
 
-def _source_imgsz(weights: Path | None, onnx_path: Path | None) -> int | tuple[int, int]:
+def _source_imgsz(weights: Path | None, onnx_info: Any) -> int | tuple[int, int]:
     """The input size the source was trained or exported for: an SDK checkpoint's ``imgsz``, a static ONNX
     input's H and W, else 640 (official release files do not record it)."""
-    if onnx_path is not None:
-        dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-        h, w = (d.dim_value for d in dims[2:4])
+    if onnx_info is not None:
+        h, w = onnx_info.inputs[0].shape[2:4]
         return (h, w) if h and w else 640
     if weights is not None:
         import torch
