@@ -72,8 +72,8 @@ def _time_pair(
     sessions = {name: _session(path, threads) for name, path in paths.items()}
     images = np.random.default_rng(0).random((batch, 3, imgsz, imgsz), dtype=np.float32)
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    while len(times[next(iter(times))]) < runs:
-        timed = min(block, runs - len(times[next(iter(times))]))
+    for done in range(0, runs, block):
+        timed = min(block, runs - done)
         for name, session in sessions.items():
             session.run(None, {"images": images})
             for _ in range(timed):
