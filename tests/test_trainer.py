@@ -121,6 +121,31 @@ def test_resume_without_a_state_file_is_a_clear_error(tmp_path: Path) -> None:
         Trainer.resume(tmp_path / "last.pt")
 
 
+def test_resume_with_another_model_or_changed_data_is_one_clear_error(tmp_path: Path) -> None:
+    data = generate_dataset(tmp_path / "data", 4, 1, imgsz=(96, 128), seed=5, num_classes=3)
+    Trainer(_config(data, tmp_path / "run", epochs=2, batch=4)).fit()
+    (tmp_path / "run" / "results.csv").unlink()  # not needed to resume
+    with pytest.raises(ConfigError, match=r"model='yolov6n'.*--weights"):
+        Trainer.resume(tmp_path / "run" / "last.pt", model="yolov6s")
+    with pytest.raises(ConfigError, match="data="):
+        Trainer.resume(tmp_path / "run" / "last.pt", data=str(tmp_path / "other"))
+    resumed = Trainer.resume(tmp_path / "run" / "last.pt", model="yolov6n", epochs=3)  # equal values are fine
+    assert resumed.config.epochs == 3
+
+    generate_dataset(data, 4, 1, imgsz=(96, 128), seed=6, num_classes=3)  # same folder, other images
+    with pytest.raises(CheckpointError, match=r"changed since this run started.*--weights"):
+        Trainer.resume(tmp_path / "run" / "last.pt")
+
+
+def test_resume_through_the_cli_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from yolov6_sdk.cli.train import main
+
+    data = generate_dataset(tmp_path / "data", 4, 1, imgsz=(96, 128), seed=5, num_classes=3)
+    Trainer(_config(data, tmp_path / "run", batch=4)).fit()
+    assert main(["--resume", str(tmp_path / "run" / "last.pt"), "--model", "yolov6s"]) == 2
+    assert "keeps its settings" in capsys.readouterr().err
+
+
 def test_bad_files_are_reported_and_training_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = generate_dataset(tmp_path / "bad", 6, 2, imgsz=(96, 128), seed=2, num_classes=3)
     (root / "images" / "train" / "000000000002.jpg").write_bytes(b"not a jpeg")

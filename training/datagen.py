@@ -1,9 +1,12 @@
 """Seeded generator of a synthetic detection dataset in COCO 2017 layout.
 
 Writes ``<root>/images/{train,val}/*.jpg`` and ``<root>/annotations/instances_{train,val}.json``. Images show
-shapes and glyphs of varied size (8 % to 65 % of the image side, at least 10 px), colour, rotation and aspect
-ratio on textured backgrounds, drawn in order so later objects occlude earlier ones. Each annotation box is the
-extent of the object's *visible* pixels; objects with less than 40 % of their pixels visible are not annotated.
+1-6 shapes and glyphs of varied size (12 % to 60 % of the image's short side, at least 12 px), colour, rotation
+and aspect ratio on textured backgrounds with clutter lines as distractors, drawn in order so later objects
+occlude earlier ones. A new object is placed where it hides at most ``MAX_HIDDEN_FRACTION`` of any earlier
+object and keeps most of itself inside the picture (up to ``PLACEMENT_TRIES`` positions are tried), so
+occlusion is present but rarely leaves an object unrecognisable. Each annotation box is the extent of the
+object's *visible* pixels; objects with less than 40 % of their pixels visible are not annotated.
 The same seed gives the same bytes (numpy ``Generator`` + cv2 drawing only, JPEG at a fixed quality).
 """
 
@@ -32,6 +35,10 @@ CLASS_NAMES = (
 JPEG_QUALITY = 90
 MIN_VISIBLE_FRACTION = 0.4  # objects more than 60 % hidden (occluded or cut by the border) get no box
 MIN_BOX_SIDE = 4  # px; smaller visible extents get no box
+MAX_OBJECTS = 6  # objects drawn per image: 1..MAX_OBJECTS
+MAX_HIDDEN_FRACTION = 0.3  # a new object may cover at most this share of an earlier object's visible pixels
+MIN_INSIDE_FRACTION = 0.8  # ... and must keep this share of its own pixels inside the picture
+PLACEMENT_TRIES = 8  # positions tried per object before the last one is taken as it is
 _SPLIT_STREAM = {"train": 0, "val": 1, "calibration": 2}
 
 
@@ -148,11 +155,11 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _object_size(rng: np.random.Generator, short_side: int) -> float:
-    """Long side of an object in px, as a fraction of the image's short side: 25 % small (0.08-0.2),
-    45 % medium (0.2-0.4), 30 % large (0.4-0.65); never under 10 px."""
+    """Long side of an object in px, as a fraction of the image's short side: 20 % small (0.12-0.2),
+    50 % medium (0.2-0.35), 30 % large (0.35-0.6); never under 12 px."""
     u = rng.random()
-    lo, hi = (0.08, 0.2) if u < 0.25 else (0.2, 0.4) if u < 0.7 else (0.4, 0.65)
-    return max(10.0, short_side * float(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+    lo, hi = (0.12, 0.2) if u < 0.2 else (0.2, 0.35) if u < 0.7 else (0.35, 0.6)
+    return max(12.0, short_side * float(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
 
 
 def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarray:
@@ -163,23 +170,47 @@ def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarr
     return colour.astype(np.float32)
 
 
+def _place(
+    rng: np.random.Generator, kind: str, size: tuple[float, float, float], id_map: np.ndarray, visible: list[int]
+) -> tuple[np.ndarray, int, int]:
+    """Render ``kind`` (``size`` = width, height px, angle rad) at a random position that hides at most
+    ``MAX_HIDDEN_FRACTION`` of each earlier object (``visible[k]``: its visible pixels in ``id_map``) and keeps
+    ``MIN_INSIDE_FRACTION`` of itself inside the image; after ``PLACEMENT_TRIES`` the last position is used.
+
+    Returns ``(mask uint8 0/1, x0, y0)`` as :func:`_render` does.
+    """
+    h, w = id_map.shape
+    for _ in range(PLACEMENT_TRIES):
+        mask, x0, y0 = _render(kind, rng.uniform(0, w), rng.uniform(0, h), *size)
+        x1, y1 = max(x0, 0), max(y0, 0)
+        x2, y2 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
+        sub = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(bool)
+        if sub.sum() < MIN_INSIDE_FRACTION * mask.sum():
+            continue
+        owners = id_map[y1:y2, x1:x2][sub]
+        hidden = np.bincount(owners[owners >= 0], minlength=len(visible))
+        if all(hidden[k] <= MAX_HIDDEN_FRACTION * visible[k] for k in range(len(visible))):
+            break
+    return mask, x0, y0
+
+
 def _draw_objects(rng: np.random.Generator, img: np.ndarray, num_classes: int) -> list[tuple[int, list[int], int]]:
-    """Draw 1-8 objects onto float32 ``img [H, W, 3]`` in place, later ones over earlier ones.
+    """Draw 1-``MAX_OBJECTS`` objects onto float32 ``img [H, W, 3]`` in place, later ones over earlier ones.
 
     Returns ``(class index, [x1, y1, x2, y2] visible pixel-edge box, visible pixel count)`` per
     annotated object.
     """
     h, w = img.shape[:2]
     id_map = np.full((h, w), -1, dtype=np.int16)  # which object owns each pixel
-    drawn = []
-    for k in range(int(rng.integers(1, 9))):
+    drawn: list[tuple[int, int, tuple[int, int, int, int], int]] = []
+    visible: list[int] = []  # visible pixels of object k so far
+    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         cls = int(rng.integers(num_classes))
         kind = CLASS_NAMES[cls]
         size = _object_size(rng, min(h, w))
         aspect = math.exp(rng.uniform(math.log(0.75 if kind.startswith("letter") else 0.6), math.log(1.6)))
         ow, oh = size * min(1.0, aspect), size * min(1.0, 1 / aspect)
-        angle = rng.uniform(0, 2 * math.pi)
-        mask, x0, y0 = _render(kind, rng.uniform(0, w), rng.uniform(0, h), ow, oh, angle)
+        mask, x0, y0 = _place(rng, kind, (ow, oh, rng.uniform(0, 2 * math.pi)), id_map, visible)
         x1, y1 = max(x0, 0), max(y0, 0)
         x2, y2 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
         sub = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(bool)
@@ -189,7 +220,12 @@ def _draw_objects(rng: np.random.Generator, img: np.ndarray, num_classes: int) -
         ramp = np.linspace(1 - rng.uniform(0, 0.3), 1 + rng.uniform(0, 0.3), x2 - x1, dtype=np.float32)
         shaded = np.broadcast_to(colour * ramp[:, None], (y2 - y1, x2 - x1, 3))
         img[y1:y2, x1:x2][sub] = shaded[sub]
+        owners = id_map[y1:y2, x1:x2][sub]
+        for k, count in enumerate(np.bincount(owners[owners >= 0], minlength=len(visible))):
+            visible[k] -= int(count)
+        k = len(visible)
         id_map[y1:y2, x1:x2][sub] = k
+        visible.append(int(sub.sum()))
         drawn.append((cls, k, (x1, y1, x2, y2), int(mask.sum())))
     return _annotate(id_map, drawn)
 

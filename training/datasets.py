@@ -25,6 +25,7 @@ from .labels import DetectionSet
 torch = require("torch")
 
 _OFFICIAL_AUGMENT = aug.AugmentConfig()
+DEFAULT_CACHE_BYTES = 4 << 30  # decoded training images kept in memory per loader process
 
 
 def _imread(path: Path) -> np.ndarray:
@@ -53,6 +54,10 @@ class TrainDataset(torch.utils.data.Dataset):
     ``augment`` (default: the official recipe; None: letterbox only). Each sample's randomness comes from
     ``(seed, epoch, index)``, so results do not depend on the number of workers; :meth:`set_epoch` and
     :meth:`set_mosaic` write to shared memory and reach running (persistent) workers.
+
+    Images are decoded once and kept in memory as uint8, already resized so their long side is S (INTER_AREA
+    when shrinking, as the validation loader does), up to ``cache_bytes`` in all (0 turns the cache off);
+    each loader process keeps its own cache, which persistent workers carry from epoch to epoch.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class TrainDataset(torch.utils.data.Dataset):
         imgsz: int = 640,
         augment: aug.AugmentConfig | None = _OFFICIAL_AUGMENT,
         seed: int = 0,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if not len(data):
             raise DatasetError("the training set holds no usable image; check DetectionSet.skipped for why")
@@ -68,6 +74,8 @@ class TrainDataset(torch.utils.data.Dataset):
             raise ConfigError(f"imgsz={imgsz}: expected a training size >= 32 px")
         self.data, self.imgsz, self.augment, self.seed = data, int(imgsz), augment, seed
         self._state = torch.tensor([0, 1], dtype=torch.int64).share_memory_()  # [epoch, mosaic enabled]
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # index -> (resized image, scaled boxes)
+        self._cache_room = int(cache_bytes)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -85,8 +93,22 @@ class TrainDataset(torch.utils.data.Dataset):
         return bool(self._state[1])
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image uint8 [h, w, 3] BGR with max(h, w) = S, boxes float32 [N, 4] in its pixels, classes [N])``."""
         rec = self.data.images[index]
-        return _imread(rec.path), rec.boxes, rec.classes
+        if index in self._cache:
+            img, boxes = self._cache[index]
+            return img, boxes, rec.classes
+        img = _imread(rec.path)
+        h0, w0 = img.shape[:2]
+        ratio = self.imgsz / max(h0, w0)
+        if ratio != 1:
+            size = (max(1, round(w0 * ratio)), max(1, round(h0 * ratio)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
+        boxes = rec.boxes * np.float32(ratio)
+        if img.nbytes <= self._cache_room:
+            self._cache[index] = (img, boxes)
+            self._cache_room -= img.nbytes
+        return img, boxes, rec.classes
 
     def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         indices = [index, *rng.integers(0, len(self), 3).tolist()]

@@ -40,6 +40,10 @@ class ModelEMA:
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.decay_max, self.tau, self.updates = float(decay), float(tau), int(updates)
+        averaged = self.ema.state_dict()
+        self._keys = [k for k, v in averaged.items() if v.dtype.is_floating_point]
+        self._targets = [averaged[k] for k in self._keys]
+        self._sources: tuple[int, list[torch.Tensor]] | None = None  # (id of the trained model, its tensors)
 
     def decay(self, updates: int) -> float:
         """Decay used for update number ``updates`` (1-based)."""
@@ -50,10 +54,12 @@ class ModelEMA:
         """Blend ``model``'s current float state into the average: ``ema = d * ema + (1 - d) * model``."""
         self.updates += 1
         d = self.decay(self.updates)
-        current = unwrap(model).state_dict()
-        for key, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(current[key].detach().to(value.dtype), alpha=1.0 - d)
+        bare = unwrap(model)
+        if self._sources is None or self._sources[0] != id(bare):
+            current = bare.state_dict()  # detached views that the optimizer's in-place steps keep current
+            self._sources = (id(bare), [current[k] for k in self._keys])
+        sources = [x.to(t.dtype) for x, t in zip(self._sources[1], self._targets, strict=True)]
+        torch._foreach_lerp_(self._targets, sources, 1.0 - d)  # one pass over all tensors: ema += (1-d)(x-ema)
 
     def state_dict(self) -> dict[str, Any]:
         """Averaged weights and the update count, for a resumable training state."""

@@ -68,6 +68,16 @@ class DetectionSet:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def fingerprint(self) -> str:
+        """SHA-1 (hex) of the class names and every image's file name, size and labels: two splits with the
+        same fingerprint train alike, whatever folder they sit in."""
+        digest = hashlib.sha1("\n".join(self.names).encode())
+        for rec in self.images:
+            digest.update(f"{rec.path.name}:{rec.shape}".encode())
+            digest.update(np.ascontiguousarray(rec.boxes, dtype=np.float32).tobytes())
+            digest.update(np.ascontiguousarray(rec.classes, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
 
 # ----------------------------------------------------------------------------------------------- helpers
 

@@ -44,9 +44,9 @@ def build_optimizer(
             (bn_weights if isinstance(module, nn.modules.batchnorm._BatchNorm) else weights).append(weight)
     if kind == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(bn_weights, lr=lr, betas=(momentum, 0.999),
-                                                             weight_decay=0.0)  # fmt: skip
+                                                             weight_decay=0.0, foreach=True)  # fmt: skip
     else:
-        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True)
+        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True, foreach=True)
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": biases})
     for group in optimizer.param_groups:

@@ -42,6 +42,7 @@ from .distributed import init_distributed, select_device
 from .ema import ModelEMA, unwrap
 from .evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate_model, load_eval_set, load_split
 from .plots import plot_results, read_results_csv, write_results_csv
+from .precision import choose_precision
 from .recipe import build_loss, build_optimizer, load_pretrained, lr_factor
 
 LOGGER = logging.getLogger("yolov6_sdk.training.trainer")
@@ -50,6 +51,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 LOSS_COLUMNS = ("class_loss", "iou_loss", "dfl_loss")
 _OFFICIAL_LR0 = {"yolov6n": 0.02, "yolov6n-v1": 0.02}  # every other config: 0.01
 OPTIMIZERS = ("sgd", "adamw")
+_RESUMABLE_CHANGES = ("device", "workers", "epochs")  # settings a resumed run may change
 # AdamW's lr0 before batch scaling: 0.002 at batch 8, the AdamW rate that short detector runs commonly use
 ADAMW_LR0 = 0.008
 
@@ -191,7 +193,10 @@ class Trainer:
         self.out = Path(config.out)
         self.dist = init_distributed()
         self.device = select_device(config.device, self.dist)
-        self.amp = config.amp and self.device.type == "cuda"
+        self.precision = choose_precision(self.device, config.amp)
+        self.amp = self.precision.scaler  # CUDA fp16: scale the loss
+        if self.dist.main:
+            LOGGER.info("step precision: %s (%s)", self.precision.name, self.precision.reason)
         if _state is None and self.dist.main and (self.out / "resume.pt").exists():
             raise ConfigError(
                 f"{self.out} already holds a training run; continue it with --resume {self.out / 'last.pt'} "
@@ -216,6 +221,7 @@ class Trainer:
         train = load_split(cfg.data, "train")
         _log_skipped("train", train.skipped)
         self.names = list(train.names)
+        self.data_fingerprint = train.fingerprint()
         self.dataset = TrainDataset(train, cfg.imgsz, cfg.augment_config, cfg.seed)
         workers = min(cfg.workers, max((os.cpu_count() or 1) // dist.world, 1))
         self.loader = build_dataloader(self.dataset, cfg.batch // dist.world, workers, shuffle=True,
@@ -260,7 +266,8 @@ class Trainer:
                **overrides: Any) -> Trainer:  # fmt: skip
         """Continue the run whose ``last.pt``, ``resume.pt`` or folder is ``path`` from its last finished epoch.
 
-        The saved settings are used; ``overrides`` may change ``device``, ``workers`` or ``epochs`` (to extend).
+        The saved settings are used; ``overrides`` may change ``device``, ``workers`` or ``epochs`` (to extend);
+        any other override must equal the saved value (a resume with another model or dataset is refused).
         """
         state_path = _state_path(Path(path))
         try:
@@ -269,14 +276,29 @@ class Trainer:
             raise CheckpointError(f"cannot read the training state {state_path}: {exc}") from exc
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a {STATE_FORMAT} training state")
-        bad = sorted(set(overrides) - {"device", "workers", "epochs"})
-        if bad:
-            raise ConfigError(f"a resumed run keeps its settings; only device, workers, epochs may change, got {bad}")
-        config = dataclasses.replace(TrainConfig.from_dict(state["config"]), **overrides)
+        saved = TrainConfig.from_dict(state["config"])
+        changed = {k: v for k, v in overrides.items() if k not in _RESUMABLE_CHANGES and getattr(saved, k, v) != v}
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
+        if changed or unknown:
+            started = ", ".join(f"{k}={getattr(saved, k)!r}" for k in sorted(changed))
+            raise ConfigError(
+                f"{state_path.parent} was started with {started or 'other settings'}; a resumed run keeps its "
+                f"settings (only {', '.join(_RESUMABLE_CHANGES)} may change, got {sorted(changed) + unknown}). "
+                "Drop those options, or start a new run with --weights and another --out"
+            )
+        keep = {k: v for k, v in overrides.items() if k in _RESUMABLE_CHANGES}
+        config = dataclasses.replace(saved, **keep)
         LOGGER.info("resuming %s after epoch %d of %d", state_path.parent, state["epoch"], config.epochs)
         return cls(config, progress, on_epoch_end, _state=state)
 
     def _restore(self, state: dict[str, Any]) -> None:
+        saved = state.get("data_fingerprint")
+        if saved is not None and saved != self.data_fingerprint:
+            raise CheckpointError(
+                f"the training images or labels under {self.config.data} changed since this run started; a resumed "
+                f"run needs the same data. To train on the new data, start a new run from these weights: "
+                f"--weights {self.out / 'last.pt'} --out ANOTHER_FOLDER"
+            )
         try:
             unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -294,6 +316,7 @@ class Trainer:
         state = {
             "format": STATE_FORMAT,
             "config": self.config.to_dict(),
+            "data_fingerprint": self.data_fingerprint,
             "epoch": self.state.epoch,
             "last_opt_step": self.state.last_opt_step,
             "best_map": self.state.best_map,
@@ -357,14 +380,15 @@ class Trainer:
         cfg = self.config
         images = images.to(self.device, non_blocking=True).float() / 255.0
         targets = targets.to(self.device)
-        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+        with self.precision.autocast():
             out = self.model(images)
             distill = None
             if self.teacher is not None:
                 distill = kd.teacher_targets(self.teacher, images, cfg.epochs, kd.distill_weights(cfg.model),
                                              cfg.temperature)  # fmt: skip
-            loss, parts = self.loss_fn(out.cls_scores, out.reg_dist, out.feature_sizes, targets, epoch,
-                                       reg_lrtb=out.reg_lrtb, distill=distill)  # fmt: skip
+        reg_lrtb = out.reg_lrtb.float() if out.reg_lrtb is not None else None  # the loss runs in float32
+        loss, parts = self.loss_fn(out.cls_scores.float(), out.reg_dist.float(), out.feature_sizes, targets, epoch,
+                                   reg_lrtb=reg_lrtb, distill=distill)  # fmt: skip
         if not torch.isfinite(loss) and not self.amp:
             raise ConfigError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower lr0 or check the labels")
         self.scaler.scale(loss * self.dist.world).backward()  # DDP averages gradients; the official scales back

@@ -14,7 +14,8 @@ import sys
 # option name -> TrainConfig field, for the options that map one to one
 _PASS_THROUGH = (
     "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "optimizer",
-    "lr0", "lrf", "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_tau",
+    "lr0", "lrf", "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_decay",
+    "ema_tau",
     "eval_interval", "iou_type", "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
 )  # fmt: skip
 _AUGMENT_OPTIONS = ("mosaic", "mixup", "scale", "translate")  # AugmentConfig fields settable from the command line
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
     hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
     hyp.add_argument("--min-warmup-iters", type=int, help="minimum warm-up iterations (1000; lower for short runs)")
+    hyp.add_argument(
+        "--ema-decay",
+        type=float,
+        help="EMA decay (0.9999, a window of ~10 000 steps; 0.999 for runs of a few thousand steps)",
+    )
     hyp.add_argument("--ema-tau", type=float, help="EMA ramp in optimiser steps (2000; lower for short runs)")
     hyp.add_argument("--eval-interval", type=int, help="evaluate every N epochs (20; every 3 in the last 50)")
     hyp.add_argument("--iou-type", choices=["giou", "siou", "ciou", "diou", "iou"], help="box loss (model's)")
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.resume:
-            overrides = {k: getattr(args, k) for k in ("device", "workers", "epochs") if getattr(args, k) is not None}
+            overrides = {k: getattr(args, k) for k in _PASS_THROUGH if getattr(args, k) is not None}
             trainer = Trainer.resume(args.resume, progress=True, **overrides)
         else:
             trainer = Trainer(_config(args), progress=True)
