@@ -93,6 +93,23 @@ def test_draw_marks_boxes_on_a_copy() -> None:
     assert (plain != original).any() and (plain != drawn).any()
 
 
+@pytest.mark.parametrize("side", [141, 300, 1280])
+def test_labels_scale_with_the_picture_show_it_through_and_stay_inside(side: int) -> None:
+    image = np.zeros((side, side, 3), np.uint8)
+    image[:, :, 1] = 200  # green picture
+    box = [side * 0.3, side * 0.5, side * 0.6, side * 0.8]
+    res = Results([box], [0.87], [0], ["ring"], (side, side), orig_img=image)
+    changed = (res.draw() != image).any(axis=2)
+    rows = np.flatnonzero(changed[: int(box[1]) - 1].any(axis=1))  # the label band above the box
+    band_h = rows.max() - rows.min() + 1
+    assert 8 <= band_h <= max(0.06 * side, 16), f"label band {band_h} px tall on a {side} px picture"
+    band = res.draw()[rows.min() : rows.max() + 1][:, changed[rows.min()].nonzero()[0]]
+    assert (band[..., 1] > 0).mean() > 0.5, "the band must let the picture through (translucent)"
+    edge = Results([[side - 12, 0, side - 1, 10]], [0.5], [0], ["a_long_class_name"], (side, side), orig_img=image)
+    drawn = edge.draw()
+    assert drawn.shape == image.shape and (drawn != image).any(axis=2)[:, : side - 12].any()  # moved left, inside
+
+
 def test_draw_needs_a_matching_image() -> None:
     with pytest.raises(ImageError, match="no image to draw on for street.jpg"):
         _results(image=False).draw()

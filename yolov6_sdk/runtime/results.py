@@ -15,6 +15,9 @@ import numpy as np
 
 from yolov6_sdk.errors import ConfigError, ImageError, YOLOv6Error
 
+_FONT_HEIGHT_AT_SCALE_1 = 22.0  # px: cv2.FONT_HERSHEY_SIMPLEX cap height at font scale 1
+_LABEL_OPACITY = 0.65  # label bands let the picture show through
+
 # fixed, readable colours per class id (BGR), cycled for ids beyond the palette
 _PALETTE_HEX = [
     "FF3838",
@@ -157,35 +160,44 @@ class Results:
     def draw(self, image: np.ndarray | None = None, line_width: int | None = None, labels: bool = True) -> np.ndarray:
         """Draw labelled boxes on a copy of ``image`` (default: ``orig_img``); returns HxWx3 uint8 BGR.
 
+        Sizes follow the picture so labels stay legible without hiding what they name: the line is about
+        0.5 % of the short side (at least 1 px), the text about 3.5 % of it (at least 8 px tall). Each label
+        sits on a translucent band of its class colour just above its box, or inside the box's top edge when
+        the box touches the top of the picture, and is kept within the picture's width.
+
         Raises:
             ImageError: no image is given or stored, or its size differs from ``orig_shape``.
         """
         canvas = self._image_for_drawing(image).copy()
-        width = line_width or max(round(sum(self.orig_shape) / 2 * 0.003), 2)
-        font_scale = width / 3
-        font_thickness = max(width - 1, 1)
-        for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
-            color = class_color(class_id)
+        short_side = min(self.orig_shape)
+        width = line_width or max(round(short_side * 0.005), 1)
+        font_scale = max(8.0, 0.035 * short_side) / _FONT_HEIGHT_AT_SCALE_1
+        font_thickness = max(round(font_scale * 1.6), 1)
+        for box, class_id in zip(self.boxes, self.class_ids, strict=True):
             x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, width, cv2.LINE_AA)
-            if not labels:
-                continue
-            label = f"{self.name(class_id)} {score:.2f}"
-            (text_w, text_h), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness)
-            above = y1 - text_h - baseline >= 0  # label above the box when it fits, else inside
-            top = y1 - text_h - baseline if above else y1
-            cv2.rectangle(canvas, (x1, top), (x1 + text_w, top + text_h + baseline), color, cv2.FILLED)
-            cv2.putText(
-                canvas,
-                label,
-                (x1, top + text_h),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                font_scale,
-                text_color(color),
-                font_thickness,
-                cv2.LINE_AA,
-            )
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), class_color(class_id), width, cv2.LINE_8)
+        if labels:
+            for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
+                self._draw_label(canvas, box, f"{self.name(class_id)} {score:.2f}", class_color(class_id),
+                                 font_scale, font_thickness)  # fmt: skip
         return canvas
+
+    @staticmethod
+    def _draw_label(canvas: np.ndarray, box: np.ndarray, label: str, color: tuple[int, int, int], font_scale: float,
+                    thickness: int) -> None:  # fmt: skip
+        """Write ``label`` on a translucent ``color`` band above ``box`` (inside it at the top edge), in place."""
+        (text_w, text_h), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        band_h = text_h + baseline + 2
+        height, width_px = canvas.shape[:2]
+        x1, y1 = int(round(float(box[0]))), int(round(float(box[1])))
+        left = min(max(x1, 0), max(width_px - text_w - 2, 0))
+        top = y1 - band_h if y1 - band_h >= 0 else max(min(y1, height - band_h), 0)
+        region = canvas[top : top + band_h, left : left + text_w + 2]
+        band = np.empty_like(region)
+        band[:] = color
+        cv2.addWeighted(band, _LABEL_OPACITY, region, 1.0 - _LABEL_OPACITY, 0.0, dst=region)
+        cv2.putText(canvas, label, (left + 1, top + 1 + text_h), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    text_color(color), thickness, cv2.LINE_AA)  # fmt: skip
 
     def _image_for_drawing(self, image: np.ndarray | None) -> np.ndarray:
         image = self.orig_img if image is None else image
