@@ -84,11 +84,10 @@ def _run_variant(tree: Path | None, args: argparse.Namespace, data: Path) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from yolov6_sdk.machine import machine_info
-    from yolov6_sdk.training.datagen import generate_dataset
-
     import torch
 
+    from yolov6_sdk.machine import machine_info
+    from yolov6_sdk.training.datagen import generate_dataset
     from yolov6_sdk.training.precision import cpu_has_native_bf16
 
     machine, isa, bf16 = machine_info(), torch.backends.cpu.get_cpu_capability(), cpu_has_native_bf16()
