@@ -16,21 +16,18 @@ import functools
 import importlib
 import logging
 import numbers
-import os
 import pickle
 import types
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from yolov6_sdk import __version__
 from yolov6_sdk.errors import CheckpointError
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6
-from yolov6_sdk.weights import LoadedModel, _build_with_weights, _check_file, _unreadable
 
 _LOG = logging.getLogger(__name__)
 
@@ -156,21 +153,39 @@ _RESTRICTED_PICKLE = types.SimpleNamespace(
 # --------------------------------------------------------------------------------------- official release files
 
 
-def read_official(path: str | os.PathLike[str]) -> LoadedModel:
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    """What an official release file holds, as plain data; :func:`yolov6_sdk.weights.load` builds the model.
+
+    Attributes:
+        config: the zoo config whose keys and shapes the weights match (``distill_head`` False for v3.0 n/s
+            heads trained without ``reg_preds_dist``).
+        num_classes: classes of the detection head.
+        fused: True for a reparameterised (deploy) model, which has no BatchNorm.
+        state_dict: ``{key: tensor}`` as stored (fp16 or fp32), without the anchor-aided training branch.
+        names: class names, ``"0".."nc-1"`` when the file records none.
+        batchnorm: ``{module name: [eps, momentum]}`` of every BatchNorm, as the release trained it.
+        meta: the official module classes and, when present, the training ``epoch`` and ``results``.
+    """
+
+    config: ModelConfig
+    num_classes: int
+    fused: bool
+    state_dict: dict[str, torch.Tensor]
+    names: list[str]
+    batchnorm: dict[str, list[float | None]]
+    meta: dict[str, Any]
+
+
+def read_official(path: Path) -> OfficialCheckpoint:
     """Read an official meituan/YOLOv6 release ``.pt`` without the ``yolov6`` package and without running its pickle.
 
     Takes the pickled model under ``ema`` (when truthy) or ``model``, finds the zoo config whose state_dict keys
-    and shapes it matches exactly (unfused or fused; v3.0 n/s with or without ``reg_preds_dist``), drops the
-    anchor-aided training branch (``cls_preds_ab``/``reg_preds_ab``) if present, loads the weights as fp32 with
-    ``strict=True`` and keeps each BatchNorm's own eps and momentum. Returns the model on CPU in eval mode.
+    and shapes it matches exactly (unfused or fused; v3.0 n/s with or without ``reg_preds_dist``) and drops the
+    anchor-aided training branch (``cls_preds_ab``/``reg_preds_ab``) if present. ``path`` must be an existing,
+    non-empty torch file (:func:`yolov6_sdk.weights.load` checks that first).
     Raises :class:`CheckpointError` for forbidden pickle content, an unreadable file or an unknown layout.
     """
-    path, digest = _check_file(path)
-    return load_official_checked(path, digest)
-
-
-def load_official_checked(path: Path, digest: str) -> LoadedModel:
-    """:func:`read_official` for a path already checked by :func:`yolov6_sdk.weights._check_file`."""
     checkpoint = _unpickle_restricted(path)
     official = _official_model(path, checkpoint)
     try:
@@ -185,21 +200,10 @@ def load_official_checked(path: Path, digest: str) -> LoadedModel:
     state = {key: value for key, value in state.items() if not key.startswith(_ANCHOR_AIDED)}
     nc = _class_count(path, state)
     config, deploy = _match_config(path, official, state, nc)
-    model = _build_with_weights(config, nc, deploy, state)
-    overrides = _copy_batchnorm_settings(official, model)
-    names = _official_names(path, official, checkpoint, nc)
-    model.names = names
-    model.eval()
-    meta = {
-        "fused": deploy,
-        "distill_head": config.distill_head,
-        "sdk_version": __version__,
-        "batchnorm": overrides,
-        "official_classes": _official_classes(official),
-        **_official_training_info(checkpoint),
-    }
+    meta = {"official_classes": _official_classes(official), **_official_training_info(checkpoint)}
     _LOG.info("read official %s: %s, %d classes, fused=%s", path, _label(config), nc, deploy)
-    return LoadedModel(model, config.name, tuple(names), 640, meta, "official", digest, path)
+    return OfficialCheckpoint(config, nc, deploy, state, _official_names(path, official, checkpoint, nc),
+                              _batchnorm_settings(official), meta)  # fmt: skip
 
 
 def _unpickle_restricted(path: Path) -> Any:
@@ -212,7 +216,7 @@ def _unpickle_restricted(path: Path) -> Any:
             "checkpoints are read"
         ) from None
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise CheckpointError.unreadable(path, exc) from exc
 
 
 def _official_model(path: Path, checkpoint: Any) -> OfficialModule:
@@ -306,20 +310,13 @@ def _official_classes(official: OfficialModule) -> dict[str, str]:
     return {name: part.official_name for name, part in parts.items() if isinstance(part, OfficialModule)}
 
 
-def _copy_batchnorm_settings(official: nn.Module, model: nn.Module) -> dict[str, list[float | None]]:
-    """Give each BatchNorm of ``model`` the eps/momentum of the pickled one at the same path (release values vary).
-
-    Returns {module name: [eps, momentum]} of those that differ from the settings ``model`` was built with.
-    """
-    ours = dict(model.named_modules())
-    overrides = {}
-    for name, module in official.named_modules():
-        target = ours.get(name)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(target, nn.BatchNorm2d):
-            if (module.eps, module.momentum) != (target.eps, target.momentum):
-                overrides[name] = [float(module.eps), module.momentum]
-            target.eps, target.momentum = float(module.eps), module.momentum
-    return overrides
+def _batchnorm_settings(official: nn.Module) -> dict[str, list[float | None]]:
+    """{module name: [eps, momentum]} of every BatchNorm of the pickled model (release values vary)."""
+    return {
+        name: [float(module.eps), module.momentum]
+        for name, module in official.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    }
 
 
 def _official_names(path: Path, official: nn.Module, checkpoint: Any, nc: int) -> list[str]:

@@ -34,6 +34,7 @@ from yolov6_sdk.errors import CheckpointError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6, get_config
 from yolov6_sdk.models import fuse as fuse_model
+from yolov6_sdk.official import read_official
 
 _LOG = logging.getLogger(__name__)
 
@@ -144,11 +145,9 @@ def load(path: str | os.PathLike[str], fuse: bool = False, device: str | torch.d
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Not plain data: an official release file holds pickled modules, which only the restricted reader admits.
-        from yolov6_sdk.official import load_official_checked
-
-        loaded = load_official_checked(path, digest)
+        loaded = _from_official(path, digest)
     except Exception as exc:
-        raise _unreadable(path, exc) from exc
+        raise CheckpointError.unreadable(path, exc) from exc
     else:
         loaded = _from_sdk_checkpoint(path, digest, checkpoint)
     if fuse:
@@ -195,6 +194,26 @@ def _from_sdk_checkpoint(path: Path, digest: str, checkpoint: Any) -> LoadedMode
     model.names = names
     model.eval()
     return LoadedModel(model, config.name, tuple(names), checkpoint["imgsz"], meta, "sdk", digest, path)
+
+
+def _from_official(path: Path, digest: str) -> LoadedModel:
+    """Build the model of an official release file from what :func:`~yolov6_sdk.official.read_official` read."""
+    found = read_official(path)
+    model = _build_with_weights(found.config, found.num_classes, found.fused, found.state_dict)
+    modules = dict(model.named_modules())
+    for name, (eps, momentum) in found.batchnorm.items():
+        if isinstance(modules.get(name), nn.BatchNorm2d):
+            modules[name].eps, modules[name].momentum = eps, momentum
+    model.names = list(found.names)
+    model.eval()
+    meta = {
+        "fused": found.fused,
+        "distill_head": found.config.distill_head,
+        "sdk_version": __version__,
+        "batchnorm": _batchnorm_overrides(model),
+        **found.meta,
+    }
+    return LoadedModel(model, found.config.name, tuple(found.names), 640, meta, "official", digest, path)
 
 
 def _build_with_weights(config: ModelConfig, nc: int, deploy: bool, state: dict[str, torch.Tensor]) -> YOLOv6:
@@ -291,15 +310,8 @@ def _check_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
     return path, digest.hexdigest()
 
 
-def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    return CheckpointError(
-        f"{path} cannot be read as a torch checkpoint ({type(exc).__name__}: {exc}); the file is truncated or "
-        "corrupt: download or save it again"
-    )
-
-
 def load_official(path: str | os.PathLike[str]) -> LoadedModel:
-    """Read an official meituan/YOLOv6 release ``.pt``; see :func:`yolov6_sdk.official.read_official`."""
-    from yolov6_sdk.official import read_official
-
-    return read_official(path)
+    """Read an official meituan/YOLOv6 release ``.pt`` (see :func:`yolov6_sdk.official.read_official`) and build
+    its model on the CPU in eval mode, fp32, with each BatchNorm's own eps and momentum."""
+    path, digest = _check_file(path)
+    return _from_official(path, digest)
