@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from yolov6_sdk.artifact import preprocess
 from yolov6_sdk.errors import ConfigError
-from yolov6_sdk.runtime import preprocess
 from yolov6_sdk.training import augment as aug
 
 FAST = settings(max_examples=40, deadline=None)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from yolov6_sdk.artifact.preprocess import scale_boxes_to_original
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.runtime.preprocess import scale_boxes_to_original
+from yolov6_sdk.labels import DetectionSet, load_coco, load_yolo
 from yolov6_sdk.training import datagen
 from yolov6_sdk.training.augment import AugmentConfig
 from yolov6_sdk.training.datasets import TrainDataset, ValDataset, build_dataloader, collate, set_loader_epoch
-from yolov6_sdk.training.labels import DetectionSet, load_coco, load_yolo
 
 NO_AUG = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0)
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 from conftest import randomize_model
 
+from yolov6_sdk.artifact.preprocess import preprocess_batch
 from yolov6_sdk.errors import ArtifactError, CheckpointError, ConfigError, ImageError, YOLOv6Error
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.runtime import detector as detector_module
 from yolov6_sdk.runtime.backends.torch import TorchBackend
 from yolov6_sdk.runtime.detector import Detector
-from yolov6_sdk.runtime.preprocess import preprocess_batch
 from yolov6_sdk.runtime.results import Results
 from yolov6_sdk.training.datagen import make_image
 from yolov6_sdk.weights import save_checkpoint

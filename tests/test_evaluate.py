@@ -11,19 +11,19 @@ import torch
 from conftest import randomize_model
 
 from yolov6_sdk.errors import ConfigError
-from yolov6_sdk.models import build_model
-from yolov6_sdk.runtime.postprocess import Detections
-from yolov6_sdk.training.datagen import generate_dataset
-from yolov6_sdk.training.evaluate import (
+from yolov6_sdk.evaluate import (
     EvalSet,
     coco_detections,
     coco_ground_truth,
     coco_map,
     evaluate,
     evaluate_artifact,
-    evaluate_model,
     load_eval_set,
 )
+from yolov6_sdk.models import build_model
+from yolov6_sdk.runtime.postprocess import Detections
+from yolov6_sdk.training.datagen import generate_dataset
+from yolov6_sdk.training.validate import evaluate_model
 from yolov6_sdk.weights import save_checkpoint
 
 

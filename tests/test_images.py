@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 from yolov6_sdk.errors import ImageError
-from yolov6_sdk.runtime.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 
 
 def _write(path: Path, image: np.ndarray) -> Path:

@@ -8,8 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yolov6_sdk.errors import ConfigError, ImageError
-from yolov6_sdk.runtime.preprocess import (
+from yolov6_sdk.artifact.preprocess import (
     LetterboxInfo,
     check_imgsz,
     letterbox,
@@ -18,6 +17,7 @@ from yolov6_sdk.runtime.preprocess import (
     preprocess_batch_torch,
     scale_boxes_to_original,
 )
+from yolov6_sdk.errors import ConfigError, ImageError
 
 RNG = np.random.default_rng(0)
 

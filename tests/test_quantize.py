@@ -13,12 +13,12 @@ from conftest import randomize_model
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+from yolov6_sdk.artifact.images import read_image
+from yolov6_sdk.artifact.preprocess import preprocess_batch
 from yolov6_sdk.errors import BuildError, CalibrationError
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx, read_metadata
 from yolov6_sdk.models import build_model
-from yolov6_sdk.runtime.images import read_image
-from yolov6_sdk.runtime.preprocess import preprocess_batch
 from yolov6_sdk.training.datagen import write_calibration_images
 
 IMGSZ = 160

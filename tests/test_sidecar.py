@@ -9,11 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from yolov6_sdk.errors import ArtifactError
-from yolov6_sdk.export.onnx import ExportOptions, export_onnx
-from yolov6_sdk.export.sidecar import (
+from yolov6_sdk.artifact.sidecar import (
     SIDECAR_FORMAT,
-    IOSpec,
     Sidecar,
     check_compatible,
     file_sha256,
@@ -23,6 +20,9 @@ from yolov6_sdk.export.sidecar import (
     sidecar_path,
     write_sidecar,
 )
+from yolov6_sdk.artifact.spec import IOSpec
+from yolov6_sdk.errors import ArtifactError
+from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.models import build_model
 
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")

@@ -20,10 +20,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from yolov6_sdk._optional import available
+from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.sidecar import Sidecar, write_sidecar
+from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError, MissingDependencyError
-from yolov6_sdk.export import trt_compat
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
-from yolov6_sdk.export.sidecar import IOSpec, Sidecar, write_sidecar
 from yolov6_sdk.export.tensorrt import (
     BuildConfig,
     OnnxInfo,

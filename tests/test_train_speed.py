@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import randomize_model
 
+from yolov6_sdk.labels import load_coco
 from yolov6_sdk.models import build_model
 from yolov6_sdk.training import precision
 from yolov6_sdk.training.augment import AugmentConfig
 from yolov6_sdk.training.datagen import generate_dataset
 from yolov6_sdk.training.datasets import TrainDataset
 from yolov6_sdk.training.ema import ModelEMA
-from yolov6_sdk.training.labels import load_coco
 from yolov6_sdk.training.trainer import TrainConfig, Trainer
 
 

@@ -12,11 +12,11 @@ import torch
 from conftest import randomize_model
 
 from yolov6_sdk.errors import CheckpointError, ConfigError
+from yolov6_sdk.labels import load_coco
 from yolov6_sdk.models import build_model
 from yolov6_sdk.training.datagen import generate_dataset
 from yolov6_sdk.training.datasets import TrainDataset, collate
 from yolov6_sdk.training.distill import load_teacher, teacher_targets
-from yolov6_sdk.training.labels import load_coco
 from yolov6_sdk.training.losses import distill_decay
 from yolov6_sdk.training.plots import read_results_csv
 from yolov6_sdk.training.recipe import build_loss, build_optimizer, load_pretrained, lr_factor

@@ -10,9 +10,10 @@ from typing import Any
 import onnxruntime as ort
 import pytest
 
+from yolov6_sdk.artifact.sidecar import Sidecar, write_sidecar
+from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
-from yolov6_sdk.export.sidecar import IOSpec, Sidecar, write_sidecar
 from yolov6_sdk.export.triton import preferred_batch_sizes, write_triton_repository
 from yolov6_sdk.models import build_model
 

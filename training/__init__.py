@@ -1,1 +1,1 @@
-"""Thin training subtree (installed as yolov6_sdk.training): data, assignment, losses, trainer, evaluation."""
+"""Thin training subtree (installed as yolov6_sdk.training): data, assignment, losses, trainer, validation."""

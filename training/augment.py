@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
+from yolov6_sdk.artifact.preprocess import PAD_VALUE, LetterboxInfo, letterbox_info
 from yolov6_sdk.errors import ConfigError
-from yolov6_sdk.runtime.preprocess import PAD_VALUE, LetterboxInfo, letterbox_info
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def letterbox(
 ) -> tuple[np.ndarray, LetterboxInfo]:
     """Resize keeping the aspect ratio and pad centred to ``new_shape`` (an int or ``(H, W)``).
 
-    The geometry is the runtime's (:func:`yolov6_sdk.runtime.preprocess.letterbox_info`, the official rule
+    The geometry is inference's (:func:`yolov6_sdk.artifact.preprocess.letterbox_info`, the official rule
     ``top = round(dh/2 - 0.1)``); only the interpolation may differ. Returns ``(image [H, W, C], info)``; a
     point ``p`` of the original lands at ``p * info.ratio + info.pad``.
     """

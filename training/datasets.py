@@ -1,4 +1,4 @@
-"""Torch datasets over a :class:`~yolov6_sdk.training.labels.DetectionSet` and the data loader.
+"""Torch datasets over a :class:`~yolov6_sdk.labels.DetectionSet` and the data loader.
 
 :class:`TrainDataset` yields augmented ``(image uint8 [3, S, S] RGB, targets float32 [N, 6], path)`` samples
 (targets ``batch index, class, x1, y1, x2, y2`` in pixels of the S x S input), :class:`ValDataset` letterboxed
@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.preprocess import LetterboxInfo
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.runtime.preprocess import LetterboxInfo
+from yolov6_sdk.labels import DetectionSet
 
 from . import augment as aug
-from .labels import DetectionSet
 
 torch = require("torch")
 
@@ -145,7 +145,7 @@ class TrainDataset(torch.utils.data.Dataset):
 class ValDataset(torch.utils.data.Dataset):
     """Validation samples ``(image uint8 [3, S, S] RGB, targets float32 [N, 6], path, info)``.
 
-    ``info`` is the runtime's :class:`LetterboxInfo`; ``yolov6_sdk.runtime.preprocess.scale_boxes_to_original``
+    ``info`` is the input contract's :class:`LetterboxInfo`; ``yolov6_sdk.artifact.preprocess.scale_boxes_to_original``
     maps predictions back to the original image with it.
 
     Letterbox only: the long side becomes S (INTER_AREA when shrinking, INTER_LINEAR when enlarging, as the

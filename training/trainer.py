@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from yolov6_sdk.errors import CheckpointError, ConfigError
+from yolov6_sdk.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, load_eval_set, load_split
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import build_model, get_config
 from yolov6_sdk.weights import save_checkpoint
@@ -40,10 +41,10 @@ from .augment import AugmentConfig
 from .datasets import TrainDataset, build_dataloader, set_loader_epoch
 from .distributed import init_distributed, select_device
 from .ema import ModelEMA, unwrap
-from .evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate_model, load_eval_set, load_split
 from .plots import plot_results, read_results_csv, write_results_csv
 from .precision import choose_precision
 from .recipe import build_loss, build_optimizer, load_pretrained, lr_factor
+from .validate import evaluate_model
 
 LOGGER = logging.getLogger("yolov6_sdk.training.trainer")
 STATE_FORMAT = "yolov6-sdk-train/1"

@@ -27,14 +27,12 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import available, require
+from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, Precision
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.machine import machine_info
 
 LOGGER = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-SUFFIX_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
 FRAME_SHAPE = (720, 1280)  # end-to-end input images, h x w
 MIN_ITERS, MAX_ITERS, ITER_BUDGET_S = 5, 200, 10.0
 MIN_WARMUP, MAX_WARMUP, WARMUP_BUDGET_S = 1, 10, 3.0
@@ -61,8 +59,8 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = (1, 32)
     models: tuple[str, ...] = ("yolov6n",)
     artifacts: tuple[Path, ...] = ()
-    backends: tuple[str, ...] = BACKENDS
-    precisions: tuple[str, ...] = PRECISIONS
+    backends: tuple[BackendKind, ...] = BACKENDS
+    precisions: tuple[Precision, ...] = PRECISIONS
     imgsz: tuple[int, int] = (640, 640)
     iters: int | None = None
     warmup: int | None = None
@@ -101,7 +99,7 @@ class Job:
     """One row to measure; ``artifact`` is set for user-given files."""
 
     model: str
-    backend: str
+    backend: BackendKind
     precision: str
     batch: int
     artifact: Path | None = None
@@ -170,7 +168,7 @@ def plan_jobs(options: BenchOptions) -> list[Job]:
 
 
 def _artifact_precision(path: Path) -> str:
-    from yolov6_sdk.export.sidecar import onnx_metadata, read_sidecar, sidecar_path
+    from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
 
     if sidecar_path(path).is_file():
         return read_sidecar(path).precision
@@ -263,8 +261,8 @@ class BenchRunner:
         return row
 
     def _time(self, job: Job, artifact: Path, row: BenchRow) -> None:
+        from yolov6_sdk.artifact.preprocess import preprocess_batch
         from yolov6_sdk.runtime.detector import Detector
-        from yolov6_sdk.runtime.preprocess import preprocess_batch
 
         opts = self.options
         half = job.backend == "torch" and job.precision == "fp16"
@@ -408,7 +406,7 @@ class BenchRunner:
 
 
 def _onnx_fits(path: Path, imgsz: tuple[int, int]) -> bool:
-    from yolov6_sdk.export.sidecar import onnx_metadata
+    from yolov6_sdk.artifact.sidecar import onnx_metadata
 
     meta = onnx_metadata(require("onnx").load(str(path), load_external_data=False))
     return list(meta.get("imgsz", [])) == list(imgsz) and meta.get("dynamic_batch") is True
@@ -416,8 +414,8 @@ def _onnx_fits(path: Path, imgsz: tuple[int, int]) -> bool:
 
 def _engine_fits(path: Path, imgsz: tuple[int, int], batch: int) -> bool:
     """An engine already built here for this input size and batch (and this TensorRT and GPU)."""
-    from yolov6_sdk.export import trt_compat
-    from yolov6_sdk.export.sidecar import check_compatible, current_gpu, read_sidecar
+    from yolov6_sdk.artifact import trt_compat
+    from yolov6_sdk.artifact.sidecar import check_compatible, current_gpu, read_sidecar
 
     if not path.is_file():
         return False

@@ -12,12 +12,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS
 from yolov6_sdk.errors import YOLOv6Error
 
 
 def _parser() -> argparse.ArgumentParser:
-    from yolov6_sdk.bench import BACKENDS, PRECISIONS
-
     parser = argparse.ArgumentParser(
         prog="yolov6-bench",
         description="Benchmark YOLOv6 models or artifacts: model-only and end-to-end latency, FPS, pre+post time.",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS
+
 EPILOG = """examples:
   yolov6-build --weights best.pt --precision int8 --calib calib/ -o engines/
   yolov6-build --onnx model.onnx --precision fp16 --backend tensorrt --bs 1 32
@@ -30,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="zoo name (with --random-weights; checked against the checkpoint otherwise)")
     source.add_argument("--random-weights", action="store_true", help="untrained network, for timing only")
     what = parser.add_argument_group("artifact")
-    what.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    what.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    what.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    what.add_argument("--backend", default="auto", choices=("auto", *BUILD_BACKENDS))
     what.add_argument("--bs", type=int, nargs="+", default=[1], metavar="N", help="batch sizes to serve (default 1)")
     what.add_argument(
         "--imgsz",

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolov6_sdk.artifact.spec import BACKENDS
+
 DEFAULT_SAVE_DIR = "runs/detect"
 
 
@@ -59,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "onnxruntime", "tensorrt", "torch"),
+        choices=("auto", *sorted(BACKENDS)),
         help="default auto: from the model suffix",
     )
     parser.add_argument("--imgsz", type=int, nargs="+", help="input size H [W], multiples of 32 (default: the model's)")
@@ -135,7 +137,7 @@ def _collect(sources: list[str], run: _Run) -> list[Path]:
 
 def _process(detector: Any, files: list[Path], run: _Run, bar: Any) -> None:
     """Run images in batches the detector serves and videos frame by frame, recording failures."""
-    from yolov6_sdk.runtime.images import is_video
+    from yolov6_sdk.artifact.images import is_video
 
     pending: list[Path] = []
     for path in files:
@@ -152,8 +154,8 @@ def _process(detector: Any, files: list[Path], run: _Run, bar: Any) -> None:
 
 
 def _images(detector: Any, paths: list[Path], run: _Run, bar: Any) -> None:
+    from yolov6_sdk.artifact.images import read_image
     from yolov6_sdk.errors import YOLOv6Error
-    from yolov6_sdk.runtime.images import read_image
 
     loaded: list[tuple[Path, Any]] = []
     for path in paths:

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.evaluate import evaluate_artifact
     from yolov6_sdk.fileio import atomic_path
-    from yolov6_sdk.training.evaluate import evaluate_artifact
 
     imgsz = None if args.imgsz is None else (args.imgsz[0], args.imgsz[-1])
     try:

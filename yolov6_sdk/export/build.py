@@ -36,9 +36,10 @@ import onnx
 import onnxruntime
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.sidecar import file_sha256, onnx_sidecar, read_sidecar, write_sidecar
+from yolov6_sdk.artifact.spec import BackendKind, Precision
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
 from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
-from yolov6_sdk.export.sidecar import file_sha256, onnx_sidecar, read_sidecar, write_sidecar
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ class BuildResult:
 
     artifact: Path
     sidecar: Path
-    precision: str
-    backend: str
+    precision: Precision
+    backend: BackendKind
     size_bytes: int
     seconds: dict[str, float]
     cached: tuple[str, ...] = ()

@@ -2,7 +2,7 @@
 
 A calibration set is a folder of images (searched recursively, sorted by path). ``size`` of them are taken,
 evenly spaced over the sorted list, so the choice is deterministic and spans the whole folder. Each batch goes
-through the runtime's own :func:`~yolov6_sdk.runtime.preprocess.preprocess_batch` (letterbox with gray 114,
+through the input contract's :func:`~yolov6_sdk.artifact.preprocess.preprocess_batch` (letterbox with gray 114,
 BGR -> RGB, 0..1), so the calibrator sees exactly the tensors the deployed model will see: float32
 ``[B, 3, H, W]``.
 
@@ -28,10 +28,11 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, read_image
+from yolov6_sdk.artifact.preprocess import check_imgsz, preprocess_batch
+from yolov6_sdk.artifact.spec import INPUT_NAME
 from yolov6_sdk.errors import CalibrationError, ImageError
 from yolov6_sdk.fileio import atomic_path
-from yolov6_sdk.runtime.images import as_bgr_uint8, is_image, read_image
-from yolov6_sdk.runtime.preprocess import check_imgsz, preprocess_batch
 
 LOGGER = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class OrtCalibrationReader(CalibrationDataReader):
     ``progress(done, total)`` is called with image counts after each batch is handed over.
     """
 
-    def __init__(self, calib: CalibrationSet, input_name: str = "images", progress: Progress | None = None) -> None:
+    def __init__(self, calib: CalibrationSet, input_name: str = INPUT_NAME, progress: Progress | None = None) -> None:
         self.calib, self.input_name, self.progress = calib, input_name, progress
         self._batches: Iterator[np.ndarray] | None = None
         self._done = 0

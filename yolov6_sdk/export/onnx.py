@@ -27,14 +27,13 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.sidecar import onnx_metadata
+from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, NMS_MODES, RAW_OUTPUT_NAME, NmsMode
 from yolov6_sdk.errors import BuildError
-from yolov6_sdk.export.sidecar import onnx_metadata
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import fuse
 
 LOGGER = logging.getLogger(__name__)
-
-END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class ExportOptions:
     dynamic_batch: bool = True
     batch: int = 1
     half: bool = False
-    nms: str | None = None
+    nms: NmsMode | None = None
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 300
@@ -69,7 +68,7 @@ class ExportOptions:
             raise BuildError(f"imgsz must be positive multiples of 32, got {self.imgsz}; e.g. (640, 640) or (384, 640)")
         if self.opset < 13:
             raise BuildError(f"opset must be 13 or newer, got {self.opset}")
-        if self.nms not in (None, "ort", "trt"):
+        if self.nms is not None and self.nms not in NMS_MODES:
             raise BuildError(f"nms must be None, 'ort' or 'trt', got {self.nms!r}")
         if not 0 < self.conf < 1 or not 0 < self.iou <= 1 or self.max_det < 1:
             raise BuildError(
@@ -176,8 +175,8 @@ class _End2End(nn.Module):
 
 
 def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int, str]]]:
-    names = list(END2END_OUTPUTS) if options.nms else ["outputs"]
-    axes = {name: {0: "batch"} for name in ["images", *names]} if options.dynamic_batch else {}
+    names = list(END2END_OUTPUTS) if options.nms else [RAW_OUTPUT_NAME]
+    axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if options.dynamic_batch else {}
     return names, axes
 
 
@@ -243,7 +242,7 @@ def export_onnx(
                     (dummy,),
                     str(tmp),
                     opset_version=options.opset,
-                    input_names=["images"],
+                    input_names=[INPUT_NAME],
                     output_names=output_names,
                     dynamic_axes=axes or None,
                     do_constant_folding=True,

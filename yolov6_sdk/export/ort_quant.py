@@ -54,6 +54,7 @@ from onnxruntime.quantization import (
     save_tensors_data,
 )
 
+from yolov6_sdk.artifact.sidecar import file_sha256
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import qdq
 from yolov6_sdk.export.calibration import (
@@ -64,7 +65,6 @@ from yolov6_sdk.export.calibration import (
     ranges_key,
     save_ranges,
 )
-from yolov6_sdk.export.sidecar import file_sha256
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from yolov6_sdk._optional import available
+from yolov6_sdk.artifact.preprocess import check_imgsz
+from yolov6_sdk.artifact.sidecar import current_gpu
+from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, BackendKind, NmsMode, Precision
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import calibration, ort_quant
-from yolov6_sdk.export.sidecar import current_gpu
-from yolov6_sdk.runtime.preprocess import check_imgsz
 
-PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 DEFAULT_WEIGHTS = Path("weights/yolov6n-shapes.pt")
 DEFAULT_CALIB = Path("calib")
 
@@ -33,8 +32,8 @@ class BuildPlan:
     onnx: Path | None
     model: str
     random_weights: bool
-    precision: str
-    backend: str
+    precision: Precision
+    backend: BackendKind
     backend_reason: str
     batch_sizes: tuple[int, ...]
     imgsz: tuple[int, int]
@@ -57,7 +56,7 @@ class BuildPlan:
         return "tensorrt" if self.backend == "tensorrt" else "onnxruntime-cpu"
 
     @property
-    def nms(self) -> str | None:
+    def nms(self) -> NmsMode | None:
         return ("trt" if self.backend == "tensorrt" else "ort") if self.end2end else None
 
 
@@ -68,9 +67,9 @@ def _check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-def _resolve_backend(backend: str) -> tuple[str, str]:
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+def _resolve_backend(backend: str) -> tuple[BackendKind, str]:
+    if backend != "auto" and backend not in BUILD_BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(('auto', *BUILD_BACKENDS))}, got {backend!r}")
     if backend == "onnxruntime":
         return backend, "asked"
     has_trt = available("tensorrt")
@@ -271,4 +270,4 @@ def engine_config(precision: str, sizes: tuple[int, ...], imgsz: tuple[int, int]
     return BuildConfig(precision=precision, batch_sizes=sizes, imgsz=imgsz, end2end=end2end)
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "BuildPlan", "engine_config", "plan_build"]
+__all__ = ["BuildPlan", "engine_config", "plan_build"]

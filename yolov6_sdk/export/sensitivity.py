@@ -29,6 +29,7 @@ import onnx
 import onnxruntime as ort
 from onnx import utils
 
+from yolov6_sdk.artifact.spec import SUFFIX_BACKENDS
 from yolov6_sdk.errors import BuildError
 from yolov6_sdk.export import ort_quant, qdq
 
@@ -81,14 +82,14 @@ class SensitivityReport:
 def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Evaluate:
     """``evaluate(path)``: mAP50-95 (percent) of an artifact on ``data``'s validation split (loaded once).
 
-    Uses :func:`yolov6_sdk.training.evaluate.evaluate_artifact` (the ``[train]`` extra), imported here only.
+    Uses :func:`yolov6_sdk.evaluate.evaluate_artifact` (the ``[train]`` extra), imported here only.
     """
-    from yolov6_sdk.training.evaluate import evaluate_artifact, load_eval_set
+    from yolov6_sdk.evaluate import evaluate_artifact, load_eval_set
 
     eval_set = load_eval_set(data)
 
     def evaluate(path: Path) -> float:
-        backend = "tensorrt" if Path(path).suffix == ".engine" else "onnxruntime"
+        backend = SUFFIX_BACKENDS.get(Path(path).suffix, "onnxruntime")
         return 100.0 * float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend=backend)["mAP50-95"])
 
     return evaluate

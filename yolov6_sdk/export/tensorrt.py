@@ -28,13 +28,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
-from yolov6_sdk.export import trt_compat
-from yolov6_sdk.export.sidecar import (
-    IOSpec,
+from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.sidecar import (
     Sidecar,
     current_gpu,
     file_sha256,
@@ -42,11 +40,12 @@ from yolov6_sdk.export.sidecar import (
     onnx_metadata,
     write_sidecar,
 )
+from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
+from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 HARDWARE_COMPATIBILITY = ("none", *trt_compat.HARDWARE_LEVELS)
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -72,7 +71,7 @@ class BuildConfig:
             not positive, an imgsz that is not made of positive multiples of 32, a workspace <= 0.
     """
 
-    precision: str = "fp16"
+    precision: Precision = "fp16"
     batch_sizes: tuple[int, ...] = (1,)
     imgsz: tuple[int, int] = (640, 640)
     workspace_gib: float = 4.0
@@ -139,7 +138,7 @@ class OnnxInfo:
     inputs: tuple[IOSpec, ...]
     outputs: tuple[IOSpec, ...]
     has_qdq: bool
-    nms: str
+    nms: NmsMode | Literal[""]
     metadata: dict[str, Any]
     sha256: str
 

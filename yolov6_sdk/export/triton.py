@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.sidecar import onnx_io_specs, onnx_metadata, read_sidecar, sidecar_path
+from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
-from yolov6_sdk.export.sidecar import IOSpec, onnx_io_specs, onnx_metadata, read_sidecar, sidecar_path
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from yolov6_sdk.models import ZOO, build_model, fuse
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelSize:
     """Size of one fused model: ``params_m`` in millions, ``gflops`` for one image of ``imgsz`` (H, W)."""
 
     name: str
@@ -25,7 +25,7 @@ class ModelInfo:
     imgsz: tuple[int, int]
 
 
-def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int = 80) -> ModelInfo:
+def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int = 80) -> ModelSize:
     """Count the fused parameters and the FLOPs of one forward pass at batch 1."""
     with torch.device("meta"):
         model = fuse(build_model(name, num_classes).eval())
@@ -33,9 +33,9 @@ def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int 
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             model(torch.zeros(1, 3, *imgsz))
-    return ModelInfo(name, model.config.line, params / 1e6, counter.get_total_flops() / 1e9, imgsz)
+    return ModelSize(name, model.config.line, params / 1e6, counter.get_total_flops() / 1e9, imgsz)
 
 
-def zoo_table(imgsz: tuple[int, int] = (640, 640)) -> list[ModelInfo]:
-    """One :class:`ModelInfo` per zoo config, in zoo order."""
+def zoo_table(imgsz: tuple[int, int] = (640, 640)) -> list[ModelSize]:
+    """One :class:`ModelSize` per zoo config, in zoo order."""
     return [model_info(name, imgsz) for name in ZOO]

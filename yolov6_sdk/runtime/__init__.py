@@ -1,1 +1,1 @@
-"""Inference runtime: pre-processing, backends, post-processing and Results."""
+"""Inference runtime: the Detector facade, backends, post-processing and Results (pre-processing is in artifact/)."""

@@ -19,18 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from yolov6_sdk.errors import ConfigError
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
-from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
-from yolov6_sdk.runtime.images import as_bgr_uint8
-from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
-from yolov6_sdk.runtime.preprocess import (
+from yolov6_sdk.artifact.images import as_bgr_uint8
+from yolov6_sdk.artifact.preprocess import (
     LetterboxInfo,
     check_imgsz,
     preprocess_batch,
     preprocess_batch_torch,
     scale_boxes_to_original,
 )
+from yolov6_sdk.artifact.spec import END2END_OUTPUTS
+from yolov6_sdk.errors import ConfigError
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
+from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
 from yolov6_sdk.runtime.results import Results
 from yolov6_sdk.runtime.source import ImageItem, Source, image_items, is_stream, video_frames
 
@@ -236,9 +237,7 @@ class Detector:
 
     def _decode(self, outputs: dict[str, Any], on_device: bool) -> list[Detections]:
         if self.info.end2end:
-            decoded = postprocess_end2end(
-                outputs["num_dets"], outputs["det_boxes"], outputs["det_scores"], outputs["det_classes"]
-            )
+            decoded = postprocess_end2end(*(outputs[name] for name in END2END_OUTPUTS))
             return [self._filter(det) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
         if on_device:

@@ -1,6 +1,6 @@
 """What a Detector can be called on: image files, folders, globs, arrays, videos and cameras.
 
-Images come out as HxWx3 uint8 BGR arrays (see :mod:`yolov6_sdk.runtime.images`); video frames are read
+Images come out as HxWx3 uint8 BGR arrays (see :mod:`yolov6_sdk.artifact.images`); video frames are read
 one at a time with ``cv2.VideoCapture``, never all at once.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 from yolov6_sdk.errors import ConfigError, ImageError
 from yolov6_sdk.fileio import atomic_path
-from yolov6_sdk.runtime.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 
 Source = str | Path | np.ndarray | Sequence[str | Path | np.ndarray]
 

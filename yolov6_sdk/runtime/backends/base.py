@@ -11,14 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (None for a dynamic axis) and numpy dtype name of one model input or output."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
+from yolov6_sdk.artifact.spec import IOSpec, Precision
 
 
 @dataclass(frozen=True)
@@ -32,18 +25,18 @@ class ModelInfo:
         precision: "fp32", "fp16" or "int8".
         max_batch: largest batch the artifact serves (None: unbounded).
         min_batch: smallest batch it serves.
-        inputs, outputs: tensor specs.
+        inputs, outputs: tensor specs (:class:`~yolov6_sdk.artifact.spec.IOSpec`).
         extra: anything else the artifact recorded (metadata_props, sidecar fields).
     """
 
     names: list[str]
     imgsz: tuple[int, int]
     end2end: bool
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     max_batch: int | None = None
     min_batch: int = 1
-    inputs: tuple[TensorSpec, ...] = ()
-    outputs: tuple[TensorSpec, ...] = ()
+    inputs: tuple[IOSpec, ...] = ()
+    outputs: tuple[IOSpec, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

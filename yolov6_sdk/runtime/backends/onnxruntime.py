@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from yolov6_sdk.artifact.preprocess import check_imgsz
+from yolov6_sdk.artifact.sidecar import decode_metadata
+from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
-from yolov6_sdk.export.sidecar import decode_metadata
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo, TensorSpec
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 from yolov6_sdk.runtime.backends.registry import parse_device
-from yolov6_sdk.runtime.preprocess import check_imgsz
 
 LOGGER = logging.getLogger(__name__)
 
-END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _DTYPES = {
     "tensor(float)": "float32",
@@ -57,9 +57,9 @@ def select_providers(device: str) -> tuple[list[Any], str]:
     return [*providers, "CPUExecutionProvider"], f"cuda:{index}"
 
 
-def _spec(arg: Any) -> TensorSpec:
+def _spec(arg: Any) -> IOSpec:
     shape = tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in arg.shape)
-    return TensorSpec(arg.name, shape, _DTYPES.get(arg.type, arg.type))
+    return IOSpec(arg.name, shape, _DTYPES.get(arg.type, arg.type))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -165,7 +165,7 @@ class OnnxRuntimeBackend(Backend):
             columns = session.run(None, {spec.name: probe})[0].shape[2]
         return [str(i) for i in range(columns - 5)]
 
-    def _imgsz(self, meta: dict[str, Any], spec: TensorSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
+    def _imgsz(self, meta: dict[str, Any], spec: IOSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
         fixed = spec.shape[2:]
         recorded = meta.get("imgsz")
         if isinstance(recorded, list) and len(recorded) == 2:

@@ -12,23 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from yolov6_sdk.artifact.spec import BACKENDS, SUFFIX_BACKENDS, BackendKind
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
 from yolov6_sdk.runtime.backends.base import Backend
 
-# artifact kind -> "module:Class"
-BACKENDS: dict[str, str] = {
+# backend kind -> "module:Class"
+BACKEND_CLASSES: dict[BackendKind, str] = {
     "onnxruntime": "yolov6_sdk.runtime.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "yolov6_sdk.runtime.backends.tensorrt:TensorRTBackend",
     "torch": "yolov6_sdk.runtime.backends.torch:TorchBackend",
-}
-
-# file suffix (lower case) -> artifact kind
-SUFFIXES: dict[str, str] = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".pt": "torch",
-    ".pth": "torch",
 }
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -47,10 +39,11 @@ def parse_device(device: str) -> tuple[str, int]:
 
 
 def _supported() -> str:
-    return ", ".join(f"{suffix} ({kind})" for suffix, kind in SUFFIXES.items())
+    by_backend = sorted(SUFFIX_BACKENDS.items(), key=lambda item: item[1])  # backends in alphabetical order
+    return ", ".join(f"{suffix} ({kind})" for suffix, kind in by_backend)
 
 
-def backend_kind(path: str | Path, backend: str = "auto") -> str:
+def backend_kind(path: str | Path, backend: str = "auto") -> BackendKind:
     """The backend kind for ``path``: from its suffix when ``backend`` is "auto", else ``backend`` checked.
 
     Raises:
@@ -58,9 +51,9 @@ def backend_kind(path: str | Path, backend: str = "auto") -> str:
         ConfigError: an unknown backend name.
     """
     path = Path(path)
-    suffix_kind = SUFFIXES.get(path.suffix.lower())
+    suffix_kind = SUFFIX_BACKENDS.get(path.suffix.lower())
     if backend != "auto" and backend not in BACKENDS:
-        raise ConfigError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ConfigError(f"backend must be 'auto' or one of {', '.join(sorted(BACKENDS))}, got {backend!r}")
     if suffix_kind is None:
         raise ArtifactError(
             f"cannot tell what kind of model {str(path)!r} is from its suffix {path.suffix or '(none)'!r}; "
@@ -81,9 +74,9 @@ def backend_class(kind: str) -> type[Backend]:
         ConfigError: an unknown kind.
         MissingDependencyError: the backend's runtime is not installed (raised by its module).
     """
-    if kind not in BACKENDS:
-        raise ConfigError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[kind].split(":")
+    if kind not in BACKEND_CLASSES:
+        raise ConfigError(f"unknown backend {kind!r}; known: {', '.join(BACKEND_CLASSES)}")
+    module_name, class_name = BACKEND_CLASSES[kind].split(":")
     try:
         module = importlib.import_module(module_name)
     except MissingDependencyError:

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.sidecar import Sidecar, check_compatible, read_sidecar
 from yolov6_sdk.errors import ArtifactError, YOLOv6Error
-from yolov6_sdk.export import trt_compat
-from yolov6_sdk.export.sidecar import IOSpec, Sidecar, check_compatible, read_sidecar
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo, TensorSpec
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ class TensorRTBackend(Backend):
             precision=car.precision,
             max_batch=self._max_batch,
             min_batch=self._min_batch,
-            inputs=(_tensor_spec(self._input),),
-            outputs=tuple(_tensor_spec(s) for s in self._outputs),
+            inputs=(self._input,),
+            outputs=self._outputs,
             extra=extra,
         )
 
@@ -247,7 +247,3 @@ class TensorRTBackend(Backend):
             self._slots.clear()
         self._engine = None
         self._runtime = None
-
-
-def _tensor_spec(spec: IOSpec) -> TensorSpec:
-    return TensorSpec(spec.name, spec.shape, spec.dtype)

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.spec import INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo, TensorSpec
+from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ class TorchBackend(Backend):
             imgsz=(loaded.imgsz, loaded.imgsz),
             end2end=False,
             precision="fp16" if half else "fp32",
-            inputs=(TensorSpec("images", (None, 3, None, None), dtype_name),),
-            outputs=(TensorSpec("outputs", (None, None, 5 + num_classes), dtype_name),),
+            inputs=(IOSpec(INPUT_NAME, (None, 3, None, None), dtype_name),),
+            outputs=(IOSpec(RAW_OUTPUT_NAME, (None, None, 5 + num_classes), dtype_name),),
             extra={"model": loaded.name, "source": loaded.source, "sha256": loaded.sha256, **loaded.meta},
         )
         LOGGER.info("loaded %s (%s, %s) on %s", self.path, loaded.name, loaded.source, self.device)
@@ -129,8 +130,8 @@ class TorchBackend(Backend):
         batch = batch.to(self.device, self._dtype, non_blocking=True)
         with torch.inference_mode():
             if self.cuda_graph:
-                return {"outputs": self._replay(batch)}
-            return {"outputs": self.model(batch)}
+                return {RAW_OUTPUT_NAME: self._replay(batch)}
+            return {RAW_OUTPUT_NAME: self.model(batch)}
 
     def _replay(self, batch: Any) -> Any:
         """Copy ``batch`` into the static input of its graph (captured on first use), replay, clone the output."""

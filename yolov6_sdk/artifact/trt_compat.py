@@ -26,8 +26,8 @@ from types import ModuleType
 from typing import Any
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import BuildError, MissingDependencyError
-from yolov6_sdk.export.sidecar import IOSpec
 
 LOGGER = logging.getLogger(__name__)
 TRT_LOG = logging.getLogger("yolov6_sdk.tensorrt")

@@ -24,10 +24,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from yolov6_sdk import __version__
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.spec import IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError
 from yolov6_sdk.fileio import atomic_path
 
@@ -35,15 +36,6 @@ LOGGER = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "yolov6-sdk-sidecar/1"
 KINDS = ("onnx", "engine")
-
-
-@dataclass(frozen=True)
-class IOSpec:
-    """One input or output: name, shape (None for a dynamic axis) and numpy dtype name ("float32", "int32", ...)."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
 
 
 @dataclass(frozen=True)
@@ -58,10 +50,10 @@ class Sidecar:
     artifact: str
     kind: str
     model: str
-    precision: str
+    precision: Precision
     imgsz: tuple[int, int]
     batch_profile: tuple[int, int, int] | None
-    end2end: str = ""
+    end2end: NmsMode | Literal[""] = ""
     names: tuple[str, ...] = ()
     calibration_method: str = ""
     calibration_images: int = 0
@@ -258,7 +250,7 @@ def onnx_io_specs(proto: Any) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
 
 def onnx_sidecar(
     onnx_path: str | Path,
-    precision: str | None = None,
+    precision: Precision | None = None,
     calibration_method: str = "",
     calibration_images: int = 0,
     source_hashes: Mapping[str, str] | None = None,

@@ -1,17 +1,22 @@
-"""COCO mAP evaluation of a torch model (inside training) or of any artifact the Detector runs.
+"""COCO mAP evaluation of any artifact the Detector runs, or of any predictor's detections.
 
 Official settings by default (meituan/YOLOv6 tools/eval.py): confidence 0.03, NMS IoU 0.65, at most 300 boxes
 per image, multi-label NMS. Predictions are mapped back to original-image pixels and scored with
 faster-coco-eval (the pycocotools algorithm) at IoU 0.50:0.95 with at most 100 detections per image.
 
 Ground truth: for a COCO-layout root the annotation file itself (crowd regions stay ignore regions), restricted to
-the images the loader kept; for a YOLO ``data.yaml`` a COCO ground truth built in memory from the parsed labels.
+the images the loader kept; for a YOLO ``data.yaml`` a COCO ground truth built in memory from the parsed labels
+(readers in :mod:`yolov6_sdk.labels`).
+
+torch is never imported here: a ``.pt`` artifact brings it in through its backend. The trainer scores the torch
+model it is training with :func:`yolov6_sdk.training.validate.evaluate_model`, on the same :func:`coco_map`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +25,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.images import read_image
+from yolov6_sdk.artifact.preprocess import scale_boxes_to_original
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.runtime.images import read_image
-from yolov6_sdk.runtime.postprocess import postprocess_raw_torch
-from yolov6_sdk.runtime.preprocess import scale_boxes_to_original
+from yolov6_sdk.labels import DetectionSet, load_coco, load_yolo
 
-from .datasets import ValDataset, build_dataloader
-from .labels import DetectionSet, load_coco, load_yolo
-
-torch = require("torch")
-
-LOGGER = logging.getLogger("yolov6_sdk.training.evaluate")
+LOGGER = logging.getLogger(__name__)
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.03, 0.65, 300  # official evaluation thresholds
 
 
@@ -205,48 +205,10 @@ def evaluate(
     return coco_map(eval_set, detections)
 
 
-@torch.no_grad()
-def evaluate_model(
-    model: torch.nn.Module,
-    data: str | Path | DetectionSet | EvalSet,
-    imgsz: int = 640,
-    batch: int = 32,
-    conf: float = EVAL_CONF,
-    iou: float = EVAL_IOU,
-    max_det: int = EVAL_MAX_DET,
-    workers: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """mAP of a torch YOLOv6 ``model`` (run in eval mode on its own device) on a validation split.
-
-    Images are letterboxed to ``imgsz`` x ``imgsz`` as the official validation loader does; detections come from
-    multi-label NMS on the raw ``[B, A, 5 + nc]`` output. The model's train/eval mode is restored afterwards.
-    """
-    eval_set = data if isinstance(data, EvalSet) else load_eval_set(data)
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and num_classes != eval_set.data.num_classes:
-        raise ConfigError(
-            f"the model has {num_classes} classes but the dataset has {eval_set.data.num_classes}; "
-            "evaluate a model trained on this dataset's classes"
-        )
-    device = next(model.parameters()).device
-    loader = build_dataloader(ValDataset(eval_set.data, imgsz), batch_size=batch, workers=workers)
-    tqdm = require("tqdm").tqdm
-    was_training = model.training
-    model.eval()
-    detections: list[dict[str, Any]] = []
-    records = iter(eval_set.data.images)  # the loader keeps dataset order
-    try:
-        for images, _, _, infos in tqdm(loader, desc="eval", disable=not progress, leave=False):
-            outputs = model(images.to(device, non_blocking=True).float() / 255.0)
-            for det, info in zip(postprocess_raw_torch(outputs, conf, iou, max_det, multi_label=True), infos,
-                                 strict=True):  # fmt: skip
-                boxes = scale_boxes_to_original(det.boxes.float(), info).cpu().numpy()
-                detections += coco_detections(next(records).image_id, boxes, det.scores.cpu().numpy(),
-                                              det.class_ids.cpu().numpy(), eval_set.data.category_ids)  # fmt: skip
-    finally:
-        model.train(was_training)
-    return coco_map(eval_set, detections)
+def _is_tensor(value: Any) -> bool:
+    """True for a torch tensor, without importing torch (a tensor exists only once torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.is_tensor(value)
 
 
 def _pad_batch(batch: Any, size: int) -> Any:
@@ -254,8 +216,8 @@ def _pad_batch(batch: Any, size: int) -> Any:
     missing = size - len(batch)
     if missing <= 0:
         return batch
-    if torch.is_tensor(batch):
-        return torch.cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
+    if _is_tensor(batch):
+        return require("torch").cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
     return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
 
 
@@ -266,8 +228,8 @@ def _multi_label_predictor(detector: Any) -> PredictFn:
     """
     if detector.info.end2end:
         return detector.predict_batch
+    from yolov6_sdk.artifact.preprocess import preprocess_batch, preprocess_batch_torch
     from yolov6_sdk.runtime.postprocess import postprocess_raw
-    from yolov6_sdk.runtime.preprocess import preprocess_batch, preprocess_batch_torch
 
     def predict(images: list[np.ndarray]) -> list[Prediction]:
         out: list[Prediction] = []
@@ -279,7 +241,7 @@ def _multi_label_predictor(detector: Any) -> PredictFn:
                 batch, infos = preprocess_batch(chunk, detector.imgsz)
             outputs = detector.backend.infer(_pad_batch(batch, detector.info.min_batch))
             raw = outputs[detector.info.outputs[0].name] if detector.info.outputs else next(iter(outputs.values()))
-            raw = raw.detach().float().cpu().numpy() if torch.is_tensor(raw) else raw
+            raw = raw.detach().float().cpu().numpy() if _is_tensor(raw) else raw
             dets = postprocess_raw(raw, detector.conf, detector.iou, detector.max_det, multi_label=True)[: len(chunk)]
             out += [
                 det._replace(boxes=scale_boxes_to_original(det.boxes, info))
@@ -333,7 +295,6 @@ __all__ = [
     "coco_map",
     "evaluate",
     "evaluate_artifact",
-    "evaluate_model",
     "load_eval_set",
     "load_split",
 ]

@@ -3,7 +3,7 @@
 Every loader returns a :class:`DetectionSet`: per image its path, ``(h, w)``, boxes ``float32 [N, 4]``
 ``x1, y1, x2, y2`` in pixels of the original image, and 0-based contiguous class indices ``int64 [N]``.
 Bad data never stops a load: unreadable images, unknown class ids, malformed lines and degenerate boxes are
-dropped and listed in ``DetectionSet.skipped`` as ``(path, reason)`` for the trainer to log. Parsed labels
+dropped and listed in ``DetectionSet.skipped`` as ``(path, reason)`` for the caller to log. Parsed labels
 are cached in an ``.npz`` file next to the labels, keyed by the file list, sizes and modification times.
 """
 
@@ -26,7 +26,7 @@ from yolov6_sdk._optional import require
 from yolov6_sdk.errors import DatasetError
 from yolov6_sdk.fileio import atomic_path
 
-LOGGER = logging.getLogger("yolov6_sdk.training.labels")
+LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_BOX_SIDE = 1.0  # px; boxes thinner than this after clipping to the image are dropped
 _CACHE_VERSION = "1"

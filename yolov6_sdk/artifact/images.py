@@ -1,4 +1,4 @@
-"""Reading images and normalising arrays to the one layout the runtime uses: HxWx3 uint8 BGR.
+"""Reading images and normalising arrays to the one layout the SDK works in: HxWx3 uint8 BGR.
 
 Every reader and converter either returns that layout or raises :class:`~yolov6_sdk.errors.ImageError`
 naming the file (or array) and the fix. Grayscale becomes 3 channels, an alpha channel is dropped

@@ -184,7 +184,7 @@ def _check_images(images: Sequence[np.ndarray]) -> None:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ImageError(
                 f"image {i}: expected an HxWx3 uint8 BGR array, got {got}; "
-                f"convert it with yolov6_sdk.runtime.images.as_bgr_uint8"
+                f"convert it with yolov6_sdk.artifact.images.as_bgr_uint8"
             )
 
 
