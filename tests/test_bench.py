@@ -1,13 +1,16 @@
-"""yolov6-bench: runs end to end on a tiny config, writes the same rows as JSON and markdown, never fakes a figure."""
+"""yolov6-bench: runs end to end on a tiny config, writes the same rows as JSON and markdown, never fakes a figure;
+gets its artifacts from the build path into its own cache and never touches the user's engines folder."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from yolov6_sdk._optional import available
+from yolov6_sdk.artifact.sidecar import file_sha256
 from yolov6_sdk.bench import (
     BenchOptions,
     BenchReport,
@@ -22,19 +25,51 @@ from yolov6_sdk.cli.bench import main
 from yolov6_sdk.errors import ConfigError
 
 
+def _tree(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class TinyRun:
+    """A bench run in a working folder that holds a user's ``engines/`` build, with the default cache."""
+
+    work: Path  # the working directory: engines/, a yolov6-build output
+    cache: Path  # where the bench's default cache lands ($XDG_CACHE_HOME/yolov6-sdk/bench)
+    before: dict[str, str]  # the working folder's files before the run
+    data: dict
+    markdown: str
+    code: int
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str, int]:
-    folder = tmp_path_factory.mktemp("bench")
-    argv = ["--bs", "1", "2", "--models", "yolov6n", "--imgsz", "160", "--iters", "3", "--warmup", "1"]
-    argv += ["--backends", "torch", "onnxruntime", "tensorrt", "--precision", "fp32", "--device", "cpu"]
-    argv += ["--engines", str(folder / "engines"), "--json", str(folder / "out.json"), "--md", str(folder / "out.md")]
-    argv += ["--note", "CPU shared with other jobs"]
-    code = main(argv)
-    return folder, json.loads((folder / "out.json").read_text()), (folder / "out.md").read_text(), code
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    from yolov6_sdk.cli.build import main as build_main
+
+    work, xdg, reports = (tmp_path_factory.mktemp(name) for name in ("bench", "xdg", "reports"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        patch.setenv("XDG_CACHE_HOME", str(xdg))
+        build = ["--random-weights", "--model", "yolov6n", "--imgsz", "160", "--backend", "onnxruntime"]
+        assert build_main(build) == 0  # the user's engines/yolov6n-random-160-fp32.onnx
+        before = _tree(work)
+        argv = ["--bs", "1", "2", "--models", "yolov6n", "--imgsz", "160", "--iters", "3", "--warmup", "1"]
+        argv += ["--backends", "torch", "onnxruntime", "tensorrt", "--precision", "fp32", "--device", "cpu"]
+        argv += ["--json", str(reports / "out.json"), "--md", str(reports / "out.md")]
+        argv += ["--note", "CPU shared with other jobs"]
+        code = main(argv)
+    data, markdown = json.loads((reports / "out.json").read_text()), (reports / "out.md").read_text()
+    return TinyRun(work, xdg / "yolov6-sdk" / "bench", before, data, markdown, code)
 
 
-def test_bench_times_torch_and_onnxruntime_and_writes_json_rows(tiny_run: tuple[Path, dict, str, int]) -> None:
-    folder, data, _, code = tiny_run
+def test_bench_leaves_the_users_engines_folder_byte_identical_and_writes_only_its_cache(tiny_run: TinyRun) -> None:
+    assert sorted(tiny_run.before) == ["engines/yolov6n-random-160-fp32.json", "engines/yolov6n-random-160-fp32.onnx"]
+    assert _tree(tiny_run.work) == tiny_run.before
+    assert {Path(row["artifact"]).parent for row in tiny_run.data["rows"] if row["artifact"]} == {tiny_run.cache}
+
+
+def test_bench_times_torch_and_onnxruntime_and_writes_json_rows(tiny_run: TinyRun) -> None:
+    data, code, cache = tiny_run.data, tiny_run.code, tiny_run.cache
     assert code == 0
     ran = [row for row in data["rows"] if row["status"] == "ok"]
     assert [(r["backend"], r["batch"]) for r in ran] == [
@@ -47,14 +82,16 @@ def test_bench_times_torch_and_onnxruntime_and_writes_json_rows(tiny_run: tuple[
         assert row["model"] == "yolov6n" and row["precision"] == "fp32" and row["iters"] == 3
         assert 0 < row["p50_ms"] <= row["p99_ms"] and row["fps"] > 0
         assert row["e2e_p50_ms"] > 0 and row["e2e_fps"] > 0 and row["prepost_ms"] > 0
-        assert Path(row["artifact"]).parent == folder / "engines"
-    assert {Path(r["artifact"]).name for r in ran} == {"yolov6n-160.pt", "yolov6n-fp32-160.onnx"}
+        assert Path(row["artifact"]).parent == cache
+    checkpoint = "yolov6n-random-160-fp32.pt"  # untrained, seeded; every other artifact is built from it
+    onnx_name = f"yolov6n-{file_sha256(cache / checkpoint)[:8]}-160-fp32.onnx"
+    assert {Path(r["artifact"]).name for r in ran} == {checkpoint, onnx_name}
     assert data["command"].startswith("yolov6-bench --bs 1 2")
     assert data["machine"]["cpu"] and "onnxruntime" in data["machine"]
 
 
-def test_bench_lists_what_the_machine_cannot_run_as_skipped(tiny_run: tuple[Path, dict, str, int]) -> None:
-    _, data, _, _ = tiny_run
+def test_bench_lists_what_the_machine_cannot_run_as_skipped(tiny_run: TinyRun) -> None:
+    data = tiny_run.data
     trt = [row for row in data["rows"] if row["backend"] == "tensorrt"]
     assert len(trt) == 2
     for row in trt:
@@ -62,8 +99,8 @@ def test_bench_lists_what_the_machine_cannot_run_as_skipped(tiny_run: tuple[Path
         assert "TensorRT" in row["reason"]
 
 
-def test_markdown_has_machine_notes_and_one_table_with_the_json_rows(tiny_run: tuple[Path, dict, str, int]) -> None:
-    _, data, text, _ = tiny_run
+def test_markdown_has_machine_notes_and_one_table_with_the_json_rows(tiny_run: TinyRun) -> None:
+    data, text = tiny_run.data, tiny_run.markdown
     assert "Command: `yolov6-bench --bs 1 2" in text and "- cpu: " in text
     assert "> CPU shared with other jobs" in text and "random initial weights" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
@@ -73,18 +110,17 @@ def test_markdown_has_machine_notes_and_one_table_with_the_json_rows(tiny_run: t
     assert table[1].startswith(f"| yolov6n | torch | fp32 | 1 | {first['p50_ms']:.2f} | {first['p99_ms']:.2f} |")
 
 
-def test_second_run_reuses_the_artifacts_in_engines(tiny_run: tuple[Path, dict, str, int], tmp_path: Path) -> None:
-    folder, _, _, _ = tiny_run
-    onnx_file = folder / "engines" / "yolov6n-fp32-160.onnx"
-    before = onnx_file.stat().st_mtime_ns
-    argv = ["--bs", "1", "--imgsz", "160", "--iters", "1", "--warmup", "1", "--backends", "onnxruntime"]
-    argv += ["--precision", "fp32", "--device", "cpu", "--engines", str(folder / "engines")]
+def test_second_run_reuses_its_cache_without_building(tiny_run: TinyRun, tmp_path: Path) -> None:
+    written = {p: p.stat().st_mtime_ns for p in tiny_run.cache.iterdir()}
+    argv = ["--bs", "1", "--imgsz", "160", "--iters", "1", "--warmup", "1", "--backends", "torch", "onnxruntime"]
+    argv += ["--precision", "fp32", "--device", "cpu", "--cache", str(tiny_run.cache)]
     argv += ["--json", str(tmp_path / "again.json")]
     assert main(argv) == 0
     again = json.loads((tmp_path / "again.json").read_text())
-    assert [row["status"] for row in again["rows"]] == ["ok"]
-    assert onnx_file.stat().st_mtime_ns == before
-    assert any(note.startswith("yolov6n-fp32-160.onnx: reused") for note in again["notes"])
+    assert [row["status"] for row in again["rows"]] == ["ok", "ok"]
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.cache.iterdir()} == written
+    onnx_name = Path(again["rows"][1]["artifact"]).name
+    assert f"{onnx_name}: reused in {tiny_run.cache}" in again["notes"]
 
 
 def test_skip_reasons_name_the_missing_piece() -> None:

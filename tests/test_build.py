@@ -10,6 +10,8 @@ import onnx
 import pytest
 
 from yolov6_sdk._optional import available
+from yolov6_sdk.artifact.naming import RANDOM_SOURCE, recorded_source
+from yolov6_sdk.artifact.sidecar import file_sha256
 from yolov6_sdk.errors import ArtifactError, BuildError, CalibrationError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import build as build_module
 from yolov6_sdk.export import ort_quant
@@ -21,6 +23,7 @@ from yolov6_sdk.training.datagen import write_calibration_images
 
 IMGSZ = 160
 CPU = {"random_weights": True, "model": "yolov6n", "imgsz": IMGSZ, "backend": "onnxruntime"}
+INT8_NAME = "yolov6n-random-160-int8.onnx"  # untrained weights name their source "random"
 
 
 @pytest.fixture(scope="module")
@@ -36,33 +39,43 @@ def int8_build(tmp_path_factory: pytest.TempPathFactory, calib_dir: Path) -> bui
     return build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out)
 
 
-def _seed_export(int8: build_module.BuildResult, out: Path) -> None:
-    """Copy the cached fp32 export of ``int8`` into ``out`` so a new build there skips the export."""
+def _seed_export(int8: build_module.BuildResult, out: Path, calibration: bool = False) -> None:
+    """Copy the cached fp32 export (and the calibration ranges) of ``int8`` into ``out``, so a new build there
+    skips the export (and the calibration)."""
     out.mkdir(parents=True, exist_ok=True)
-    cache = int8.artifact.with_suffix(".fp32.onnx")
-    shutil.copyfile(cache, out / cache.name)
+    for suffix in (".fp32.onnx", ".calib.json") if calibration else (".fp32.onnx",):
+        cache = int8.artifact.with_suffix(suffix)
+        shutil.copyfile(cache, out / cache.name)
 
 
 def test_int8_build_writes_the_artifact_and_a_sidecar_that_describes_it(int8_build) -> None:
-    assert int8_build.artifact.name == "yolov6n-int8.onnx" and int8_build.artifact.is_file()
+    assert int8_build.artifact.name == INT8_NAME and int8_build.artifact.is_file()
     sidecar = json.loads(int8_build.sidecar.read_text())
-    assert int8_build.sidecar.name == "yolov6n-int8.json"
+    assert int8_build.sidecar.name == "yolov6n-random-160-int8.json"
     assert (sidecar["precision"], sidecar["calibration_method"], sidecar["calibration_images"]) == ("int8", "minmax", 4)
     assert sidecar["extra"]["quant_target"] == "onnxruntime-cpu"
     assert sidecar["extra"]["onnxruntime_version"] and sidecar["extra"]["float_layers"] == []
     assert {"weights_sha256", "fp32_onnx_sha256", "calibration_sha256", "onnx"} <= set(sidecar["source_hashes"])
+    assert sidecar["source_hashes"]["source"] == RANDOM_SOURCE and sidecar["extra"]["build_key"]
     assert sidecar["batch_profile"] is None  # dynamic batch serves any --bs
     assert read_metadata(int8_build.artifact)["precision"] == "int8"
 
 
-def test_second_build_reuses_the_export_and_the_calibration(int8_build, calib_dir: Path, monkeypatch) -> None:
+def test_build_reuses_export_and_calibration_then_the_whole_artifact(
+    int8_build, calib_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     def no_calibration(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the second build recalibrated")
+        raise AssertionError("the build recalibrated")
 
     monkeypatch.setattr(ort_quant, "calibrate", no_calibration)
-    again = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=int8_build.artifact.parent)
-    assert set(again.cached) == {"export", "calibration"}
-    assert again.artifact == int8_build.artifact and again.artifact.is_file()
+    _seed_export(int8_build, tmp_path, calibration=True)
+    first = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=tmp_path)
+    assert set(first.cached) == {"export", "calibration"} and first.artifact.name == INT8_NAME
+    written = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
+    monkeypatch.setattr(ort_quant, "quantize_model", no_calibration)
+    again = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=tmp_path)
+    assert again.cached == ("artifact",) and again.artifact == first.artifact and again.seconds == {}
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == written
 
 
 def test_other_calibration_images_invalidate_the_range_cache(int8_build, calib_dir: Path, tmp_path: Path) -> None:
@@ -82,7 +95,7 @@ def test_interrupted_build_leaves_no_artifact(int8_build, calib_dir: Path, tmp_p
     monkeypatch.setattr(ort_quant, "calibrate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out)
-    assert sorted(p.name for p in out.iterdir()) == ["yolov6n-int8.fp32.onnx"]  # only the reusable export cache
+    assert sorted(p.name for p in out.iterdir()) == ["yolov6n-random-160-int8.fp32.onnx"]  # the export cache only
 
 
 def test_exclude_names_stay_float_and_are_recorded(int8_build, calib_dir: Path) -> None:
@@ -96,10 +109,13 @@ def test_exclude_names_stay_float_and_are_recorded(int8_build, calib_dir: Path) 
 
 def test_fp32_build_is_the_export_itself(int8_build, tmp_path: Path) -> None:
     # the int8 build's fp32 export has the same export key, so it serves as this build's cached artifact
-    shutil.copyfile(int8_build.artifact.with_suffix(".fp32.onnx"), tmp_path / "yolov6n-fp32.onnx")
+    shutil.copyfile(int8_build.artifact.with_suffix(".fp32.onnx"), tmp_path / "yolov6n-random-160-fp32.onnx")
     result = build(**CPU, precision="fp32", output=tmp_path)
-    assert result.artifact.name == "yolov6n-fp32.onnx" and result.cached == ("export",)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov6n-fp32.json", "yolov6n-fp32.onnx"]
+    assert result.artifact.name == "yolov6n-random-160-fp32.onnx" and result.cached == ("export",)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "yolov6n-random-160-fp32.json",
+        "yolov6n-random-160-fp32.onnx",
+    ]
     assert json.loads(result.sidecar.read_text())["precision"] == "fp32"
 
 
@@ -135,13 +151,13 @@ def test_static_onnx_cannot_serve_other_batch_sizes(int8_build, tmp_path: Path) 
     with pytest.raises(BuildError, match="fixed batch of 1 and cannot serve --bs 1 32"):
         plan_build(onnx=static, batch_sizes=[1, 32], backend="onnxruntime", output=tmp_path)
     plan = plan_build(onnx=static, batch_sizes=[1], backend="onnxruntime", output=tmp_path)
-    assert plan.artifact.name == "yolov6n-fp32-bs1.onnx"
+    assert plan.artifact.name == f"yolov6n-{file_sha256(static)[:8]}-160-fp32-bs1.onnx"  # a fixed batch is named
 
 
 def test_dynamic_onnx_serves_any_batch_list(int8_build, tmp_path: Path) -> None:
     source = int8_build.artifact.with_suffix(".fp32.onnx")
     plan = plan_build(onnx=source, batch_sizes=[1, 8, 32], backend="onnxruntime", output=tmp_path)
-    assert plan.artifact.name == "yolov6n-fp32.onnx" and plan.batch_sizes == (1, 8, 32)
+    assert plan.artifact.name == f"yolov6n-{file_sha256(source)[:8]}-160-fp32.onnx" and plan.batch_sizes == (1, 8, 32)
 
 
 def test_truncated_or_inputless_onnx_source_is_one_clear_error(int8_build, tmp_path: Path) -> None:
@@ -167,7 +183,7 @@ def test_tensorrt_batch_profile_is_checked_before_any_work(tmp_path: Path, monke
     with pytest.raises(ConfigError, match="ascending"):
         plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path)
     plan = plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path)
-    assert plan.artifact.name == "yolov6n-fp32-bs32.engine" and plan.target == "tensorrt"
+    assert plan.artifact.name == "yolov6n-random-160-fp32-bs1_8_32.engine" and plan.target == "tensorrt"
 
 
 def test_fp16_for_onnx_runtime_on_the_cpu_is_refused(tmp_path: Path) -> None:
@@ -196,19 +212,21 @@ def test_auto_backend_falls_back_to_onnx_runtime_without_a_gpu(tmp_path: Path) -
     if plan.backend == "onnxruntime":
         assert plan.backend_reason.startswith("auto:") and plan.artifact.suffix == ".onnx"
     else:
-        assert plan.artifact.name == "yolov6n-fp32-bs1.engine"
+        assert plan.artifact.name == "yolov6n-random-160-fp32.engine"  # batch 1 is the default profile
 
 
-def test_cli_prints_plan_and_summary_and_one_clear_error(int8_build, calib_dir: Path, capsys) -> None:
+def test_cli_prints_plan_and_summary_and_one_clear_error(int8_build, calib_dir: Path, tmp_path: Path, capsys) -> None:
     from yolov6_sdk.cli.build import main
 
-    out = int8_build.artifact.parent
+    out = tmp_path / "engines"
+    _seed_export(int8_build, out, calibration=True)
     argv = ["--random-weights", "--model", "yolov6n", "--imgsz", str(IMGSZ), "--backend", "onnxruntime"]
-    assert main([*argv, "--precision", "int8", "--calib", str(calib_dir), "--calib-size", "4", "-o", str(out)]) == 0
+    int8 = [*argv, "--precision", "int8", "--calib", str(calib_dir), "--calib-size", "4", "-o", str(out)]
+    assert main(int8) == 0
     printed = capsys.readouterr().out
-    assert (
-        "yolov6-build plan:" in printed and "yolov6n-int8.onnx" in printed and "reused: export, calibration" in printed
-    )
+    assert "yolov6-build plan:" in printed and INT8_NAME in printed and "reused: export, calibration" in printed
+    assert main(int8) == 0
+    assert "time: none (reused: artifact)" in capsys.readouterr().out
     assert main([*argv, "--precision", "fp16", "-o", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("yolov6-build: error: fp16 is not built") and error.count("\n") == 1
@@ -235,6 +253,59 @@ def test_int8_engine_builds_from_symmetric_qdq_onnx(int8_build, calib_dir: Path,
     pytest.importorskip("tensorrt", reason="needs TensorRT and a CUDA GPU")
     result = build(**{**CPU, "backend": "tensorrt"}, precision="int8", calib=calib_dir, calib_size=4,
                    batch_sizes=[1, 4], output=tmp_path)  # fmt: skip
-    assert result.artifact.name == "yolov6n-int8-bs4.engine"
+    assert result.artifact.name == "yolov6n-random-160-int8-bs1_4.engine"
     assert read_metadata(result.artifact.with_suffix(".qdq.onnx"))["quant_target"] == "tensorrt"
     assert json.loads(result.sidecar.read_text())["calibration_images"] == 4
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two checkpoints of the same model (yolov6n, 64 px) with different weights."""
+    from conftest import randomize_model
+
+    from yolov6_sdk.models import build_model
+    from yolov6_sdk.weights import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("weights")
+    return tuple(  # type: ignore[return-value]
+        save_checkpoint(folder / f"{name}.pt", randomize_model(build_model("yolov6n").eval(), seed=seed), imgsz=64)
+        for name, seed in (("a", 1), ("b", 2))
+    )
+
+
+def test_two_checkpoints_of_one_model_build_two_artifacts(two_checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    results = [build(weights=w, backend="onnxruntime", output=tmp_path) for w in two_checkpoints]
+    digests = [file_sha256(w) for w in two_checkpoints]
+    assert [r.artifact.name for r in results] == [f"yolov6n-{d[:8]}-64-fp32.onnx" for d in digests]
+    assert all(r.artifact.is_file() for r in results)
+    assert [recorded_source(r.artifact) for r in results] == digests
+
+
+def test_replacing_an_artifact_of_other_weights_is_refused_unless_forced(
+    two_checkpoints: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    from yolov6_sdk.cli.build import main
+
+    first, second = two_checkpoints
+    argv = ["--backend", "onnxruntime", "-o", str(tmp_path), "--name", "fixed"]
+    assert main(["--weights", str(first), *argv]) == 0
+    fixed = tmp_path / "fixed.onnx"
+    before = fixed.read_bytes()
+    capsys.readouterr()
+    assert main(["--weights", str(second), *argv]) == 2
+    error = capsys.readouterr().err
+    assert f"{fixed} exists and was built from weights {file_sha256(first)[:8]}" in error and "--force" in error
+    assert fixed.read_bytes() == before
+    assert main(["--weights", str(first), *argv]) == 0  # the same weights again: a rebuild, not a replacement
+    assert main(["--weights", str(second), *argv, "--force"]) == 0
+    assert recorded_source(fixed) == file_sha256(second) and fixed.read_bytes() != before
+
+
+def test_a_file_that_records_no_weights_is_not_replaced(two_checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    (tmp_path / "mine.onnx").write_bytes(b"someone else's model")
+    with pytest.raises(BuildError, match=r"mine.onnx exists and was built from unrecorded weights.*--force"):
+        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.onnx")
+    with pytest.raises(ConfigError, match="without a folder"):
+        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="sub/mine")
+    with pytest.raises(ConfigError, match=r"ends in \.engine"):
+        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.engine")

@@ -1,23 +1,27 @@
 """The benchmark engine behind ``yolov6-bench``.
 
-For every model (or given artifact) x backend x precision x batch size it prepares the artifact in the engines
-folder (reusing what is already there), warms up, then times two things apart:
+For every model (or given artifact) x backend x precision x batch size it gets the artifact from the one build
+path (:func:`yolov6_sdk.export.build.build`, into the bench's own cache folder, ``~/.cache/yolov6-sdk/bench`` by
+default; an artifact built there before from the same source and settings is reused as it is), warms up, then
+runs ``Detector.predict_batch`` on B 1280x720 BGR images -> Results and times, per call of B images:
 
-* model only: ``backend.infer`` on a pre-processed batch ``[B, 3, H, W]`` (p50/p99 latency per batch, FPS =
-  B x 1000 / mean latency);
-* end to end: ``Detector.predict_batch`` on B 1280x720 BGR images -> Results (letterbox, inference, decode and
-  NMS, boxes mapped back), with the Detector's own pre- plus post-processing time per batch.
+* model only: the Detector's inference time (the backend run on the pre-processed ``[B, 3, H, W]`` batch, device
+  synchronised), read from each result's ``speed`` (p50/p99 latency per batch, FPS = B x 1000 / mean latency);
+* end to end: the whole call (letterbox, inference, decode and NMS, boxes mapped back), with the Detector's own
+  pre- plus post-processing time apart.
 
 Combinations this machine cannot run (TensorRT without TensorRT or without a GPU, fp16 on the CPU, int8 on the
 torch backend) become rows with status "skipped" and the reason; every figure is measured here, never filled in.
-Checkpoints the bench creates hold randomly initialised weights (a fresh model's predictors are zero, so its
-scores are 0.01 and post-processing at conf 0.25 sees no candidates): timings only, no accuracy.
+Zoo models run with untrained weights: one seeded checkpoint per model and input size in the cache, which the
+torch rows run and every other artifact is built from (a fresh model's predictors are zero, so its scores are
+0.01 and post-processing at conf 0.25 sees no candidates): timings only, no accuracy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import available, require
+from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name
 from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, Precision
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.machine import machine_info
@@ -50,8 +55,9 @@ class BenchOptions:
         imgsz: (H, W) model input, multiples of 32.
         iters, warmup: timed and warm-up runs per measurement; None = adaptive (5..200 runs or ~10 s; 1..10 or ~3 s).
         device: "auto" (CUDA when torch sees one), "cpu", "cuda" or "cuda:N".
-        engines: folder where artifacts are looked up and built.
-        calib: calibration image folder for int8.
+        cache: the bench's own folder, where ``models``' checkpoints and artifacts are built and reused; None =
+            :func:`default_cache`. Never a folder of the user's artifacts: given ``artifacts`` are only read.
+        calib: calibration image folder for int8 (None: the build's default, the shipped ``calib/``).
         conf: score threshold of the end-to-end runs.
         cuda_graph: replay CUDA graphs in the torch and TensorRT runs on CUDA (the CPU runs ignore it).
     """
@@ -65,15 +71,15 @@ class BenchOptions:
     iters: int | None = None
     warmup: int | None = None
     device: str = "auto"
-    engines: Path = Path("engines")
-    calib: Path = Path("calib")
+    cache: Path | None = None
+    calib: Path | None = None
     conf: float = 0.25
     cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", tuple(Path(a) for a in self.artifacts))
-        object.__setattr__(self, "engines", Path(self.engines))
-        object.__setattr__(self, "calib", Path(self.calib))
+        object.__setattr__(self, "cache", default_cache() if self.cache is None else Path(self.cache))
+        object.__setattr__(self, "calib", None if self.calib is None else Path(self.calib))
         if not self.batch_sizes or any(
             isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes
         ):
@@ -137,6 +143,11 @@ class BenchReport:
         return {"machine": self.machine, "notes": self.notes, "rows": [dataclasses.asdict(r) for r in self.rows]}
 
 
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/yolov6-sdk/bench``, else ``~/.cache/yolov6-sdk/bench``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "yolov6-sdk" / "bench"
+
+
 # ------------------------------------------------------------------------------------------- machine
 
 
@@ -192,8 +203,8 @@ def skip_reason(job: Job, device: str) -> str:
         return "fp16 needs a CUDA device; this run is on the CPU"
     if job.precision == "int8" and job.backend == "torch":
         return "the torch backend runs fp32/fp16 only; int8 runs on onnxruntime or tensorrt"
-    if job.precision == "int8" and job.artifact is None and not available("yolov6_sdk.export.build"):
-        return "int8 needs the quantising build step (yolov6_sdk.export.build), not available in this install"
+    if job.precision == "fp16" and job.backend == "onnxruntime" and job.artifact is None:
+        return "yolov6-build makes no fp16 ONNX for ONNX Runtime; fp16 runs on tensorrt or torch"
     return ""
 
 
@@ -224,6 +235,11 @@ def _percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
+def _total(speeds: list[dict[str, float]], *stages: str) -> float:
+    """Sum of the ``stages``' ms per image over one call's results: the call's time in those stages (ms)."""
+    return sum(speed.get(stage, 0.0) for speed in speeds for stage in stages)
+
+
 def synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` 1280x720 uint8 BGR noise images (one array, repeated)."""
     frame = np.random.default_rng(seed).integers(0, 256, (*FRAME_SHAPE, 3), dtype=np.uint8)
@@ -234,13 +250,13 @@ def synthetic_frames(count: int, seed: int = 0) -> list[np.ndarray]:
 
 
 class BenchRunner:
-    """Prepares artifacts (cached per run) and measures jobs; see the module docstring."""
+    """Gets artifacts from the build path (once per run) and measures jobs; see the module docstring."""
 
     def __init__(self, options: BenchOptions) -> None:
         self.options = options
         self.device = resolve_device(options.device)
         self.notes: list[str] = []
-        self._prepared: dict[tuple[Any, ...], Path] = {}
+        self._artifacts: dict[tuple[Any, ...], Path] = {}
 
     def run(self, job: Job) -> BenchRow:
         """Measure one job; a job this machine cannot run comes back skipped, a crash as failed."""
@@ -261,7 +277,7 @@ class BenchRunner:
         return row
 
     def _time(self, job: Job, artifact: Path, row: BenchRow) -> None:
-        from yolov6_sdk.artifact.preprocess import preprocess_batch
+        """Time ``Detector.predict_batch`` on ``job.batch`` frames; fill ``row``'s figures (ms per batch)."""
         from yolov6_sdk.runtime.detector import Detector
 
         opts = self.options
@@ -274,159 +290,66 @@ class BenchRunner:
             if job.batch < info.min_batch or (info.max_batch is not None and job.batch > info.max_batch):
                 served = f"{info.min_batch}..{info.max_batch or 'any'}"
                 raise ConfigError(f"{artifact.name} serves batches {served}, not {job.batch}")
-            detector.batch_size = job.batch
+            if detector.batch_size < job.batch:
+                row.reason = f"the Detector runs this artifact {detector.batch_size} images at a time"
             frames = synthetic_frames(job.batch)
-            batch, _ = preprocess_batch(frames, detector.imgsz)
-            if detector.backend.wants_torch:
-                batch = require("torch").from_numpy(batch).to(detector.device)
-            sync = self._sync(detector.device)
-
-            def model_only() -> None:
-                detector.backend.infer(batch)
-                sync()
-
-            model = measure(model_only, opts.iters, opts.warmup)
-            prepost: list[float] = []
+            split: list[tuple[float, float]] = []  # (inference, pre + post) ms of each call
 
             def end_to_end() -> None:
-                results = detector.predict_batch(frames)
-                speed = results[0].speed
-                prepost.append((speed.get("preprocess", 0.0) + speed.get("postprocess", 0.0)) * len(results))
+                speeds = [result.speed for result in detector.predict_batch(frames)]  # ms per image
+                split.append((_total(speeds, "inference"), _total(speeds, "preprocess", "postprocess")))
 
             e2e = measure(end_to_end, opts.iters, opts.warmup)
-        timed = prepost[-len(e2e) :]
-        row.p50_ms, row.p99_ms = _percentile(model, 50), _percentile(model, 99)
+        model, prepost = zip(*split[-len(e2e) :], strict=True)  # the timed calls, after warm-up
+        row.p50_ms, row.p99_ms = _percentile(list(model), 50), _percentile(list(model), 99)
         row.fps = job.batch * 1e3 / float(np.mean(model))
         row.e2e_p50_ms, row.e2e_fps = _percentile(e2e, 50), job.batch * 1e3 / float(np.mean(e2e))
-        row.prepost_ms, row.iters = _percentile(timed, 50), len(model)
-
-    def _sync(self, device: str) -> Callable[[], None]:
-        if device.startswith("cuda"):
-            torch = require("torch")
-            return lambda: torch.cuda.synchronize(device)
-        return lambda: None
+        row.prepost_ms, row.iters = _percentile(list(prepost), 50), len(e2e)
 
     # --------------------------------------------------------------------------------------- artifacts
 
-    def _size_tag(self) -> str:
-        h, w = self.options.imgsz
-        return "" if (h, w) == (640, 640) else f"-{h}" if h == w else f"-{h}x{w}"
-
-    def _name(self, model: str, precision: str, batch: int | None = None) -> str:
-        """``<model>-<precision>[-bs<N>]``, plus ``-<H>[x<W>]`` when the input size is not 640x640."""
-        return f"{model}-{precision}{f'-bs{batch}' if batch else ''}{self._size_tag()}"
-
-    def artifact(self, job: Job) -> Path:
-        """The artifact ``job`` runs, built into the engines folder unless a matching one is there."""
-        if job.backend == "torch":
-            return self.checkpoint(job.model)
-        if job.backend == "onnxruntime":
-            return self.int8_artifact(job, None) if job.precision == "int8" else self.onnx(job.model, job.precision)
-        if job.precision == "int8":
-            return self.int8_artifact(job, job.batch)
-        return self.engine(job.model, job.precision, job.batch)
-
-    def _cached(self, key: tuple[Any, ...], make: Callable[[], Path]) -> Path:
-        if key not in self._prepared:
-            self._prepared[key] = make()
-        return self._prepared[key]
-
     def checkpoint(self, model: str) -> Path:
-        """``<engines>/<model>[-<size>].pt``: reused, or a fresh randomly initialised model saved there."""
-        path = self.options.engines / f"{model}{self._size_tag()}.pt"
+        """The untrained checkpoint of ``model`` in the cache (``<model>-random-<size>-fp32.pt``), made once.
 
-        def make() -> Path:
-            if path.is_file():
-                self.notes.append(f"{path.name}: reused from {path.parent}")
-                return path
+        Its weights come from a fixed seed; the file is kept, so the artifacts built from it keep their names
+        (their source digest) from run to run.
+        """
+        opts = self.options
+        path = opts.cache / artifact_name(model, RANDOM_SOURCE, opts.imgsz, "fp32", ".pt")
+        if not path.is_file():
             from yolov6_sdk.models import build_model
             from yolov6_sdk.weights import save_checkpoint
 
-            self.notes.append(f"{path.name}: created with random initial weights (timing only)")
-            return save_checkpoint(path, build_model(model), imgsz=max(self.options.imgsz))
+            torch = require("torch")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                network = build_model(model).eval()
+            save_checkpoint(path, network, imgsz=max(opts.imgsz))
+            self.notes.append(f"{path.name}: created in {opts.cache} with random initial weights (timing only)")
+        return path
 
-        return self._cached(("pt", model), make)
+    def artifact(self, job: Job) -> Path:
+        """The artifact ``job`` runs: the checkpoint (torch), or what the build path makes from it in the cache.
 
-    def onnx(self, model: str, precision: str) -> Path:
-        """``<model>-<precision>.onnx`` with a dynamic batch, exported from :meth:`checkpoint` unless present."""
-        path = self.options.engines / f"{self._name(model, precision)}.onnx"
-
-        def make() -> Path:
-            if path.is_file() and _onnx_fits(path, self.options.imgsz):
-                self.notes.append(f"{path.name}: reused from {path.parent}")
-                return path
-            from yolov6_sdk.export.onnx import ExportOptions, export_onnx
-            from yolov6_sdk.weights import load
-
-            loaded = load(self.checkpoint(model))
-            export = ExportOptions(imgsz=self.options.imgsz, dynamic_batch=True, half=precision == "fp16")
-            return export_onnx(loaded.model, path, export, metadata={"weights_sha256": loaded.sha256})
-
-        return self._cached(("onnx", model, precision), make)
-
-    def engine(self, model: str, precision: str, batch: int) -> Path:
-        """A static-batch TensorRT engine ``<model>-<precision>-bs<N>.engine`` (reused when it fits here)."""
-        path = self.options.engines / f"{self._name(model, precision, batch)}.engine"
-
-        def make() -> Path:
-            from yolov6_sdk.export.tensorrt import BuildConfig, build_engine
-
-            if _engine_fits(path, self.options.imgsz, batch):
-                self.notes.append(f"{path.name}: reused from {path.parent}")
-                return path
-            source = self.onnx(model, precision)
-            return build_engine(source, path, BuildConfig(precision, (batch,), self.options.imgsz))
-
-        return self._cached(("engine", model, precision, batch), make)
-
-    def int8_artifact(self, job: Job, batch: int | None) -> Path:
-        """An int8 Q/DQ ONNX (onnxruntime) or engine (tensorrt, static ``batch``) made by the build step.
-
-        :func:`yolov6_sdk.export.build.build` quantises the bench's checkpoint with the images in ``calib``;
-        it reuses its own export and calibration caches in the engines folder.
+        ONNX artifacts serve every batch size (dynamic batch); TensorRT engines are built per batch size (a
+        static profile). The build reuses what it made before from the same checkpoint and settings.
         """
+        key = (job.model, job.backend, job.precision, job.batch if job.backend == "tensorrt" else None)
+        if key in self._artifacts:
+            return self._artifacts[key]
+        source = self.checkpoint(job.model)
+        if job.backend == "torch":
+            return self._artifacts.setdefault(key, source)
+        from yolov6_sdk.export.build import build
 
-        def make() -> Path:
-            from yolov6_sdk.export.build import build
-
-            result = build(
-                weights=self.checkpoint(job.model),
-                model=job.model,
-                precision="int8",
-                calib=self.options.calib,
-                backend=job.backend,
-                batch_sizes=[batch] if batch else list(self.options.batch_sizes),
-                imgsz=self.options.imgsz,
-                output=self.options.engines,
-            )
-            self.notes.append(f"{result.artifact.name}: int8, calibrated on {result.calibration_images} images")
-            return result.artifact
-
-        return self._cached(("int8", job.model, job.backend, batch), make)
-
-
-def _onnx_fits(path: Path, imgsz: tuple[int, int]) -> bool:
-    from yolov6_sdk.artifact.sidecar import onnx_metadata
-
-    meta = onnx_metadata(require("onnx").load(str(path), load_external_data=False))
-    return list(meta.get("imgsz", [])) == list(imgsz) and meta.get("dynamic_batch") is True
-
-
-def _engine_fits(path: Path, imgsz: tuple[int, int], batch: int) -> bool:
-    """An engine already built here for this input size and batch (and this TensorRT and GPU)."""
-    from yolov6_sdk.artifact import trt_compat
-    from yolov6_sdk.artifact.sidecar import check_compatible, current_gpu, read_sidecar
-
-    if not path.is_file():
-        return False
-    try:
-        car = read_sidecar(path)
-        gpu = current_gpu() or ("", "0.0")
-        check_compatible(car, trt_compat.load_tensorrt().__version__, *gpu)
-    except YOLOv6Error as exc:
-        LOGGER.info("rebuilding %s: %s", path, exc)
-        return False
-    return car.imgsz == tuple(imgsz) and car.batch_profile == (batch, batch, batch)
+        opts = self.options
+        sizes = [job.batch] if job.backend == "tensorrt" else list(opts.batch_sizes)
+        result = build(weights=source, precision=job.precision, backend=job.backend, calib=opts.calib,
+                       batch_sizes=sizes, imgsz=opts.imgsz, output=opts.cache)  # fmt: skip
+        how = "reused" if "artifact" in result.cached else "built"
+        calib = f", calibrated on {result.calibration_images} images" if job.precision == "int8" else ""
+        self.notes.append(f"{result.artifact.name}: {how} in {opts.cache}{calib}")
+        return self._artifacts.setdefault(key, result.artifact)
 
 
 def run_benchmark(
@@ -451,10 +374,10 @@ COLUMNS = ("model", "backend", "precision", "batch", "p50 ms", "p99 ms", "FPS", 
 # fmt: on
 
 LEGEND = (
-    "p50/p99 ms: model-only latency per batch (backend.infer on a pre-processed [B, 3, H, W] batch); "
-    "FPS: images/s = batch x 1000 / mean model-only latency; e2e: Detector.predict_batch on B 1280x720 BGR "
-    "images -> Results (letterbox, inference, decode + NMS, box mapping); pre+post ms: the Detector's pre- plus "
-    "post-processing time per batch (median); runs: timed runs per measurement, after warm-up."
+    "e2e: Detector.predict_batch on B 1280x720 BGR images -> Results (letterbox, inference, decode + NMS, box "
+    "mapping); p50/p99 ms: model-only latency per batch, the inference part of those calls (the backend run on "
+    "the pre-processed [B, 3, H, W] batch); FPS: images/s = batch x 1000 / mean model-only latency; pre+post ms: "
+    "the Detector's pre- plus post-processing time per batch (median); runs: timed calls, after warm-up."
 )
 
 
@@ -467,7 +390,7 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     cells = []
     for r in report.rows:
         figures = [_cell(r.p50_ms, 2), _cell(r.p99_ms, 2), _cell(r.fps), _cell(r.e2e_p50_ms, 2), _cell(r.e2e_fps)]
-        note = "" if r.status == "ok" else f"{r.status}: {r.reason}"
+        note = r.reason if r.status == "ok" else f"{r.status}: {r.reason}"
         cells.append(
             [r.model, r.backend, r.precision, str(r.batch), *figures, _cell(r.prepost_ms, 2), str(r.iters or ""), note]
         )

@@ -30,8 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=None, help="timed runs (default: adaptive, 5..200 or ~10 s)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: adaptive, 1..10 or ~3 s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--engines", type=Path, default=Path("engines"), help="artifact folder (default engines/)")
-    parser.add_argument("--calib", type=Path, default=Path("calib"), help="int8 calibration images (default calib/)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="the bench's own folder for the checkpoints and artifacts it builds and reuses "
+        "(default $XDG_CACHE_HOME or ~/.cache, then yolov6-sdk/bench); given artifact files are only read",
+    )
+    parser.add_argument("--calib", type=Path, default=None, help="int8 calibration images (default calib/)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and machine) as JSON")
     parser.add_argument("--md", type=Path, default=None, help="write the table as markdown")
     parser.add_argument("--cuda-graph", action="store_true", help="replay CUDA graphs (torch/TensorRT on CUDA)")
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             iters=args.iters,
             warmup=args.warmup,
             device=args.device,
-            engines=args.engines,
+            cache=args.cache,
             calib=args.calib,
             cuda_graph=args.cuda_graph,
         )

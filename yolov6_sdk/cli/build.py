@@ -12,6 +12,7 @@ from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS
 
 EPILOG = """examples:
   yolov6-build --weights best.pt --precision int8 --calib calib/ -o engines/
+  yolov6-build --weights best.pt --precision int8 --name best-int8   # engines/best-int8.onnx, for scripts
   yolov6-build --onnx model.onnx --precision fp16 --backend tensorrt --bs 1 32
   yolov6-build --weights best.pt --precision int8 --calib calib/ --val data/ --exclude auto --max-ap-drop 1.0
 """
@@ -47,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         "--triton", metavar="DIR", help="also write a Triton Inference Server model repository for the artifact"
     )
     what.add_argument("-o", "--output", type=Path, default=Path("engines"), help="output folder (default engines/)")
+    what.add_argument(
+        "--name",
+        help="artifact file name in the output folder, suffix optional (default: from what it holds, e.g. "
+        "yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, precision[, batch profile][, NMS])",
+    )
+    what.add_argument(
+        "--force", action="store_true", help="replace an existing artifact of that name built from other weights"
+    )
     calib = parser.add_argument_group("int8")
     calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
     calib.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
@@ -125,7 +134,7 @@ def _summary(result: Any) -> list[str]:
         final = f"output error {report.int8_error:.4f} all-int8 -> {report.final_error:.4f}"
         met = "met" if report.budget_met else "NOT met"
         lines.append(f"{len(report.float_nodes)} layer(s) left float; {final}; budget {met}")
-    took = ", ".join(f"{stage} {sec:.1f}s" for stage, sec in result.seconds.items())
+    took = ", ".join(f"{stage} {sec:.1f}s" for stage, sec in result.seconds.items()) or "none"
     cached = f" (reused: {', '.join(result.cached)})" if result.cached else ""
     lines += [
         "",
@@ -156,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend, batch_sizes=args.bs, imgsz=None if args.imgsz is None else (tuple(args.imgsz) if len(args.imgsz) == 2 else args.imgsz[0]),
         end2end=args.end2end, output=args.output, val=args.val, sensitivity=args.sensitivity, exclude=args.exclude,
         max_ap_drop=args.max_ap_drop, max_error=args.max_error, random_weights=args.random_weights,
+        name=args.name, force=args.force,
     )  # fmt: skip
     bars = _Bars()
     try:

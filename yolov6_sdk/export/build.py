@@ -1,9 +1,10 @@
 """``yolov6-build`` as a library: checkpoint or ONNX in, a deployable artifact plus its sidecar ``.json`` out.
 
 :func:`~yolov6_sdk.export.plan.plan_build` checks the options and decides what will be made (backend, names,
-quantisation target); :func:`run_build` makes it; :func:`build` does both. Artifacts are
-``<out>/<model>-<precision>[-bs<N>].onnx`` (ONNX Runtime; ``-bs<N>`` only for a fixed batch) or ``.engine``
-(TensorRT; ``N`` = the profile's max batch).
+quantisation target); :func:`run_build` makes it; :func:`build` does both. Every command that needs an artifact
+(``yolov6-build``, ``yolov6-bench``) gets it here. Artifacts are named by what they contain
+(:func:`yolov6_sdk.artifact.naming.artifact_name`), e.g. ``<out>/yolov6n-3f2a9c1d-640-int8.onnx`` (ONNX Runtime)
+or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the caller names the file.
 
 * ONNX Runtime (CPU): fp32 is the export itself; int8 is a Q/DQ ONNX with uint8 activations
   (:mod:`yolov6_sdk.export.ort_quant`). fp16 is refused: ONNX Runtime's CPU provider runs fp16 graphs through
@@ -12,9 +13,12 @@ quantisation target); :func:`run_build` makes it; :func:`build` does both. Artif
   (:func:`yolov6_sdk.export.tensorrt.build_engine`, imported only on this path).
 * ``backend="auto"``: TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime.
 
-Caches, kept beside the artifact and reused by the next build: the fp32 export (``<stem>.fp32.onnx``, or the
-artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export options in its metadata) and the
-calibration ranges (``<stem>.calib.json``, keyed by the fp32 ONNX hash, the calibration images and method).
+Reuse: an artifact whose sidecar records the same build key (source hash, model, precision, backend, input
+size, NMS, engine batch profile, calibration images and settings, float layers, SDK and ONNX Runtime versions;
+for engines also the running TensorRT and GPU) is returned as it is, unless ``val`` or ``sensitivity`` asks for
+reports. Otherwise these caches, kept beside the artifact, are reused: the fp32 export (``<stem>.fp32.onnx``,
+or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export options in its metadata) and
+the calibration ranges (``<stem>.calib.json``, keyed by the fp32 ONNX hash, the calibration images and method).
 Every file is written atomically, so an interrupted build leaves no artifact behind.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import json
 import logging
 import shutil
 import time
@@ -36,8 +41,18 @@ import onnx
 import onnxruntime
 
 from yolov6_sdk import __version__
-from yolov6_sdk.artifact.sidecar import file_sha256, onnx_sidecar, read_sidecar, write_sidecar
+from yolov6_sdk.artifact.sidecar import (
+    Sidecar,
+    check_compatible,
+    current_gpu,
+    file_sha256,
+    onnx_sidecar,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 from yolov6_sdk.artifact.spec import BackendKind, Precision
+from yolov6_sdk.errors import YOLOv6Error
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
 from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
 from yolov6_sdk.fileio import atomic_path
@@ -57,8 +72,8 @@ class BuildResult:
 
     ``maps`` holds mAP50-95 in percent of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"
     ("fp32 (onnx)", "int8 (onnx)", "fp16 (engine)", ...), when ``val`` was given.
-    ``seconds`` maps stage names to wall time; ``cached`` names the caches that were reused ("export",
-    "calibration").
+    ``seconds`` maps stage names to wall time; ``cached`` names the caches that were reused ("artifact": the
+    whole artifact, nothing was built; else "export", "calibration").
     """
 
     artifact: Path
@@ -96,7 +111,7 @@ def _export(plan: BuildPlan, path: Path, half: bool) -> tuple[Path, str, bool]:
     """Export (or reuse) the ONNX the build starts from; returns (path, source hash, reused)."""
     if plan.onnx is not None:
         return plan.onnx, file_sha256(plan.onnx), True
-    source_hash = file_sha256(plan.weights) if plan.weights is not None else "random-init"
+    source_hash = plan.source_sha256
     key = _export_key(plan, source_hash, half)
     if _cached_export(path, key):
         LOGGER.info("reusing the export %s", path)
@@ -153,6 +168,7 @@ class _State:
     float_layers: list[str] = field(default_factory=list)
     calib: calibration.CalibrationSet | None = None
     report: sensitivity.SensitivityReport | None = None
+    build_key: str = ""
 
     @property
     def calibration_images(self) -> int:
@@ -212,7 +228,7 @@ def _finish_onnx(state: _State, onnx_path: Path) -> Path:
         precision=plan.precision,
         calibration_method=plan.calib_method if plan.precision == "int8" else "",
         calibration_images=state.calibration_images,
-        source_hashes={"source_onnx": state.hashes["source"]} if plan.onnx is not None else None,
+        source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
     )
     return write_sidecar(dataclasses.replace(sidecar, extra=_sidecar_extra(state)), plan.artifact)
 
@@ -225,6 +241,7 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
         "float_layers": [qdq.module_path(n) for n in state.float_layers],
         "batch_sizes": list(plan.batch_sizes),
         "build_seconds": {k: round(v, 2) for k, v in state.seconds.items()},
+        "build_key": state.build_key,
     }
 
 
@@ -237,7 +254,70 @@ def _build_engine(state: _State, onnx_path: Path) -> Path:
     build_engine(onnx_path, plan.artifact, config, calibration=calib)
     state.timed("engine", started)
     sidecar = read_sidecar(plan.artifact)  # add what the quantiser knows (float layers, target) to the builder's
-    return write_sidecar(dataclasses.replace(sidecar, extra={**sidecar.extra, **_sidecar_extra(state)}), plan.artifact)
+    hashes = {**sidecar.source_hashes, "source": plan.source_sha256}
+    sidecar = dataclasses.replace(sidecar, source_hashes=hashes, extra={**sidecar.extra, **_sidecar_extra(state)})
+    return write_sidecar(sidecar, plan.artifact)
+
+
+# ------------------------------------------------------------------------------------------------ reuse
+
+
+def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str:
+    """sha256 hex over everything that decides the artifact's content (not its name, not the --val report)."""
+    fields = {
+        "sdk": __version__,
+        "onnxruntime": onnxruntime.__version__,
+        "source": plan.source_sha256,
+        "model": plan.model,
+        "precision": plan.precision,
+        "backend": plan.backend,
+        "imgsz": list(plan.imgsz),
+        "end2end": plan.end2end,
+        "batch": list(plan.batch_sizes) if plan.backend == "tensorrt" else None,  # ONNX: the source's batch axis
+        "calib": [calib.fingerprint, len(calib), plan.calib_method, plan.calib_batch] if calib is not None else None,
+        "exclude": list(plan.exclude),
+        "max_error": plan.max_error if plan.exclude == ("auto",) else None,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
+    """The sidecar of an existing artifact made with ``key`` (and runnable here), or None when it must be built.
+
+    Builds that report (``val``, ``sensitivity``) always run. An ONNX artifact must still hash as its sidecar
+    recorded; an engine must match the running TensorRT and GPU.
+    """
+    if plan.val is not None or plan.sensitivity or not plan.artifact.is_file():
+        return None
+    try:
+        car = read_sidecar(plan.artifact)
+        if car.extra.get("build_key") != key:
+            return None
+        if plan.backend == "tensorrt":
+            from yolov6_sdk.artifact import trt_compat
+
+            check_compatible(car, trt_compat.load_tensorrt().__version__, *(current_gpu() or ("", "0.0")))
+        elif car.source_hashes.get("onnx") != file_sha256(plan.artifact):
+            return None
+    except YOLOv6Error as exc:  # unreadable sidecar, or an engine from another TensorRT / GPU: build again
+        LOGGER.info("rebuilding %s: %s", plan.artifact, exc)
+        return None
+    return car
+
+
+def _reused(plan: BuildPlan, car: Sidecar) -> BuildResult:
+    LOGGER.info("reusing %s (built from the same source and settings)", plan.artifact)
+    return BuildResult(
+        artifact=plan.artifact,
+        sidecar=sidecar_path(plan.artifact),
+        precision=plan.precision,
+        backend=plan.backend,
+        size_bytes=plan.artifact.stat().st_size,
+        seconds={},
+        cached=("artifact",),
+        float_layers=tuple(car.extra.get("float_layers", ())),
+        calibration_images=car.calibration_images,
+    )
 
 
 def _validate(state: _State, evaluate: Callable[[Path], float], reference: Path) -> dict[str, float]:
@@ -263,6 +343,10 @@ def run_build(plan: BuildPlan, progress: StageProgress | None = None) -> BuildRe
     state = _State(plan, progress)
     if plan.precision == "int8":  # a bad calibration folder fails before any export work
         state.calib = calibration.load_calibration_set(plan.calib, plan.imgsz, plan.calib_size, plan.calib_batch)
+    state.build_key = _build_key(plan, state.calib)
+    existing = _up_to_date(plan, state.build_key)
+    if existing is not None:
+        return _reused(plan, existing)
     evaluate = sensitivity.map_evaluator(plan.val, plan.imgsz) if plan.val is not None else None
     fp32, final_onnx = _prepare_onnx(state, evaluate)
     finish = _build_engine if plan.backend == "tensorrt" else _finish_onnx

@@ -2,8 +2,10 @@
 
 :func:`plan_build` resolves the source (checkpoint, ONNX or an untrained model), the backend (``auto``:
 TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime), the input size, the batch sizes and
-the artifact's name, and refuses what the chosen backend cannot make. :func:`yolov6_sdk.export.build.run_build`
-then makes the :class:`BuildPlan`.
+the artifact's name (:func:`yolov6_sdk.artifact.naming.artifact_name`: model, source digest, input size,
+precision, batch profile, NMS mode; or the caller's ``name``), and refuses what the chosen backend cannot make
+and an existing artifact of other weights at that name (unless ``force``).
+:func:`yolov6_sdk.export.build.run_build` then makes the :class:`BuildPlan`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from yolov6_sdk._optional import available
+from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name, recorded_source, source_tag
 from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.sidecar import current_gpu
-from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, BackendKind, NmsMode, Precision
+from yolov6_sdk.artifact.sidecar import current_gpu, file_sha256
+from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, NmsMode, Precision
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import calibration, ort_quant
 
@@ -26,12 +29,17 @@ DEFAULT_CALIB = Path("calib")
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What a build will do (validated options; see :func:`plan_build` for their meaning)."""
+    """What a build will do (validated options; see :func:`plan_build` for their meaning).
+
+    ``source_sha256`` is the sha256 hex digest of ``weights`` or ``onnx``, or
+    :data:`~yolov6_sdk.artifact.naming.RANDOM_SOURCE` for an untrained model.
+    """
 
     weights: Path | None
     onnx: Path | None
     model: str
     random_weights: bool
+    source_sha256: str
     precision: Precision
     backend: BackendKind
     backend_reason: str
@@ -57,7 +65,12 @@ class BuildPlan:
 
     @property
     def nms(self) -> NmsMode | None:
-        return ("trt" if self.backend == "tensorrt" else "ort") if self.end2end else None
+        """NMS mode the build exports into the graph (None: raw outputs)."""
+        return _nms_mode(self.backend, self.end2end)
+
+
+def _nms_mode(backend: str, end2end: bool) -> NmsMode | None:
+    return ("trt" if backend == "tensorrt" else "ort") if end2end else None
 
 
 def _check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
@@ -150,17 +163,22 @@ def plan_build(
     max_error: float = 0.02,
     random_weights: bool = False,
     calib_batch: int = 8,
+    name: str | None = None,
+    force: bool = False,
 ) -> BuildPlan:
     """Check the options and decide what :func:`run_build` will make (nothing is written).
 
     ``weights``: an SDK or official checkpoint (default ``weights/yolov6n-shapes.pt``); ``onnx``: an fp32 ONNX
     instead; ``random_weights``: an untrained ``model`` (timing only). ``calib``: calibration images for int8
     (default ``calib/``, the shipped set). ``exclude``: node names or module-path patterns
-    (``detect.cls_convs.*``) to keep float, or "auto" (greedy, from the sensitivity analysis).
+    (``detect.cls_convs.*``) to keep float, or "auto" (greedy, from the sensitivity analysis). ``name``: the
+    artifact's file name in ``output`` (suffix optional) instead of the content name of
+    :func:`~yolov6_sdk.artifact.naming.artifact_name`. ``force``: replace an artifact built from other weights.
 
     Raises:
         ConfigError: unknown or inconsistent options. BuildError: missing files, a static ONNX batch that
-        cannot serve ``batch_sizes``, fp16 for ONNX Runtime.
+        cannot serve ``batch_sizes``, fp16 for ONNX Runtime, an existing artifact of other weights at the
+        output name (without ``force``).
         MissingDependencyError: ``backend="tensorrt"`` without TensorRT.
     """
     excludes = _check_precision_options(precision, calib_method, exclude, sensitivity)
@@ -173,24 +191,86 @@ def plan_build(
     _check_backend_options(
         resolved, precision, sizes, size_hw, end2end, val is not None and (sensitivity or "auto" in excludes)
     )
-    name = _model_name(source[0], onnx_info, model)
+    model_name = _model_name(source[0], onnx_info, model)
     static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
     if static is not None and set(sizes) != {static}:
         raise BuildError(
             f"{source[1]} has a fixed batch of {static} and cannot serve --bs {' '.join(map(str, sizes))}; pass "
             f"--bs {static}, or export with a dynamic batch (yolov6-build --weights PT exports one)"
         )
+    digest = onnx_info.sha256 if onnx_info is not None else file_sha256(source[0]) if source[0] else RANDOM_SOURCE
     out = Path(output)
-    suffix = f"-bs{max(sizes)}" if resolved == "tensorrt" else (f"-bs{static}" if static else "")
-    artifact = out / f"{name}-{precision}{suffix}{'.engine' if resolved == 'tensorrt' else '.onnx'}"
+    artifact = out / (
+        _own_name(name, ".engine" if resolved == "tensorrt" else ".onnx")
+        or _content_name(model_name, digest, size_hw, precision, resolved, sizes, end2end, onnx_info)
+    )
+    if not force:
+        check_replaceable(artifact, digest)
     calib_dir = (Path(calib) if calib is not None else _shipped(DEFAULT_CALIB)) if precision == "int8" else None
     return BuildPlan(
-        weights=source[0], onnx=source[1], model=name, random_weights=random_weights, precision=precision,
-        backend=resolved, backend_reason=reason, batch_sizes=sizes, imgsz=size_hw, end2end=end2end, output=out,
-        artifact=artifact, calib=calib_dir, calib_method=calib_method,
+        weights=source[0], onnx=source[1], model=model_name, random_weights=random_weights, source_sha256=digest,
+        precision=precision, backend=resolved, backend_reason=reason, batch_sizes=sizes, imgsz=size_hw,
+        end2end=end2end, output=out, artifact=artifact, calib=calib_dir, calib_method=calib_method,
         calib_size=calib_size, calib_batch=calib_batch, val=Path(val) if val is not None else None,
         sensitivity=sensitivity, exclude=excludes, max_ap_drop=max_ap_drop, max_error=max_error,
     )  # fmt: skip
+
+
+def _content_name(
+    model: str,
+    digest: str,
+    imgsz: tuple[int, int],
+    precision: str,
+    backend: str,
+    sizes: tuple[int, ...],
+    end2end: bool,
+    onnx_info: Any,
+) -> str:
+    """The artifact's file name from what it holds: an engine's batch profile, a static ONNX source's fixed
+    batch, and the NMS inside an ONNX source or the one ``end2end`` exports."""
+    if backend == "tensorrt":
+        profile = engine_config(precision, sizes, imgsz, end2end).profile
+    else:
+        static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
+        profile = (static, static, static) if static else None
+    nms = (onnx_info.nms or None) if onnx_info is not None else _nms_mode(backend, end2end)
+    suffix = ".engine" if backend == "tensorrt" else ".onnx"
+    return artifact_name(model, digest, imgsz, precision, suffix, profile, nms)
+
+
+def _own_name(name: str | None, suffix: str) -> str | None:
+    """``name`` as a file name with ``suffix`` (None when no name was given).
+
+    Raises:
+        ConfigError: a name with a folder in it, an empty one, or one ending in another artifact suffix.
+    """
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.name or path.name != name or path.name in (".", ".."):
+        raise ConfigError(f"--name takes a file name without a folder, got {name!r}; choose the folder with -o DIR")
+    if path.suffix in SUFFIX_BACKENDS and path.suffix != suffix:
+        raise ConfigError(f"--name {name} ends in {path.suffix}, but this build makes a {suffix} file")
+    return path.stem + suffix if path.suffix == suffix else name + suffix
+
+
+def check_replaceable(artifact: Path, source_sha256: str) -> None:
+    """Refuse to replace an existing ``artifact`` built from another source than ``source_sha256``.
+
+    Raises:
+        BuildError: ``artifact`` exists and records another source, or none at all; the message names the file
+            and says to pass ``--force`` or choose another name.
+    """
+    if not artifact.exists():
+        return
+    recorded = recorded_source(artifact)
+    if recorded == source_sha256:
+        return
+    was = f"weights {source_tag(recorded)}" if recorded else "unrecorded weights (no sidecar or metadata)"
+    raise BuildError(
+        f"{artifact} exists and was built from {was}; this build is from weights {source_tag(source_sha256)} "
+        "and would replace it. Pass --force to replace it, or choose another name (--name NAME or -o DIR)"
+    )
 
 
 def _check_backend_options(
@@ -270,4 +350,4 @@ def engine_config(precision: str, sizes: tuple[int, ...], imgsz: tuple[int, int]
     return BuildConfig(precision=precision, batch_sizes=sizes, imgsz=imgsz, end2end=end2end)
 
 
-__all__ = ["BuildPlan", "engine_config", "plan_build"]
+__all__ = ["BuildPlan", "check_replaceable", "engine_config", "plan_build"]

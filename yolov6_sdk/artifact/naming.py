@@ -1,0 +1,129 @@
+"""Artifact file names: a function of what the artifact contains, so two different artifacts never share one.
+
+``<model>-<source>-<size>-<precision>[-bs<batch>][-nms_<mode>]<suffix>``, e.g.
+``yolov6n-3f2a9c1d-160-int8.onnx``, ``yolov6s-random-384x640-fp16-bs1_32-nms_trt.engine``:
+
+* ``source``: the first 8 hex digits of the source's sha256 (the checkpoint, or the ONNX file a build started
+  from), or ``random`` for untrained weights (recorded as :data:`RANDOM_SOURCE`);
+* ``size``: the input size in pixels, ``H`` when square, else ``HxW``;
+* ``batch``: the batch profile (min, opt, max) as ``N`` (all equal), ``min_max`` (opt = max) or
+  ``min_opt_max``; left out when it is the default of the artifact's kind (a dynamic batch for ONNX and
+  checkpoints, ``(1, 1, 1)`` for TensorRT engines);
+* ``nms``: the end-to-end NMS mode inside the graph ("ort" or "trt"); left out for raw outputs.
+
+:func:`recorded_source` reads back which source an existing artifact was built from, so a build can refuse to
+replace the artifact of other weights.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
+from yolov6_sdk.artifact.spec import NMS_MODES, PRECISIONS, SUFFIX_BACKENDS
+from yolov6_sdk.errors import ArtifactError, ConfigError
+
+RANDOM_SOURCE = "random-init"  # the source hash recorded for untrained (randomly initialised) weights
+DIGEST_CHARS = 8
+# source keys of a sidecar's ``source_hashes``, most specific first: "source" (every build since names carry
+# it), "source_onnx" (a build from an ONNX file), "weights_sha256" (the checkpoint an export came from)
+SOURCE_KEYS = ("source", "source_onnx", "weights_sha256")
+_DEFAULT_BATCH = {"tensorrt": (1, 1, 1)}  # backend kind -> batch profile left out of names (others: dynamic)
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def source_tag(source_sha256: str) -> str:
+    """``"random"`` for :data:`RANDOM_SOURCE`, else the first 8 hex digits of a sha256 hex digest."""
+    return "random" if source_sha256 == RANDOM_SOURCE else source_sha256[:DIGEST_CHARS]
+
+
+def size_tag(imgsz: tuple[int, int]) -> str:
+    """``(H, W)`` in pixels as ``"H"`` when square, else ``"HxW"``."""
+    h, w = imgsz
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
+def batch_tag(profile: tuple[int, int, int]) -> str:
+    """A (min, opt, max) batch profile as ``"N"``, ``"min_max"`` (opt = max) or ``"min_opt_max"``."""
+    low, opt, high = profile
+    if low == opt == high:
+        return f"{low}"
+    return f"{low}_{high}" if opt == high else f"{low}_{opt}_{high}"
+
+
+def artifact_name(
+    model: str,
+    source_sha256: str,
+    imgsz: tuple[int, int],
+    precision: str,
+    suffix: str,
+    batch_profile: tuple[int, int, int] | None = None,
+    nms: str | None = None,
+) -> str:
+    """The file name of an artifact; see the module docstring for the scheme.
+
+    Args:
+        model: zoo name, e.g. "yolov6n".
+        source_sha256: sha256 hex digest of the source file, or :data:`RANDOM_SOURCE`.
+        imgsz: input (H, W) in pixels.
+        precision: "fp32", "fp16" or "int8".
+        suffix: ".onnx", ".engine" or ".pt" (any suffix of :data:`~yolov6_sdk.artifact.spec.SUFFIX_BACKENDS`).
+        batch_profile: (min, opt, max) batch sizes served; None for a dynamic batch.
+        nms: end-to-end NMS mode ("ort", "trt") or None for raw outputs.
+
+    Raises:
+        ConfigError: a value the scheme cannot encode (unknown precision, suffix or NMS mode, a model name with
+            characters other than letters, digits, ".", "_" and "-", a source that is no sha256 hex digest).
+    """
+    if not _MODEL_NAME.match(model):
+        raise ConfigError(
+            f"model name must be letters, digits, '.', '_' and '-' (e.g. yolov6n), got {model!r}; pass --model NAME"
+        )
+    if precision not in PRECISIONS or suffix not in SUFFIX_BACKENDS or (nms is not None and nms not in NMS_MODES):
+        raise ConfigError(
+            f"expected precision in {PRECISIONS}, suffix in {tuple(SUFFIX_BACKENDS)}, nms in {NMS_MODES} or None; "
+            f"got {precision!r}, {suffix!r}, {nms!r}"
+        )
+    if source_sha256 != RANDOM_SOURCE and not re.fullmatch(r"[0-9a-f]{64}", source_sha256):
+        raise ConfigError(f"source must be a sha256 hex digest or {RANDOM_SOURCE!r}, got {source_sha256!r}")
+    parts = [model, source_tag(source_sha256), size_tag(imgsz), precision]
+    if batch_profile is not None and tuple(batch_profile) != _DEFAULT_BATCH.get(SUFFIX_BACKENDS[suffix]):
+        parts.append(f"bs{batch_tag(tuple(batch_profile))}")
+    if nms is not None:
+        parts.append(f"nms_{nms}")
+    return "-".join(parts) + suffix
+
+
+def recorded_source(artifact: str | Path) -> str | None:
+    """The source hash an existing artifact records (its sidecar, else an ONNX file's own metadata).
+
+    Returns the first of :data:`SOURCE_KEYS` found (a sha256 hex digest or :data:`RANDOM_SOURCE`), or None when
+    the artifact records none (a file from elsewhere, or one that cannot be read).
+    """
+    path = Path(artifact)
+    hashes: dict[str, object] = {}
+    if sidecar_path(path).is_file():
+        try:
+            hashes = dict(read_sidecar(path).source_hashes)
+        except ArtifactError:
+            hashes = {}
+    if not hashes and path.suffix == ".onnx":
+        try:
+            hashes = onnx_metadata(require("onnx").load(str(path), load_external_data=False))
+        except Exception:  # not readable as ONNX: it records nothing
+            hashes = {}
+    return next((str(hashes[key]) for key in SOURCE_KEYS if key in hashes), None)
+
+
+__all__ = [
+    "DIGEST_CHARS",
+    "RANDOM_SOURCE",
+    "SOURCE_KEYS",
+    "artifact_name",
+    "batch_tag",
+    "recorded_source",
+    "size_tag",
+    "source_tag",
+]
