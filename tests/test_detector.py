@@ -249,7 +249,15 @@ def test_end2end_detector_applies_conf_classes_and_max_det(art: SimpleNamespace)
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"conf": 1.5}, {"iou": -0.1}, {"max_det": 0}, {"classes": [99]}, {"device": "gpu"}, {"imgsz": 100}],
+    [
+        {"conf": 1.5},
+        {"iou": -0.1},
+        {"max_det": 0},
+        {"classes": [99]},
+        {"device": "gpu"},
+        {"imgsz": 100},
+        {"multi_label": "yes"},
+    ],
 )
 def test_invalid_detector_options_raise_config_error(art: SimpleNamespace, kwargs: dict) -> None:
     with pytest.raises(ConfigError):

@@ -76,6 +76,7 @@ def test_metadata_round_trips_into_the_runtime(raw_onnx: Path, raw_session: Onnx
     assert meta["names"] == [str(i) for i in range(NUM_CLASSES)]
     assert meta["strides"] == [8, 16, 32] and meta["imgsz"] == list(IMGSZ)
     assert meta["precision"] == "fp32" and meta["dynamic_batch"] is True and meta["end2end"] == ""
+    assert meta["multi_label"] is False
     assert meta["source_sha256"] == "abc123"
     info = raw_session.info
     assert info.names == meta["names"] and info.imgsz == IMGSZ and not info.end2end
@@ -139,6 +140,7 @@ def test_trt_end2end_export_has_one_efficient_nms_node_with_the_options(
         ExportOptions(iou=1.5),
         ExportOptions(max_det=0),
         ExportOptions(batch=0),
+        ExportOptions(multi_label="no"),
     ],
 )
 def test_invalid_export_options_raise_build_error_and_write_nothing(

@@ -134,6 +134,16 @@ def test_onnx_sidecars_have_empty_tensorrt_fields_and_always_pass(raw_onnx: Path
     check_compatible(car, "11.4.0.106", "any GPU", "7.5")
 
 
+@pytest.mark.parametrize(("end2end", "old"), [("", False), ("trt", True)])
+def test_a_sidecar_from_before_multi_label_reads_as_the_old_behaviour_of_its_kind(end2end: str, old: bool) -> None:
+    data = engine_sidecar(end2end=end2end, multi_label=not old).to_dict()
+    assert Sidecar.from_dict(data).multi_label is (not old)
+    del data["multi_label"]
+    assert Sidecar.from_dict(data).multi_label is old
+    with pytest.raises(ArtifactError, match="multi_label must be true or false"):
+        Sidecar.from_dict({**data, "multi_label": "false"})
+
+
 def test_onnx_io_specs_read_the_graph(raw_onnx: Path) -> None:
     inputs, outputs = onnx_io_specs(onnx.load(str(raw_onnx)))
     anchors = (96 // 8) * (128 // 8) + (96 // 16) * (128 // 16) + (96 // 32) * (128 // 32)

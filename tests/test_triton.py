@@ -112,6 +112,7 @@ def test_onnx_config_matches_the_sessions_inputs_and_outputs(
     params = {p["key"][0]: p["value"][0]["string_value"][0] for p in config["parameters"]}
     assert json.loads(params["names"]) == list(build_model("yolov6n", num_classes=4).names)
     assert json.loads(params["imgsz"]) == [64, 96] and params["model"] == "yolov6n"
+    assert json.loads(params["multi_label"]) is False
 
 
 def test_raw_onnx_dims_are_the_graph_shapes(exports: dict[str, Path], tmp_path: Path) -> None:

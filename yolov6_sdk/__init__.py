@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Detector": ("yolov6_sdk.runtime.detector", "Detector"),
     "Results": ("yolov6_sdk.runtime.results", "Results"),
+    "detect": ("yolov6_sdk.runtime.detect", "detect"),
     "build_model": ("yolov6_sdk.models", "build_model"),
     "fuse": ("yolov6_sdk.models", "fuse"),
     "load": ("yolov6_sdk.weights", "load"),

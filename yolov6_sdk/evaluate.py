@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ import numpy as np
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.images import read_image
-from yolov6_sdk.artifact.preprocess import scale_boxes_to_original
 from yolov6_sdk.errors import ConfigError, DatasetError
 from yolov6_sdk.labels import DetectionSet, load_coco, load_yolo
 
@@ -205,53 +203,6 @@ def evaluate(
     return coco_map(eval_set, detections)
 
 
-def _is_tensor(value: Any) -> bool:
-    """True for a torch tensor, without importing torch (a tensor exists only once torch is imported)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.is_tensor(value)
-
-
-def _pad_batch(batch: Any, size: int) -> Any:
-    """Append zero images to a numpy or torch ``batch [B, 3, H, W]`` up to ``size`` (fixed-batch artifacts)."""
-    missing = size - len(batch)
-    if missing <= 0:
-        return batch
-    if _is_tensor(batch):
-        return require("torch").cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
-    return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
-
-
-def _multi_label_predictor(detector: Any) -> PredictFn:
-    """Run a raw-output artifact through the detector's backend with multi-label NMS (the mAP protocol).
-
-    End-to-end artifacts carry their own single-label NMS, so they go through ``detector.predict_batch``.
-    """
-    if detector.info.end2end:
-        return detector.predict_batch
-    from yolov6_sdk.artifact.preprocess import preprocess_batch, preprocess_batch_torch
-    from yolov6_sdk.runtime.postprocess import postprocess_raw
-
-    def predict(images: list[np.ndarray]) -> list[Prediction]:
-        out: list[Prediction] = []
-        for start in range(0, len(images), detector.batch_size):
-            chunk = images[start : start + detector.batch_size]
-            if detector.backend.wants_torch:
-                batch, infos = preprocess_batch_torch(chunk, detector.imgsz, detector.device)
-            else:
-                batch, infos = preprocess_batch(chunk, detector.imgsz)
-            outputs = detector.backend.infer(_pad_batch(batch, detector.info.min_batch))
-            raw = outputs[detector.info.outputs[0].name] if detector.info.outputs else next(iter(outputs.values()))
-            raw = raw.detach().float().cpu().numpy() if _is_tensor(raw) else raw
-            dets = postprocess_raw(raw, detector.conf, detector.iou, detector.max_det, multi_label=True)[: len(chunk)]
-            out += [
-                det._replace(boxes=scale_boxes_to_original(det.boxes, info))
-                for det, info in zip(dets, infos, strict=True)
-            ]
-        return out
-
-    return predict
-
-
 def evaluate_artifact(
     path: str | Path,
     data: str | Path | DetectionSet | EvalSet,
@@ -267,19 +218,23 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     """mAP of a model artifact (.pt, .onnx, int8 .onnx, .engine) run by the :class:`~yolov6_sdk.Detector`.
 
-    ``imgsz`` None uses the artifact's own input size. The artifact's classes must be the dataset's.
+    ``imgsz`` None uses the artifact's own input size. The artifact's classes must be the dataset's. Raw
+    artifacts are decoded with multi-label NMS (the official protocol); end-to-end ones run the NMS they were
+    exported with (the Detector warns when that is single-label).
     """
     from yolov6_sdk.runtime.detector import Detector
 
     eval_set = data if isinstance(data, EvalSet) else load_eval_set(data, split)
-    detector = Detector(path, device=device, backend=backend, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz)
+    detector = Detector(
+        path, device=device, backend=backend, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, multi_label=True
+    )
     try:
         if len(detector.names) != eval_set.data.num_classes:
             raise ConfigError(
                 f"{path} detects {len(detector.names)} classes but the dataset has {eval_set.data.num_classes}; "
                 "evaluate a model trained on this dataset's classes"
             )
-        return evaluate(_multi_label_predictor(detector), eval_set, batch=batch, progress=progress)
+        return evaluate(detector.predict_batch, eval_set, batch=batch, progress=progress)
     finally:
         detector.close()
 

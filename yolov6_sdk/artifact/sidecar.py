@@ -5,7 +5,8 @@ was built with a hardware-compatibility level). The sidecar records what is need
 artifact is: ``<model>-<precision>[-bs<N>].engine`` gets ``<model>-<precision>[-bs<N>].json`` with
 
 * TensorRT version, GPU name and compute capability, hardware-compatibility level (empty for ONNX artifacts);
-* model, class names, precision, input size (h, w), batch profile (min, opt, max), end-to-end NMS kind;
+* model, class names, precision, input size (h, w), batch profile (min, opt, max), end-to-end NMS kind and
+  NMS semantics (``multi_label``, see :func:`recorded_multi_label`);
 * calibration method and image count (INT8);
 * input/output names, shapes (None = dynamic axis) and numpy dtype names;
 * sha256 of the sources (ONNX file, checkpoint), SDK version, creation time (UTC, ISO 8601).
@@ -44,7 +45,7 @@ class Sidecar:
 
     ``batch_profile`` is ``(min, opt, max)`` batch sizes; None for an ONNX file with an unbounded dynamic batch.
     ``compute_capability`` is "major.minor" (e.g. "9.0"); ``hardware_compatibility`` is "", "ampere_plus" or
-    "same_compute_capability".
+    "same_compute_capability". ``multi_label``: the artifact's NMS semantics (:func:`recorded_multi_label`).
     """
 
     artifact: str
@@ -54,6 +55,7 @@ class Sidecar:
     imgsz: tuple[int, int]
     batch_profile: tuple[int, int, int] | None
     end2end: NmsMode | Literal[""] = ""
+    multi_label: bool = False
     names: tuple[str, ...] = ()
     calibration_method: str = ""
     calibration_images: int = 0
@@ -88,6 +90,7 @@ class Sidecar:
             profile = values.get("batch_profile")
             values["batch_profile"] = None if profile is None else tuple(int(b) for b in profile)
             values["names"] = tuple(str(n) for n in values.get("names", ()))
+            values["multi_label"] = recorded_multi_label(values, bool(values.get("end2end")), where)
             for key in ("inputs", "outputs"):
                 values[key] = tuple(_spec(item) for item in values.get(key, ()))
             sidecar = cls(**values)
@@ -103,6 +106,24 @@ class Sidecar:
 def _spec(item: Mapping[str, Any]) -> IOSpec:
     shape = tuple(None if d is None or int(d) < 0 else int(d) for d in item["shape"])
     return IOSpec(name=str(item["name"]), shape=shape, dtype=str(item["dtype"]))
+
+
+def recorded_multi_label(meta: Mapping[str, Any], end2end: bool, where: str) -> bool:
+    """The NMS semantics ``meta`` (ONNX metadata, sidecar or checkpoint meta) records under ``multi_label``.
+
+    False: one label per box (each box keeps only its best class score; detection). True: a box may come out
+    once per class scoring above conf (COCO evaluation). An artifact from before the field reads as the old
+    behaviour of its kind: end-to-end (NMS in the graph ran over every class) True, raw False.
+
+    Raises:
+        ArtifactError: the recorded value is not a bool.
+    """
+    value = meta.get("multi_label")
+    if value is None:
+        return end2end
+    if not isinstance(value, bool):
+        raise ArtifactError(f"{where}: multi_label must be true or false, got {value!r}; re-export the artifact")
+    return value
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -272,6 +293,7 @@ def onnx_sidecar(
     imgsz = meta.get("imgsz") or ([inputs[0].shape[2], inputs[0].shape[3]] if inputs else [0, 0])
     hashes = {k: str(v) for k, v in meta.items() if k.endswith("sha256")}
     hashes.update(source_hashes or {}, onnx=file_sha256(path))
+    end2end = str(meta.get("end2end", ""))
     return Sidecar(
         artifact=path.name,
         kind="onnx",
@@ -279,7 +301,8 @@ def onnx_sidecar(
         precision=precision or str(meta.get("precision", "fp32")),
         imgsz=(int(imgsz[0] or 0), int(imgsz[1] or 0)),
         batch_profile=None if batch is None else (batch, batch, batch),
-        end2end=str(meta.get("end2end", "")),
+        end2end=end2end,
+        multi_label=recorded_multi_label(meta, bool(end2end), str(path)),
         names=tuple(str(n) for n in _as_list(meta.get("names"))),
         calibration_method=calibration_method,
         calibration_images=calibration_images,

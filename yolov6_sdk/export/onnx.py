@@ -7,6 +7,11 @@
   ``num_dets`` are zero. ``nms="ort"`` uses the standard ``NonMaxSuppression`` op (ONNX Runtime), ``nms="trt"``
   the ``EfficientNMS_TRT`` plugin node (TensorRT).
 
+NMS semantics (``multi_label``, recorded in the metadata; the raw path applies it in Python): single-label
+(default) keeps each box's best class only: the NMS node gets a score tensor in which every other class of
+that box is zero, so it never passes the threshold and NMS stays class-aware exactly as on the raw path;
+multi-label feeds all class scores, so a box may come out once per class above ``conf`` (COCO evaluation).
+
 The classic TorchScript-based exporter is used (``dynamo=False``): it needs no extra dependency and gave the
 leaner graph for this network. Files are written to a temporary name and renamed, so a failed export leaves
 nothing behind.
@@ -48,6 +53,8 @@ class ExportOptions:
         half: fp16 weights and input (for GPU runtimes).
         nms: None (raw), "ort" (ONNX NonMaxSuppression) or "trt" (EfficientNMS_TRT plugin).
         conf, iou, max_det: NMS score threshold, IoU threshold and detections kept per image (K).
+        multi_label: a box may be kept once per class above ``conf`` (COCO evaluation); False keeps only
+            its best class (detection). Recorded in the metadata for every artifact, raw ones included.
         simplify: run onnxslim on the exported graph.
     """
 
@@ -60,6 +67,7 @@ class ExportOptions:
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 300
+    multi_label: bool = False
     simplify: bool = True
 
     def validate(self) -> None:
@@ -77,6 +85,8 @@ class ExportOptions:
             )
         if self.batch < 1:
             raise BuildError(f"batch must be >= 1, got {self.batch}")
+        if not isinstance(self.multi_label, bool):
+            raise BuildError(f"multi_label must be True or False, got {self.multi_label!r}")
 
 
 class _OrtNMS(torch.autograd.Function):
@@ -141,8 +151,9 @@ class _End2End(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pred = self.model(images)  # [B, A, 5 + nc]
-        boxes_cxcywh, scores = pred[..., :4], pred[..., 5:]
         opt = self.options
+        boxes_cxcywh = pred[..., :4]
+        scores = pred[..., 5:] if opt.multi_label else _best_class_only(pred[..., 5:])  # [B, A, nc]
         if opt.nms == "trt":
             return _EfficientNMSTRT.apply(boxes_cxcywh, scores, opt.iou, opt.conf, opt.max_det)
         return self._ort_nms(boxes_cxcywh, scores)
@@ -174,6 +185,13 @@ class _End2End(nn.Module):
         return num_dets, det_boxes, top_scores, det_classes
 
 
+def _best_class_only(scores: torch.Tensor) -> torch.Tensor:
+    """``[B, A, nc]`` scores with all but each box's best class (ArgMax, first on ties) set to zero."""
+    best = scores.argmax(dim=-1, keepdim=True)  # [B, A, 1]
+    classes = torch.arange(scores.shape[-1], device=scores.device)  # [nc]
+    return scores * (classes == best).to(scores.dtype)
+
+
 def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int, str]]]:
     names = list(END2END_OUTPUTS) if options.nms else [RAW_OUTPUT_NAME]
     axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if options.dynamic_batch else {}
@@ -197,6 +215,7 @@ def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, obje
         "conf": options.conf,
         "iou": options.iou,
         "max_det": options.max_det,
+        "multi_label": options.multi_label,
         **extra,
     }
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}

@@ -38,6 +38,7 @@ from yolov6_sdk.artifact.sidecar import (
     file_sha256,
     onnx_io_specs,
     onnx_metadata,
+    recorded_multi_label,
     write_sidecar,
 )
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
@@ -351,6 +352,7 @@ def engine_sidecar(
         imgsz=config.imgsz,
         batch_profile=config.profile,
         end2end=info.nms,
+        multi_label=recorded_multi_label(meta, bool(info.nms), str(info.path)),
         names=tuple(str(n) for n in names),
         calibration_method=str(calibration.get("method", "")),
         calibration_images=int(calibration.get("images", 0)),

@@ -9,8 +9,8 @@ The config is read from the artifact itself: the ONNX graph's inputs and outputs
 or, for a TensorRT engine, the I/O recorded in its sidecar at build time. Platform ``onnxruntime_onnx`` or
 ``tensorrt_plan``. A dynamic batch axis becomes ``max_batch_size`` (the engine profile's max, or ``max_batch``)
 with dims that leave the batch out, plus dynamic batching with preferred sizes; an artifact with a fixed batch
-gets ``max_batch_size: 0`` and its full dims. Class names, input size, precision and the end-to-end kind are
-passed as ``parameters`` for clients.
+gets ``max_batch_size: 0`` and its full dims. Class names, input size, precision, the end-to-end kind and the
+NMS semantics (``multi_label``) are passed as ``parameters`` for clients.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.sidecar import onnx_io_specs, onnx_metadata, read_sidecar, sidecar_path
+from yolov6_sdk.artifact.sidecar import onnx_io_specs, onnx_metadata, read_sidecar, recorded_multi_label, sidecar_path
 from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
 from yolov6_sdk.fileio import atomic_path
@@ -98,6 +98,7 @@ def _describe(
         meta = onnx_metadata(proto)
         profile = read_sidecar(artifact).batch_profile if sidecar_path(artifact).is_file() else None
         params = {k: meta[k] for k in ("model", "names", "imgsz", "precision", "end2end") if k in meta}
+        params["multi_label"] = recorded_multi_label(meta, bool(meta.get("end2end")), str(artifact))
     else:
         car = read_sidecar(artifact)
         if not car.inputs or not car.outputs:
@@ -109,6 +110,7 @@ def _describe(
             "imgsz": list(car.imgsz),
             "precision": car.precision,
             "end2end": car.end2end,
+            "multi_label": car.multi_label,
         }
     return inputs, outputs, profile, {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
 

@@ -52,6 +52,10 @@ class Detector:
         max_det: detections kept per image.
         imgsz: input (H, W) or side, multiples of 32; default: what the artifact records.
         classes: keep only these class ids.
+        multi_label: NMS semantics: a box may come out once per class above ``conf`` (True, COCO evaluation)
+            or only with its best class (False, detection). None: what the artifact records
+            (:attr:`ModelInfo.multi_label`). End-to-end artifacts run the NMS they were exported with; another
+            choice is warned about and ignored (re-export to change it).
         threads: ONNX Runtime intra-op threads (None: its default).
         half: fp16 (torch backend on CUDA).
         cuda_graph: replay one captured CUDA graph per batch shape instead of launching kernels one by one
@@ -72,11 +76,14 @@ class Detector:
         max_det: int = 300,
         imgsz: int | tuple[int, int] | None = None,
         classes: Sequence[int] | None = None,
+        multi_label: bool | None = None,
         threads: int | None = None,
         half: bool = False,
         cuda_graph: bool = False,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
+        if multi_label is not None and not isinstance(multi_label, bool):
+            raise ConfigError(f"multi_label must be True, False or None (the artifact's choice), got {multi_label!r}")
         kind = backend_kind(path, backend)
         options: dict[str, Any] = {}
         if threads is not None:
@@ -103,9 +110,10 @@ class Detector:
         self.names: list[str] = list(self.info.names)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.classes = self._check_classes(classes)
+        self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         self.batch_size = self.info.max_batch or max(DEFAULT_MAX_BATCH, self.info.min_batch)
         if self.info.end2end:
-            self._note_end2end_settings()
+            self._note_end2end_settings(multi_label)
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -132,7 +140,14 @@ class Detector:
             raise ConfigError(f"classes must be class ids in 0..{max(limit - 1, 0)}, got {bad} in {ids}")
         return [int(c) for c in ids]
 
-    def _note_end2end_settings(self) -> None:
+    def _note_end2end_settings(self, multi_label: bool | None) -> None:
+        if multi_label is not None and multi_label != self.info.multi_label:
+            LOGGER.warning(
+                "%s runs %s-label NMS inside the graph; multi_label=%s is ignored (re-export to change it)",
+                self.backend.path,
+                "multi" if self.info.multi_label else "single",
+                multi_label,
+            )
         exported = self.info.extra
         if isinstance(exported.get("conf"), (int, float)) and self.conf < exported["conf"]:
             LOGGER.warning(
@@ -241,8 +256,8 @@ class Detector:
             return [self._filter(det) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
         if on_device:
-            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes)
-        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes)
+            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label)
+        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label)
 
     def _filter(self, det: Detections) -> Detections:
         """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
@@ -279,7 +294,8 @@ class Detector:
     def __repr__(self) -> str:
         return (
             f"Detector({str(self.backend.path)!r}, backend={self.backend.kind!r}, device={self.device!r}, "
-            f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end})"
+            f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end}, "
+            f"multi_label={self.multi_label})"
         )
 
 

@@ -22,6 +22,8 @@ class ModelInfo:
         names: class names, index = class id.
         imgsz: (H, W) the artifact was exported for.
         end2end: the artifact emits the EfficientNMS outputs (NMS inside) instead of ``outputs`` [B, A, 5+nc].
+        multi_label: the NMS semantics the artifact records (a box once per class above conf, or only its
+            best class); see :func:`~yolov6_sdk.artifact.sidecar.recorded_multi_label`.
         precision: "fp32", "fp16" or "int8".
         max_batch: largest batch the artifact serves (None: unbounded).
         min_batch: smallest batch it serves.
@@ -32,6 +34,7 @@ class ModelInfo:
     names: list[str]
     imgsz: tuple[int, int]
     end2end: bool
+    multi_label: bool = False
     precision: Precision = "fp32"
     max_batch: int | None = None
     min_batch: int = 1

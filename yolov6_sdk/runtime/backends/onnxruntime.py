@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.sidecar import decode_metadata
+from yolov6_sdk.artifact.sidecar import decode_metadata, recorded_multi_label
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
@@ -140,6 +140,7 @@ class OnnxRuntimeBackend(Backend):
             names=self._names(meta, session, size, end2end),
             imgsz=size,
             end2end=end2end,
+            multi_label=recorded_multi_label(meta, end2end, str(self.path)),
             precision=str(precision),
             max_batch=batch,
             min_batch=batch or 1,

@@ -112,6 +112,7 @@ class TensorRTBackend(Backend):
             names=list(car.names),
             imgsz=car.imgsz,
             end2end=bool(car.end2end),
+            multi_label=car.multi_label,
             precision=car.precision,
             max_batch=self._max_batch,
             min_batch=self._min_batch,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.sidecar import recorded_multi_label
 from yolov6_sdk.artifact.spec import INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
@@ -51,7 +52,8 @@ class TorchBackend(Backend):
 
     ``infer`` takes a ``[B, 3, H, W]`` float tensor or numpy array (RGB, 0..1) and returns
     ``{"outputs": tensor [B, A, 5 + nc]}`` on :attr:`device` (cx, cy, w, h input pixels, 1.0, class scores),
-    float16 with ``half=True``, else float32.
+    float16 with ``half=True``, else float32. Its NMS semantics (:attr:`ModelInfo.multi_label`) are the
+    checkpoint's ``meta["multi_label"]`` when it records one, else single-label.
 
     Raises:
         ConfigError: ``half`` or ``cuda_graph`` on the CPU, or a CUDA device torch cannot see.
@@ -84,6 +86,7 @@ class TorchBackend(Backend):
             names=list(loaded.names),
             imgsz=(loaded.imgsz, loaded.imgsz),
             end2end=False,
+            multi_label=recorded_multi_label(loaded.meta, False, str(self.path)),
             precision="fp16" if half else "fp32",
             inputs=(IOSpec(INPUT_NAME, (None, 3, None, None), dtype_name),),
             outputs=(IOSpec(RAW_OUTPUT_NAME, (None, None, 5 + num_classes), dtype_name),),
