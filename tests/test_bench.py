@@ -123,6 +123,26 @@ def test_second_run_reuses_its_cache_without_building(tiny_run: TinyRun, tmp_pat
     assert f"{onnx_name}: reused in {tiny_run.cache}" in again["notes"]
 
 
+def test_a_row_runs_its_whole_batch_in_one_backend_call(tiny_run: TinyRun, tmp_path: Path, monkeypatch) -> None:
+    from yolov6_sdk.bench import BenchRunner
+    from yolov6_sdk.runtime import detector as detector_module
+    from yolov6_sdk.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    runs: list[int] = []
+    infer = OnnxRuntimeBackend.infer
+
+    def counted(self: OnnxRuntimeBackend, images: object) -> dict:
+        runs.append(len(images))  # type: ignore[arg-type]
+        return infer(self, images)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", counted)
+    monkeypatch.setattr(detector_module, "DEFAULT_MAX_BATCH", 1)  # the Detector's default would run 1 at a time
+    artifact = tiny_run.work / "engines" / "yolov6n-random-160-fp32.onnx"
+    options = BenchOptions(artifacts=(artifact,), batch_sizes=(3,), iters=2, warmup=1, device="cpu", cache=tmp_path)
+    row = BenchRunner(options).run(Job(artifact.stem, "onnxruntime", "fp32", 3, artifact))
+    assert (row.status, row.reason) == ("ok", "") and runs == [3, 3, 3]  # warm-up + 2 timed calls
+
+
 def test_skip_reasons_name_the_missing_piece() -> None:
     assert "fp16 needs a CUDA device" in skip_reason(Job("yolov6n", "onnxruntime", "fp16", 1), "cpu")
     assert "int8 runs on onnxruntime or tensorrt" in skip_reason(Job("yolov6n", "torch", "int8", 1), "cuda")

@@ -309,3 +309,68 @@ def test_a_file_that_records_no_weights_is_not_replaced(two_checkpoints: tuple[P
         plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="sub/mine")
     with pytest.raises(ConfigError, match=r"ends in \.engine"):
         plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.engine")
+
+
+def test_multi_label_build_records_it_and_is_named_apart_from_the_default_build(
+    two_checkpoints: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    from yolov6_sdk.cli.build import main
+
+    argv = ["--weights", str(two_checkpoints[0]), "--backend", "onnxruntime", "-o", str(tmp_path)]
+    assert main(argv) == 0
+    assert main([*argv, "--multi-label"]) == 0
+    printed = capsys.readouterr().out
+    assert "multi-label NMS" in printed and "reused" not in printed
+    stem = f"yolov6n-{file_sha256(two_checkpoints[0])[:8]}-64-fp32"
+    single, multi = tmp_path / f"{stem}.onnx", tmp_path / f"{stem}-ml.onnx"
+    assert read_metadata(single)["multi_label"] is False and read_metadata(multi)["multi_label"] is True
+    assert json.loads(single.with_suffix(".json").read_text())["multi_label"] is False
+    assert json.loads(multi.with_suffix(".json").read_text())["multi_label"] is True
+
+
+def test_one_name_never_reuses_an_export_or_artifact_of_the_other_multi_label_choice(
+    two_checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fixed = {"weights": two_checkpoints[0], "backend": "onnxruntime", "output": tmp_path, "name": "fixed"}
+    single = build(**fixed)
+    assert read_metadata(single.artifact)["multi_label"] is False
+    multi = build(**fixed, multi_label=True)  # same file: the fp32 export is the artifact, keyed by its export
+    assert multi.cached == () and read_metadata(multi.artifact)["multi_label"] is True
+    assert build(**fixed, multi_label=True).cached == ("artifact",)
+    assert build(**fixed).cached == () and read_metadata(single.artifact)["multi_label"] is False
+
+
+def test_onnx_source_keeps_its_multi_label_choice_and_refuses_the_other(
+    two_checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    multi = build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path / "a", multi_label=True)
+    plan = plan_build(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b")
+    assert plan.multi_label is True and plan.artifact.name.endswith("-64-fp32-ml.onnx")
+    with pytest.raises(BuildError, match="exported with multi-label NMS, not single-label"):
+        plan_build(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b", multi_label=False)
+    with pytest.raises(ConfigError, match="multi_label must be"):
+        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, multi_label="yes")
+
+
+def test_engine_sidecar_records_the_multi_label_choice_of_an_end2end_build(
+    two_checkpoints: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    from yolov6_sdk.export import tensorrt
+
+    def fake_build_engine(onnx_path: Path, engine_path: Path, config, calibration=None) -> Path:  # noqa: ANN001
+        """What build_engine records, without TensorRT: the sidecar comes from the ONNX it was given."""
+        info = tensorrt.inspect_onnx(onnx_path)
+        tensorrt.check_onnx(config, info)
+        env = {"tensorrt_version": "10.0.0", "gpu_name": "test GPU", "compute_capability": "9.0"}
+        car = tensorrt.engine_sidecar(engine_path, config, info, env, (info.inputs, info.outputs), {}, calibration)
+        return tensorrt.write_engine(b"engine", engine_path, car)
+
+    monkeypatch.setattr(plan_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
+    monkeypatch.setattr(tensorrt, "build_engine", fake_build_engine)
+    options = {"weights": two_checkpoints[0], "backend": "tensorrt", "end2end": True, "output": tmp_path}
+    multi = build(**options, multi_label=True)
+    assert multi.artifact.name == f"yolov6n-{file_sha256(two_checkpoints[0])[:8]}-64-fp32-nms_trt-ml.engine"
+    car = json.loads(multi.sidecar.read_text())
+    assert (car["multi_label"], car["end2end"]) == (True, "trt")
+    single = build(**options)
+    assert single.cached == () and json.loads(single.sidecar.read_text())["multi_label"] is False

@@ -285,3 +285,52 @@ def test_backend_is_chosen_from_the_suffix_and_tensorrt_is_imported_only_when_ch
         Detector(art.raw, backend="torch")
     with pytest.raises(ConfigError, match="backend must be"):
         Detector(art.raw, backend="openvino")
+
+
+def _record_runs(detector: Detector, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap the detector's backend so each run's batch size is appended to the returned list."""
+    runs: list[int] = []
+    infer = detector.backend.infer
+
+    def counted(batch: np.ndarray) -> dict:
+        runs.append(len(batch))
+        return infer(batch)
+
+    monkeypatch.setattr(detector.backend, "infer", counted)
+    return runs
+
+
+def test_predict_batch_runs_the_backend_once_per_batch_images(art: SimpleNamespace, monkeypatch) -> None:
+    images = [art.image] * 7
+    with Detector(art.raw, device="cpu", conf=art.conf, iou=IOU, batch=3) as detector:
+        runs = _record_runs(detector, monkeypatch)
+        threes = detector.predict_batch(images)
+    assert runs == [3, 3, 1] and detector.batch_size == 3
+    with Detector(art.raw, device="cpu", conf=art.conf, iou=IOU, batch=7) as detector:
+        runs = _record_runs(detector, monkeypatch)
+        whole = detector.predict_batch(images)
+    assert runs == [7]
+    for a, b in zip(threes, whole, strict=True):
+        _assert_same_detections(a, b)
+    monkeypatch.setattr(detector_module, "DEFAULT_MAX_BATCH", 4)  # None: the default for an unbounded batch axis
+    with Detector(art.raw, device="cpu", conf=art.conf, iou=IOU) as detector:
+        runs = _record_runs(detector, monkeypatch)
+        detector.predict_batch(images)
+    assert runs == [4, 3]
+
+
+def test_batch_outside_what_the_artifact_serves_raises_config_error_naming_the_range(
+    art: SimpleNamespace, tmp_path: Path
+) -> None:
+    for bad in (0, -2, True, 2.5, "8"):
+        with pytest.raises(ConfigError, match=r"batch must be an int in 1 or more .*raw.onnx"):
+            Detector(art.raw, device="cpu", batch=bad)
+    proto = onnx.load(str(art.raw))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a fixed batch of 2
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(proto, str(fixed))
+    for bad in (1, 3):
+        with pytest.raises(ConfigError, match=rf"batch must be an int in 2\.\.2 .*got {bad}"):
+            Detector(fixed, device="cpu", batch=bad)
+    with Detector(fixed, device="cpu", batch=2) as detector:
+        assert detector.batch_size == 2 and len(detector.predict_batch([art.image] * 3)) == 3

@@ -1,7 +1,7 @@
 """Artifact file names: a function of what the artifact contains, so two different artifacts never share one.
 
-``<model>-<source>-<size>-<precision>[-bs<batch>][-nms_<mode>]<suffix>``, e.g.
-``yolov6n-3f2a9c1d-160-int8.onnx``, ``yolov6s-random-384x640-fp16-bs1_32-nms_trt.engine``:
+``<model>-<source>-<size>-<precision>[-bs<batch>][-nms_<mode>][-ml]<suffix>``, e.g.
+``yolov6n-3f2a9c1d-160-int8.onnx``, ``yolov6s-random-384x640-fp16-bs1_32-nms_trt-ml.engine``:
 
 * ``source``: the first 8 hex digits of the source's sha256 (the checkpoint, or the ONNX file a build started
   from), or ``random`` for untrained weights (recorded as :data:`RANDOM_SOURCE`);
@@ -9,7 +9,10 @@
 * ``batch``: the batch profile (min, opt, max) as ``N`` (all equal), ``min_max`` (opt = max) or
   ``min_opt_max``; left out when it is the default of the artifact's kind (a dynamic batch for ONNX and
   checkpoints, ``(1, 1, 1)`` for TensorRT engines);
-* ``nms``: the end-to-end NMS mode inside the graph ("ort" or "trt"); left out for raw outputs.
+* ``nms``: the end-to-end NMS mode inside the graph ("ort" or "trt"); left out for raw outputs;
+* ``ml``: multi-label NMS (a box once per class above conf, COCO evaluation) instead of each box's best class
+  only. End-to-end graphs differ by it; raw-output artifacts share the graph but record it in their metadata as
+  the Detector's default, so their names differ too.
 
 :func:`recorded_source` reads back which source an existing artifact was built from, so a build can refuse to
 replace the artifact of other weights.
@@ -61,6 +64,7 @@ def artifact_name(
     suffix: str,
     batch_profile: tuple[int, int, int] | None = None,
     nms: str | None = None,
+    multi_label: bool = False,
 ) -> str:
     """The file name of an artifact; see the module docstring for the scheme.
 
@@ -72,10 +76,12 @@ def artifact_name(
         suffix: ".onnx", ".engine" or ".pt" (any suffix of :data:`~yolov6_sdk.artifact.spec.SUFFIX_BACKENDS`).
         batch_profile: (min, opt, max) batch sizes served; None for a dynamic batch.
         nms: end-to-end NMS mode ("ort", "trt") or None for raw outputs.
+        multi_label: the artifact runs (end-to-end) or records (raw) multi-label NMS; adds ``-ml``.
 
     Raises:
         ConfigError: a value the scheme cannot encode (unknown precision, suffix or NMS mode, a model name with
-            characters other than letters, digits, ".", "_" and "-", a source that is no sha256 hex digest).
+            characters other than letters, digits, ".", "_" and "-", a source that is no sha256 hex digest, a
+            ``multi_label`` that is not a bool).
     """
     if not _MODEL_NAME.match(model):
         raise ConfigError(
@@ -86,6 +92,8 @@ def artifact_name(
             f"expected precision in {PRECISIONS}, suffix in {tuple(SUFFIX_BACKENDS)}, nms in {NMS_MODES} or None; "
             f"got {precision!r}, {suffix!r}, {nms!r}"
         )
+    if not isinstance(multi_label, bool):
+        raise ConfigError(f"multi_label must be True or False, got {multi_label!r}")
     if source_sha256 != RANDOM_SOURCE and not re.fullmatch(r"[0-9a-f]{64}", source_sha256):
         raise ConfigError(f"source must be a sha256 hex digest or {RANDOM_SOURCE!r}, got {source_sha256!r}")
     parts = [model, source_tag(source_sha256), size_tag(imgsz), precision]
@@ -93,6 +101,8 @@ def artifact_name(
         parts.append(f"bs{batch_tag(tuple(batch_profile))}")
     if nms is not None:
         parts.append(f"nms_{nms}")
+    if multi_label:
+        parts.append("ml")
     return "-".join(parts) + suffix
 
 

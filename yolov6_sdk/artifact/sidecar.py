@@ -2,7 +2,9 @@
 
 A TensorRT engine only runs with the TensorRT release that built it, on the GPU it was built for (unless it
 was built with a hardware-compatibility level). The sidecar records what is needed to tell, plus what the
-artifact is: ``<model>-<precision>[-bs<N>].engine`` gets ``<model>-<precision>[-bs<N>].json`` with
+artifact is. It has the artifact's stem and the suffix ``.json`` (:func:`sidecar_path`; artifacts are named by
+:func:`yolov6_sdk.artifact.naming.artifact_name`, e.g. ``yolov6n-3f2a9c1d-640-fp16.engine`` gets
+``yolov6n-3f2a9c1d-640-fp16.json``) and holds
 
 * TensorRT version, GPU name and compute capability, hardware-compatibility level (empty for ONNX artifacts);
 * model, class names, precision, input size (h, w), batch profile (min, opt, max), end-to-end NMS kind and

@@ -45,13 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--end2end", action="store_true", help="NMS inside the graph (EfficientNMS outputs)")
     what.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="NMS keeps a box once per class above conf (COCO evaluation); default: each box's best class only "
+        "(an --onnx source keeps what it records)",
+    )
+    what.add_argument(
         "--triton", metavar="DIR", help="also write a Triton Inference Server model repository for the artifact"
     )
     what.add_argument("-o", "--output", type=Path, default=Path("engines"), help="output folder (default engines/)")
     what.add_argument(
         "--name",
         help="artifact file name in the output folder, suffix optional (default: from what it holds, e.g. "
-        "yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, precision[, batch profile][, NMS])",
+        "yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, precision[, batch profile][, NMS][, -ml])",
     )
     what.add_argument(
         "--force", action="store_true", help="replace an existing artifact of that name built from other weights"
@@ -106,7 +112,9 @@ def _plan_lines(plan: Any) -> list[str]:
     lines = [
         f"source     {source}",
         f"build      {plan.model} {plan.precision} on {plan.backend} ({plan.backend_reason}), imgsz "
-        f"{plan.imgsz[0]}x{plan.imgsz[1]}, batch {batch}" + (", end-to-end NMS" if plan.end2end else ""),
+        f"{plan.imgsz[0]}x{plan.imgsz[1]}, batch {batch}"
+        + (", end-to-end NMS" if plan.end2end else "")
+        + (", multi-label NMS" if plan.multi_label else ""),
     ]
     if plan.precision == "int8":
         lines.append(
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend, batch_sizes=args.bs, imgsz=None if args.imgsz is None else (tuple(args.imgsz) if len(args.imgsz) == 2 else args.imgsz[0]),
         end2end=args.end2end, output=args.output, val=args.val, sensitivity=args.sensitivity, exclude=args.exclude,
         max_ap_drop=args.max_ap_drop, max_error=args.max_error, random_weights=args.random_weights,
-        name=args.name, force=args.force,
+        name=args.name, force=args.force, multi_label=True if args.multi_label else None,
     )  # fmt: skip
     bars = _Bars()
     try:

@@ -14,11 +14,12 @@ or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the call
 * ``backend="auto"``: TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime.
 
 Reuse: an artifact whose sidecar records the same build key (source hash, model, precision, backend, input
-size, NMS, engine batch profile, calibration images and settings, float layers, SDK and ONNX Runtime versions;
-for engines also the running TensorRT and GPU) is returned as it is, unless ``val`` or ``sensitivity`` asks for
-reports. Otherwise these caches, kept beside the artifact, are reused: the fp32 export (``<stem>.fp32.onnx``,
-or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export options in its metadata) and
-the calibration ranges (``<stem>.calib.json``, keyed by the fp32 ONNX hash, the calibration images and method).
+size, NMS and its multi-label choice, engine batch profile, calibration images and settings, float layers, SDK
+and ONNX Runtime versions; for engines also the running TensorRT and GPU) is returned as it is, unless ``val``
+or ``sensitivity`` asks for reports. Otherwise these caches, kept beside the artifact, are reused: the fp32
+export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export
+options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
+the fp32 ONNX hash, the calibration images and method).
 Every file is written atomically, so an interrupted build leaves no artifact behind.
 """
 
@@ -93,7 +94,10 @@ class BuildResult:
 
 
 def _export_key(plan: BuildPlan, source_hash: str, half: bool) -> str:
-    text = f"{__version__}|{plan.model}|{source_hash}|{plan.imgsz}|nms={plan.nms}|half={half}|opset={EXPORT_OPSET}"
+    text = (
+        f"{__version__}|{plan.model}|{source_hash}|{plan.imgsz}|nms={plan.nms}|multi_label={plan.multi_label}"
+        f"|half={half}|opset={EXPORT_OPSET}"
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -121,7 +125,9 @@ def _export(plan: BuildPlan, path: Path, half: bool) -> tuple[Path, str, bool]:
     from yolov6_sdk.weights import load
 
     model = load(plan.weights).model if plan.weights is not None else build_model(plan.model).eval()
-    options = ExportOptions(imgsz=plan.imgsz, opset=EXPORT_OPSET, dynamic_batch=True, half=half, nms=plan.nms)
+    options = ExportOptions(
+        imgsz=plan.imgsz, opset=EXPORT_OPSET, dynamic_batch=True, half=half, nms=plan.nms, multi_label=plan.multi_label
+    )
     meta = {"export_key": key, "weights_sha256": source_hash}
     export_onnx(model, path, options, metadata=meta)
     return path, source_hash, False
@@ -273,6 +279,7 @@ def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str
         "backend": plan.backend,
         "imgsz": list(plan.imgsz),
         "end2end": plan.end2end,
+        "multi_label": plan.multi_label,
         "batch": list(plan.batch_sizes) if plan.backend == "tensorrt" else None,  # ONNX: the source's batch axis
         "calib": [calib.fingerprint, len(calib), plan.calib_method, plan.calib_batch] if calib is not None else None,
         "exclude": list(plan.exclude),

@@ -3,8 +3,8 @@
 :func:`plan_build` resolves the source (checkpoint, ONNX or an untrained model), the backend (``auto``:
 TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime), the input size, the batch sizes and
 the artifact's name (:func:`yolov6_sdk.artifact.naming.artifact_name`: model, source digest, input size,
-precision, batch profile, NMS mode; or the caller's ``name``), and refuses what the chosen backend cannot make
-and an existing artifact of other weights at that name (unless ``force``).
+precision, batch profile, NMS mode, multi-label NMS; or the caller's ``name``), and refuses what the chosen
+backend cannot make and an existing artifact of other weights at that name (unless ``force``).
 :func:`yolov6_sdk.export.build.run_build` then makes the :class:`BuildPlan`.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from yolov6_sdk._optional import available
 from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name, recorded_source, source_tag
 from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.sidecar import current_gpu, file_sha256
+from yolov6_sdk.artifact.sidecar import current_gpu, file_sha256, recorded_multi_label
 from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, NmsMode, Precision
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import calibration, ort_quant
@@ -32,7 +32,8 @@ class BuildPlan:
     """What a build will do (validated options; see :func:`plan_build` for their meaning).
 
     ``source_sha256`` is the sha256 hex digest of ``weights`` or ``onnx``, or
-    :data:`~yolov6_sdk.artifact.naming.RANDOM_SOURCE` for an untrained model.
+    :data:`~yolov6_sdk.artifact.naming.RANDOM_SOURCE` for an untrained model. ``multi_label``: the NMS
+    semantics the artifact runs (end-to-end) or records as the Detector's default (raw outputs).
     """
 
     weights: Path | None
@@ -57,6 +58,7 @@ class BuildPlan:
     exclude: tuple[str, ...] = ()
     max_ap_drop: float = 1.0
     max_error: float = 0.02
+    multi_label: bool = False
 
     @property
     def target(self) -> str:
@@ -165,6 +167,7 @@ def plan_build(
     calib_batch: int = 8,
     name: str | None = None,
     force: bool = False,
+    multi_label: bool | None = None,
 ) -> BuildPlan:
     """Check the options and decide what :func:`run_build` will make (nothing is written).
 
@@ -174,11 +177,13 @@ def plan_build(
     (``detect.cls_convs.*``) to keep float, or "auto" (greedy, from the sensitivity analysis). ``name``: the
     artifact's file name in ``output`` (suffix optional) instead of the content name of
     :func:`~yolov6_sdk.artifact.naming.artifact_name`. ``force``: replace an artifact built from other weights.
+    ``multi_label``: NMS keeps a box once per class above conf (True, COCO evaluation) or only its best class
+    (False); None: False for a checkpoint, what an ONNX source records for ``onnx``.
 
     Raises:
         ConfigError: unknown or inconsistent options. BuildError: missing files, a static ONNX batch that
         cannot serve ``batch_sizes``, fp16 for ONNX Runtime, an existing artifact of other weights at the
-        output name (without ``force``).
+        output name (without ``force``), a ``multi_label`` other than an ONNX source records.
         MissingDependencyError: ``backend="tensorrt"`` without TensorRT.
     """
     excludes = _check_precision_options(precision, calib_method, exclude, sensitivity)
@@ -192,6 +197,7 @@ def plan_build(
         resolved, precision, sizes, size_hw, end2end, val is not None and (sensitivity or "auto" in excludes)
     )
     model_name = _model_name(source[0], onnx_info, model)
+    multi = _multi_label(multi_label, onnx_info)
     static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
     if static is not None and set(sizes) != {static}:
         raise BuildError(
@@ -202,7 +208,7 @@ def plan_build(
     out = Path(output)
     artifact = out / (
         _own_name(name, ".engine" if resolved == "tensorrt" else ".onnx")
-        or _content_name(model_name, digest, size_hw, precision, resolved, sizes, end2end, onnx_info)
+        or _content_name(model_name, digest, size_hw, precision, resolved, sizes, end2end, onnx_info, multi)
     )
     if not force:
         check_replaceable(artifact, digest)
@@ -213,6 +219,7 @@ def plan_build(
         end2end=end2end, output=out, artifact=artifact, calib=calib_dir, calib_method=calib_method,
         calib_size=calib_size, calib_batch=calib_batch, val=Path(val) if val is not None else None,
         sensitivity=sensitivity, exclude=excludes, max_ap_drop=max_ap_drop, max_error=max_error,
+        multi_label=multi,
     )  # fmt: skip
 
 
@@ -225,9 +232,10 @@ def _content_name(
     sizes: tuple[int, ...],
     end2end: bool,
     onnx_info: Any,
+    multi_label: bool,
 ) -> str:
     """The artifact's file name from what it holds: an engine's batch profile, a static ONNX source's fixed
-    batch, and the NMS inside an ONNX source or the one ``end2end`` exports."""
+    batch, the NMS inside an ONNX source or the one ``end2end`` exports, and its multi-label choice."""
     if backend == "tensorrt":
         profile = engine_config(precision, sizes, imgsz, end2end).profile
     else:
@@ -235,7 +243,29 @@ def _content_name(
         profile = (static, static, static) if static else None
     nms = (onnx_info.nms or None) if onnx_info is not None else _nms_mode(backend, end2end)
     suffix = ".engine" if backend == "tensorrt" else ".onnx"
-    return artifact_name(model, digest, imgsz, precision, suffix, profile, nms)
+    return artifact_name(model, digest, imgsz, precision, suffix, profile, nms, multi_label)
+
+
+def _multi_label(multi_label: bool | None, onnx_info: Any) -> bool:
+    """The build's NMS semantics: ``multi_label`` (default False), or what an ONNX source records.
+
+    Raises:
+        ConfigError: ``multi_label`` is not a bool or None.
+        BuildError: an ONNX source records the other choice (its graph or metadata would contradict the name).
+    """
+    if multi_label is not None and not isinstance(multi_label, bool):
+        raise ConfigError(f"multi_label must be True, False or None, got {multi_label!r}")
+    if onnx_info is None:
+        return bool(multi_label)
+    recorded = recorded_multi_label(onnx_info.metadata, bool(onnx_info.nms), str(onnx_info.path))
+    if multi_label is not None and multi_label != recorded:
+        kinds = {True: "multi-label", False: "single-label"}
+        raise BuildError(
+            f"{onnx_info.path} was exported with {kinds[recorded]} NMS, not {kinds[multi_label]}; build from the "
+            f"checkpoint (--weights PT{' --multi-label' if multi_label else ''}), or drop "
+            f"{'--multi-label' if multi_label else 'multi_label=False'} to keep the source's choice"
+        )
+    return recorded
 
 
 def _own_name(name: str | None, suffix: str) -> str | None:

@@ -56,6 +56,9 @@ class Detector:
             or only with its best class (False, detection). None: what the artifact records
             (:attr:`ModelInfo.multi_label`). End-to-end artifacts run the NMS they were exported with; another
             choice is warned about and ignored (re-export to change it).
+        batch: images per backend run; larger inputs are split into runs of this many, a smaller last run is
+            padded to the artifact's smallest batch. None: the artifact's largest batch, or
+            ``max(DEFAULT_MAX_BATCH, smallest batch)`` when its batch axis is unbounded.
         threads: ONNX Runtime intra-op threads (None: its default).
         half: fp16 (torch backend on CUDA).
         cuda_graph: replay one captured CUDA graph per batch shape instead of launching kernels one by one
@@ -63,7 +66,7 @@ class Detector:
 
     Raises:
         ArtifactError: missing, empty, corrupt or unknown artifact.
-        ConfigError: invalid option values.
+        ConfigError: invalid option values, or a ``batch`` outside what the artifact serves.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Detector:
         imgsz: int | tuple[int, int] | None = None,
         classes: Sequence[int] | None = None,
         multi_label: bool | None = None,
+        batch: int | None = None,
         threads: int | None = None,
         half: bool = False,
         cuda_graph: bool = False,
@@ -105,13 +109,17 @@ class Detector:
             options["imgsz"] = imgsz
         self.backend: Backend = open_backend(path, kind, device, options)
         self.info: ModelInfo = self.backend.info
-        self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
-        self._check_input_size()
-        self.names: list[str] = list(self.info.names)
+        try:
+            self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
+            self._check_input_size()
+            self.names: list[str] = list(self.info.names)
+            self.classes = self._check_classes(classes)
+            self.batch_size = self._check_batch(batch)
+        except BaseException:  # a bad option: release the backend before reporting it
+            self.backend.close()
+            raise
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
-        self.classes = self._check_classes(classes)
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
-        self.batch_size = self.info.max_batch or max(DEFAULT_MAX_BATCH, self.info.min_batch)
         if self.info.end2end:
             self._note_end2end_settings(multi_label)
 
@@ -139,6 +147,20 @@ class Detector:
         if bad:
             raise ConfigError(f"classes must be class ids in 0..{max(limit - 1, 0)}, got {bad} in {ids}")
         return [int(c) for c in ids]
+
+    def _check_batch(self, batch: int | None) -> int:
+        """Images per backend run: ``batch``, checked against the artifact's range, or the default rule."""
+        low, high = self.info.min_batch, self.info.max_batch
+        if batch is None:
+            return high or max(DEFAULT_MAX_BATCH, low)
+        valid = isinstance(batch, (int, np.integer)) and not isinstance(batch, bool)
+        if not valid or not low <= batch <= (high or float("inf")):
+            served = f"{low}..{high}" if high is not None else f"{low} or more"
+            raise ConfigError(
+                f"batch must be an int in {served} (the batches {self.backend.path} serves), got {batch!r}; "
+                "pass one in that range or None (the artifact's default)"
+            )
+        return int(batch)
 
     def _note_end2end_settings(self, multi_label: bool | None) -> None:
         if multi_label is not None and multi_label != self.info.multi_label:
@@ -205,8 +227,8 @@ class Detector:
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
         """Detect objects in HxWx3 uint8 BGR ``images`` (any sizes; converted like :func:`as_bgr_uint8`).
 
-        Images beyond the artifact's batch are split into several runs; a batch smaller than the artifact
-        takes is padded. ``paths`` (one per image) is stored in each :class:`Results`.
+        Runs the backend once per :attr:`batch_size` images (the ``batch`` option); a run smaller than the
+        artifact takes is padded. ``paths`` (one per image) is stored in each :class:`Results`.
         """
         images = [as_bgr_uint8(image, f"image {i}") for i, image in enumerate(images)]
         if not images:
