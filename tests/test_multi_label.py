@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -196,3 +197,42 @@ def test_end2end_detector_warns_and_keeps_its_exported_semantics(
     with caplog.at_level(logging.WARNING), Detector(art.files["ort", False], device="cpu", multi_label=True) as det:
         assert det.multi_label is False
     assert "single-label NMS inside the graph; multi_label=True is ignored" in caplog.text
+
+
+DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "yolov6n-shapes.pt"
+
+
+@pytest.mark.skipif(not DEMO_WEIGHTS.is_file(), reason=f"needs the demo weights {DEMO_WEIGHTS}")
+@pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
+def test_demo_model_artifacts_agree_on_demo_pictures(tmp_path: Path, multi_label: bool) -> None:
+    """The shipped demo model as checkpoint, raw ONNX and ONNX Runtime end-to-end ONNX, on demo-style pictures at
+    the detection defaults (conf 0.25, iou 0.45), all pre-processed on the CPU as a CPU deployment runs them. A
+    score within 1e-3 of conf may fall on either side of it in float32, so only such detections may lack a twin."""
+    from yolov6_sdk.weights import load
+
+    loaded = load(DEMO_WEIGHTS, fuse=True)
+    conf, imgsz = 0.25, loaded.imgsz
+    options = ExportOptions((imgsz, imgsz), conf=conf, iou=IOU, max_det=MAX_DET, multi_label=multi_label,
+                            simplify=False)  # fmt: skip
+    files = {
+        "pt": save_checkpoint(
+            tmp_path / "demo.pt", loaded.model, list(loaded.names), imgsz, meta={"multi_label": multi_label}
+        ),  # fmt: skip
+        "raw": export_onnx(loaded.model, tmp_path / "raw.onnx", options),
+        "ort": export_onnx(loaded.model, tmp_path / "ort.onnx", dataclasses.replace(options, nms="ort")),
+    }
+    rng = np.random.default_rng(3)
+    images = [make_image(rng, (256, 320), loaded.model.num_classes)[0] for _ in range(4)]
+    found = {}
+    for kind, path in files.items():
+        with Detector(path, device="cpu", conf=conf, iou=IOU, max_det=MAX_DET) as det:
+            found[kind] = det(images)
+    assert sum(len(r) for r in found["raw"]) >= 4, "the demo model should find objects on its own kind of pictures"
+    for results in zip(*found.values(), strict=True):
+        for one, other in itertools.permutations(results, 2):  # every clear detection has its twin in each artifact
+            clear = one.filter(conf=conf + 1e-3)
+            for box, score, class_id in zip(clear.boxes, clear.scores, clear.class_ids, strict=True):
+                same = np.flatnonzero((other.class_ids == class_id) & (np.abs(other.boxes - box).max(axis=1) <= 1.0))
+                assert len(same) and np.abs(other.scores[same] - score).min() <= 1e-3, (box, class_id, score)
+        if not multi_label:
+            assert all(_repeated_boxes(r) == 0 for r in results)
