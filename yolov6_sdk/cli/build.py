@@ -18,6 +18,19 @@ EPILOG = """examples:
 """
 
 
+def _add_int8_options(calib: argparse._ArgumentGroup) -> None:
+    """Calibration, sensitivity and float-layer options of an int8 build."""
+    calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
+    calib.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
+    calib.add_argument("--calib-size", type=int, default=500, help="images used, evenly sampled (default 500)")
+    calib.add_argument("--calib-batch", type=int, default=8, help="images per calibration batch (default 8)")
+    calib.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and print them")
+    calib.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
+                       help="layers kept float: module paths (wildcards allowed) or 'auto'")  # fmt: skip
+    calib.add_argument("--max-ap-drop", type=float, default=1.0, help="--exclude auto budget with --val (mAP points)")
+    calib.add_argument("--max-error", type=float, default=0.02, help="--exclude auto budget without --val")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yolov6-build",
@@ -62,16 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--force", action="store_true", help="replace an existing artifact of that name built from other weights"
     )
-    calib = parser.add_argument_group("int8")
-    calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
-    calib.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
-    calib.add_argument("--calib-size", type=int, default=500, help="images used, evenly sampled (default 500)")
-    calib.add_argument("--calib-batch", type=int, default=8, help="images per calibration batch (default 8)")
-    calib.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and print them")
-    calib.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
-                       help="layers kept float: module paths (wildcards allowed) or 'auto'")  # fmt: skip
-    calib.add_argument("--max-ap-drop", type=float, default=1.0, help="--exclude auto budget with --val (mAP points)")
-    calib.add_argument("--max-error", type=float, default=0.02, help="--exclude auto budget without --val")
+    _add_int8_options(parser.add_argument_group("int8"))
     parser.add_argument(
         "--val",
         type=Path,

@@ -198,12 +198,8 @@ def plan_build(
     )
     model_name = _model_name(source[0], onnx_info, model)
     multi = _multi_label(multi_label, onnx_info)
-    static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
-    if static is not None and set(sizes) != {static}:
-        raise BuildError(
-            f"{source[1]} has a fixed batch of {static} and cannot serve --bs {' '.join(map(str, sizes))}; pass "
-            f"--bs {static}, or export with a dynamic batch (yolov6-build --weights PT exports one)"
-        )
+    if onnx_info is not None:
+        _check_static_batch(source[1], onnx_info, sizes)
     digest = onnx_info.sha256 if onnx_info is not None else file_sha256(source[0]) if source[0] else RANDOM_SOURCE
     out = Path(output)
     artifact = out / (
@@ -221,6 +217,16 @@ def plan_build(
         sensitivity=sensitivity, exclude=excludes, max_ap_drop=max_ap_drop, max_error=max_error,
         multi_label=multi,
     )  # fmt: skip
+
+
+def _check_static_batch(path: Path, info: Any, sizes: tuple[int, ...]) -> None:
+    """Refuse batch sizes that an ONNX source (``info``: its OnnxInfo) with a fixed batch axis cannot serve."""
+    static = info.inputs[0].shape[0]
+    if static is not None and set(sizes) != {static}:
+        raise BuildError(
+            f"{path} has a fixed batch of {static} and cannot serve --bs {' '.join(map(str, sizes))}; pass "
+            f"--bs {static}, or export with a dynamic batch (yolov6-build --weights PT exports one)"
+        )
 
 
 def _content_name(
