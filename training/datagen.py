@@ -170,6 +170,14 @@ def _contrasting_colour(rng: np.random.Generator, patch: np.ndarray) -> np.ndarr
     return colour.astype(np.float32)
 
 
+def _clip(mask: np.ndarray, x0: int, y0: int, h: int, w: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The part of a local ``mask`` (placed at ``x0, y0``) inside an ``h x w`` image: its window
+    ``(x1, y1, x2, y2)`` in image pixels and the mask's bool pixels in that window."""
+    x1, y1 = max(x0, 0), max(y0, 0)
+    x2, y2 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
+    return (x1, y1, x2, y2), mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(bool)
+
+
 def _place(
     rng: np.random.Generator, kind: str, size: tuple[float, float, float], id_map: np.ndarray, visible: list[int]
 ) -> tuple[np.ndarray, int, int]:
@@ -182,9 +190,7 @@ def _place(
     h, w = id_map.shape
     for _ in range(PLACEMENT_TRIES):
         mask, x0, y0 = _render(kind, rng.uniform(0, w), rng.uniform(0, h), *size)
-        x1, y1 = max(x0, 0), max(y0, 0)
-        x2, y2 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
-        sub = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(bool)
+        (x1, y1, x2, y2), sub = _clip(mask, x0, y0, h, w)
         if sub.sum() < MIN_INSIDE_FRACTION * mask.sum():
             continue
         owners = id_map[y1:y2, x1:x2][sub]
@@ -211,9 +217,7 @@ def _draw_objects(rng: np.random.Generator, img: np.ndarray, num_classes: int) -
         aspect = math.exp(rng.uniform(math.log(0.75 if kind.startswith("letter") else 0.6), math.log(1.6)))
         ow, oh = size * min(1.0, aspect), size * min(1.0, 1 / aspect)
         mask, x0, y0 = _place(rng, kind, (ow, oh, rng.uniform(0, 2 * math.pi)), id_map, visible)
-        x1, y1 = max(x0, 0), max(y0, 0)
-        x2, y2 = min(x0 + mask.shape[1], w), min(y0 + mask.shape[0], h)
-        sub = mask[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(bool)
+        (x1, y1, x2, y2), sub = _clip(mask, x0, y0, h, w)
         if not sub.any():
             continue
         colour = _contrasting_colour(rng, img[y1:y2, x1:x2][sub])

@@ -7,12 +7,9 @@ loss is always computed in float32 from float32 copies of the model's outputs.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
-
-LOGGER = logging.getLogger("yolov6_sdk.training.precision")
 
 
 def cpu_has_native_bf16() -> bool:
