@@ -21,14 +21,6 @@ class ConfigError(YOLOv6Error, KeyError):
 class CheckpointError(YOLOv6Error):
     """A checkpoint that cannot be read, is not a YOLOv6 model, or carries forbidden pickle content."""
 
-    @classmethod
-    def unreadable(cls, path: object, exc: BaseException) -> CheckpointError:
-        """The error for a file that torch cannot unpickle at all (truncated or corrupt)."""
-        return cls(
-            f"{path} cannot be read as a torch checkpoint ({type(exc).__name__}: {exc}); the file is truncated or "
-            "corrupt: download or save it again"
-        )
-
 
 class ImageError(YOLOv6Error):
     """An image that is missing, empty, corrupt or of an unsupported kind."""

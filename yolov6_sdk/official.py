@@ -1,10 +1,13 @@
 """Reading official meituan/YOLOv6 release ``.pt`` files safely.
 
 Release files hold a whole pickled ``yolov6.models.yolo.Model`` (often fp16) under ``ema`` or ``model``. They are
-read without the official package and without running arbitrary pickle content: a restricted unpickler admits
-only the official model classes (restored as inert :class:`OfficialModule` shells whose ``state_dict()`` gives
-the official keys), an explicit list of torch layers, tensor rebuild functions and plain containers. The zoo
-config is then found by matching keys and shapes exactly, and the weights are loaded into our own model.
+read without the official package and without running arbitrary pickle content: the file's structure and pickle are
+checked first (:mod:`yolov6_sdk.checkpoint_reader`: bounded memory, allow-listed globals only), then a restricted
+unpickler admits only the official model classes (restored as inert :class:`OfficialModule` shells whose
+``state_dict()`` gives the official keys), an explicit list of torch layers, tensor rebuild functions and plain
+containers; the few builtins that could allocate from a number (``bytes(n)``, numpy arrays) are admitted only in the
+forms pickles use. The zoo config is then found by matching keys and shapes exactly, the tensors are checked (dense,
+finite) and the weights are loaded into our own model.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import copyreg
 import functools
 import importlib
 import logging
+import math
 import numbers
 import pickle
+import reprlib
 import types
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -26,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from yolov6_sdk.checkpoint_reader import CheckpointFile, check_tensors, is_plain_global, open_checkpoint, torch_load
 from yolov6_sdk.errors import CheckpointError
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6
 
@@ -76,17 +82,43 @@ _TORCH_LAYERS = frozenset(
     | {"MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Upsample", "Sequential", "ModuleList", "ModuleDict"}
 )
 _MODULE_ALIASES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # protocol-2 pickles use Python 2 names
+
+
+class _PickledBytes(bytes):
+    """``builtins.bytes`` as pickles call it (``bytes()`` or from bytes-like data), never ``bytes(length)``."""
+
+    def __new__(cls, *args: Any) -> bytes:  # type: ignore[misc]
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError("bytes(length) allocates from a number; pickles never call it so")
+        return bytes(*args)
+
+
+def _reconstructor(cls: type, base: type, state: Any) -> Any:
+    """``copyreg._reconstructor`` for the one form protocol-0/1 pickles of plain objects use (``base`` object)."""
+    if base is not object:
+        raise pickle.UnpicklingError(f"copyreg._reconstructor with base {base!r}")
+    return copyreg._reconstructor(cls, object, None)
+
+
+def _encode_latin1(text: Any, encoding: Any) -> bytes:
+    """``_codecs.encode`` as protocol 2 pickles bytes: ``encode(str, "latin1")`` only."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {type(text).__name__} and {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("_codecs", "encode"): codecs.encode,  # how protocol 2 pickles bytes
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("_codecs", "encode"): _encode_latin1,  # how protocol 2 pickles bytes
+    ("builtins", "bytes"): _PickledBytes,
     ("torch.nn.parameter", "Parameter"): nn.Parameter,
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
     ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
     **{
         ("builtins", name): getattr(builtins, name)
-        for name in ["set", "frozenset", "list", "dict", "tuple", "int", "float", "bool", "str", "bytes", "object"]
+        for name in ["set", "frozenset", "list", "dict", "tuple", "int", "float", "bool", "str", "object"]
     },
     **{
         ("torch._utils", name): getattr(torch._utils, name)
@@ -107,13 +139,25 @@ class _RefusedGlobal(pickle.UnpicklingError):
         self.qualified_name = f"{module}.{name}"
 
 
+def is_official_global(module: str, name: str) -> bool:
+    """True for the globals an official release file may reference (what :func:`_resolve_global` admits)."""
+    module = _MODULE_ALIASES.get(module, module)
+    return (
+        name in _OFFICIAL_CLASSES.get(module, ())
+        or (module.startswith("torch.nn.modules.") and name in _TORCH_LAYERS)
+        or (module, name) in _SAFE_GLOBALS
+        or (module, name) in _NUMPY_GLOBALS
+        or is_plain_global(module, name)
+    )
+
+
 def _resolve_global(module: str, name: str) -> Any:
     """The object a pickle may reference as ``module.name``, from the allow-list only; never imports the name."""
     module = _MODULE_ALIASES.get(module, module)
     if name in _OFFICIAL_CLASSES.get(module, ()):
         return _shell_class(f"{module}.{name}")
     if module.startswith("torch.nn.modules.") and name in _TORCH_LAYERS:
-        return getattr(nn, name)
+        return _pickled_layer_class(name)
     if (module, name) in _SAFE_GLOBALS:
         return _SAFE_GLOBALS[module, name]
     if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
@@ -123,16 +167,53 @@ def _resolve_global(module: str, name: str) -> Any:
     raise _RefusedGlobal(module, name)
 
 
+@functools.cache
+def _pickled_layer_class(name: str) -> type[nn.Module]:
+    """The torch layer ``name`` as pickles restore it (``__new__`` then ``__dict__``): calling it, which would
+    allocate weights of any size the pickle names, is refused."""
+
+    def refuse(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        raise pickle.UnpicklingError(f"torch.nn.{name}(...) allocates from numbers; pickles never call it")
+
+    return type(name, (getattr(nn, name),), {"__init__": refuse, "__module__": __name__})
+
+
 def _numpy_global(name: str) -> Any:
+    """numpy's pickling helpers, guarded: arrays come only from ``_reconstruct(ndarray, (0,), ...)`` followed by
+    their pickled data (never ``ndarray(shape)``), scalars only from bytes of their dtype's size."""
     import numpy
 
-    if name in ("dtype", "ndarray"):
-        return getattr(numpy, name)
     try:
         multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:  # numpy < 2
         multiarray = importlib.import_module("numpy.core.multiarray")
-    return getattr(multiarray, name)
+    if name == "dtype":
+        return numpy.dtype
+    if name == "ndarray":
+        return _pickled_ndarray_class()
+
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if shape != (0,) or not (isinstance(subtype, type) and issubclass(subtype, numpy.ndarray)):
+            raise pickle.UnpicklingError(f"numpy _reconstruct of shape {shape!r}")
+        return multiarray._reconstruct(subtype, shape, dtype)
+
+    def scalar(dtype: Any, data: Any = None) -> Any:
+        if not isinstance(dtype, numpy.dtype) or (isinstance(data, bytes) and len(data) != dtype.itemsize):
+            raise pickle.UnpicklingError("numpy scalar whose bytes do not match its dtype")
+        return multiarray.scalar(dtype, data) if data is not None else multiarray.scalar(dtype)
+
+    return reconstruct if name == "_reconstruct" else scalar
+
+
+@functools.cache
+def _pickled_ndarray_class() -> type:
+    """``numpy.ndarray`` for pickles: the type ``_reconstruct`` takes, which refuses ``ndarray(shape)``."""
+    import numpy
+
+    def refuse(cls: type, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("numpy.ndarray(shape) allocates from numbers; pickles never call it so")
+
+    return type("ndarray", (numpy.ndarray,), {"__new__": refuse, "__module__": __name__})
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -177,21 +258,25 @@ class OfficialCheckpoint:
     meta: dict[str, Any]
 
 
-def read_official(path: Path) -> OfficialCheckpoint:
+def read_official(source: Path | CheckpointFile) -> OfficialCheckpoint:
     """Read an official meituan/YOLOv6 release ``.pt`` without the ``yolov6`` package and without running its pickle.
 
     Takes the pickled model under ``ema`` (when truthy) or ``model``, finds the zoo config whose state_dict keys
     and shapes it matches exactly (unfused or fused; v3.0 n/s with or without ``reg_preds_dist``) and drops the
-    anchor-aided training branch (``cls_preds_ab``/``reg_preds_ab``) if present. ``path`` must be an existing,
-    non-empty torch file (:func:`yolov6_sdk.weights.load` checks that first).
-    Raises :class:`CheckpointError` for forbidden pickle content, an unreadable file or an unknown layout.
+    anchor-aided training branch (``cls_preds_ab``/``reg_preds_ab``) if present. ``source`` is a path, or a file
+    :func:`~yolov6_sdk.checkpoint_reader.open_checkpoint` already checked with :func:`is_official_global`.
+    Raises :class:`CheckpointError` for forbidden pickle content, an unreadable, damaged or altered file (NaN or
+    Inf weights included) or an unknown layout.
     """
-    checkpoint = _unpickle_restricted(path)
+    checked = source if isinstance(source, CheckpointFile) else open_checkpoint(source, is_official_global)
+    path = checked.path
+    checkpoint = _unpickle_restricted(checked)
     official = _official_model(path, checkpoint)
     try:
         state = official.state_dict()
     except Exception as exc:  # a shell restored from a damaged or hand-made pickle
-        raise CheckpointError(f"{path} holds a malformed YOLOv6 model ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path} holds a malformed YOLOv6 model ({type(exc).__name__}: {exc})") from None
+    check_tensors(checked, state, "the model's state_dict")
     dropped = [key for key in state if key.startswith(_ANCHOR_AIDED)]
     if dropped:
         _LOG.info(
@@ -203,20 +288,12 @@ def read_official(path: Path) -> OfficialCheckpoint:
     meta = {"official_classes": _official_classes(official), **_official_training_info(checkpoint)}
     _LOG.info("read official %s: %s, %d classes, fused=%s", path, _label(config), nc, deploy)
     return OfficialCheckpoint(config, nc, deploy, state, _official_names(path, official, checkpoint, nc),
-                              _batchnorm_settings(official), meta)  # fmt: skip
+                              _batchnorm_settings(path, official), meta)  # fmt: skip
 
 
-def _unpickle_restricted(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False)
-    except _RefusedGlobal as exc:
-        raise CheckpointError(
-            f"refusing to load {path}: it references {exc.qualified_name}, which is not part of a YOLOv6 model; "
-            "only official YOLOv6 release files (model classes, torch layers, tensors) and yolov6-sdk "
-            "checkpoints are read"
-        ) from None
-    except Exception as exc:
-        raise CheckpointError.unreadable(path, exc) from exc
+def _unpickle_restricted(checked: CheckpointFile) -> Any:
+    """The file's object, through the restricted unpickler (the checks of ``open_checkpoint`` already passed)."""
+    return torch_load(checked, pickle_module=_RESTRICTED_PICKLE, weights_only=False)
 
 
 def _official_model(path: Path, checkpoint: Any) -> OfficialModule:
@@ -238,6 +315,11 @@ def _class_count(path: Path, state: dict[str, torch.Tensor]) -> int:
     weight = state.get("detect.cls_preds.0.weight")
     if weight is None:
         raise CheckpointError(f"{path} holds a model without detect.cls_preds.0.weight: not a YOLOv6 detector")
+    if weight.dim() != 4 or weight.shape[0] < 1:
+        raise CheckpointError(
+            f"{path}: detect.cls_preds.0.weight has shape {list(weight.shape)}, expected [classes, channels, 1, 1]; "
+            "the file was altered: download it again"
+        )
     return int(weight.shape[0])
 
 
@@ -310,13 +392,24 @@ def _official_classes(official: OfficialModule) -> dict[str, str]:
     return {name: part.official_name for name, part in parts.items() if isinstance(part, OfficialModule)}
 
 
-def _batchnorm_settings(official: nn.Module) -> dict[str, list[float | None]]:
+def _batchnorm_settings(path: Path, official: nn.Module) -> dict[str, list[float | None]]:
     """{module name: [eps, momentum]} of every BatchNorm of the pickled model (release values vary)."""
-    return {
-        name: [float(module.eps), module.momentum]
-        for name, module in official.named_modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-    }
+    settings: dict[str, list[float | None]] = {}
+    for name, module in official.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            eps, momentum = module.__dict__.get("eps"), module.__dict__.get("momentum")
+            if not (_real(eps) and eps > 0 and (momentum is None or (_real(momentum) and 0 <= momentum <= 1))):
+                raise CheckpointError(
+                    f"{path}: BatchNorm {name} has eps {eps!r} and momentum {momentum!r}; expected eps > 0 and "
+                    "momentum in [0, 1] or None: the file was altered, download it again"
+                )
+            settings[name] = [float(eps), None if momentum is None else float(momentum)]
+    return settings
+
+
+def _real(value: Any) -> bool:
+    """True for a finite real number that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _official_names(path: Path, official: nn.Module, checkpoint: Any, nc: int) -> list[str]:
@@ -329,10 +422,10 @@ def _official_names(path: Path, official: nn.Module, checkpoint: Any, nc: int) -
         if value is None:
             continue
         if isinstance(value, dict):
-            value = [value[key] for key in sorted(value)]
+            value = [value[key] for key in sorted(value, key=str)]
         if isinstance(value, (list, tuple)) and len(value) == nc and all(isinstance(n, str) for n in value):
             return list(value)
-        _LOG.warning("%s: ignoring %s: expected %d class names, got %r", path, where, nc, value)
+        _LOG.warning("%s: ignoring %s: expected %d class names, got %s", path, where, nc, reprlib.repr(value))
     return [str(i) for i in range(nc)]
 
 

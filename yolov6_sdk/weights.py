@@ -14,14 +14,19 @@ settings differ from a freshly built model's; eps is not part of a state_dict) a
 Official release files (meituan/YOLOv6) pickle the whole ``yolov6.models.yolo.Model`` object. They are read with a
 restricted unpickler: official model classes become an inert :class:`OfficialModule` shell, torch layers, tensors and
 plain containers are admitted from an allow-list, and any other global is refused before it can run.
+
+Every file is checked by :func:`~yolov6_sdk.checkpoint_reader.open_checkpoint` before torch reads it (memory bounded by
+the file's size, allow-listed globals only), and every field of our format is checked against the model it names
+(types, names, tensor keys and shapes, finite values), so a damaged or altered file gives one :class:`CheckpointError`
+that names the file and the field.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import math
 import os
-import pickle
+import reprlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,11 +35,12 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
+from yolov6_sdk.checkpoint_reader import CheckpointFile, check_tensors, open_checkpoint, torch_load
 from yolov6_sdk.errors import CheckpointError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6, get_config
 from yolov6_sdk.models import fuse as fuse_model
-from yolov6_sdk.official import read_official
+from yolov6_sdk.official import is_official_global, read_official
 
 _LOG = logging.getLogger(__name__)
 
@@ -134,22 +140,17 @@ def load(path: str | os.PathLike[str], fuse: bool = False, device: str | torch.d
 
     ``fuse=True`` reparameterises an unfused model after loading (a fused file is always rebuilt fused). The model
     is returned in eval mode, fp32, on ``device``. Raises :class:`CheckpointError` for a missing, empty, truncated
-    or foreign file.
+    or foreign file, for one whose fields do not describe a zoo model, and for forbidden pickle content.
     """
-    path, digest = _check_file(path)
+    checked = open_checkpoint(path, is_official_global)  # the official allow-list includes the plain one
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Not plain data: an official release file holds pickled modules, which only the restricted reader admits.
-        loaded = _from_official(path, digest)
-    except Exception as exc:
-        raise CheckpointError.unreadable(path, exc) from exc
-    else:
-        loaded = _from_sdk_checkpoint(path, digest, checkpoint)
+    if checked.is_plain:
+        loaded = _from_sdk_checkpoint(checked, torch_load(checked, weights_only=True))
+    else:  # pickled modules: an official release file, which only the restricted reader admits
+        loaded = _from_official(checked)
     if fuse:
         fuse_model(loaded.model)
     try:
@@ -159,47 +160,141 @@ def load(path: str | os.PathLike[str], fuse: bool = False, device: str | torch.d
     return loaded
 
 
-def _from_sdk_checkpoint(path: Path, digest: str, checkpoint: Any) -> LoadedModel:
+def _from_sdk_checkpoint(checked: CheckpointFile, checkpoint: Any) -> LoadedModel:
+    """Check every field of our format against the model it names, then build that model with the weights."""
+    path = checked.path
+    fields = _sdk_fields(path, checkpoint)
+    try:
+        config = get_config(fields["model"])
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"{path} holds model {fields['model']!r}, unknown to yolov6-sdk {__version__}: {exc}"
+        ) from None
+    meta = fields["meta"]
+    config = replace(config, distill_head=meta.get("distill_head", config.distill_head))
+    nc = fields["num_classes"]
+    state = check_tensors(checked, fields["state_dict"], "state_dict")
+    with torch.device("meta"):
+        model = YOLOv6(config, nc, deploy=meta.get("fused", False))
+    _check_layout(path, config.name, nc, state, model)
+    imgsz = fields["imgsz"]
+    if imgsz % max(model.strides):
+        raise _field_error(path, "imgsz", f"a multiple of the largest stride {max(model.strides)}", imgsz)
+    model.load_state_dict(_fp32(state), strict=True, assign=True)
+    _apply_batchnorm(path, model, meta.get("batchnorm", {}))
+    model.names = fields["names"]
+    model.eval()
+    return LoadedModel(model, config.name, tuple(model.names), imgsz, meta, "sdk", checked.sha256, path)
+
+
+def _sdk_fields(path: Path, checkpoint: Any) -> dict[str, Any]:
+    """The fields of our format with their types checked (the tensors are checked against the model later)."""
     if not isinstance(checkpoint, dict) or "format" not in checkpoint:
         found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
             f"{path} is neither a yolov6-sdk checkpoint (no 'format' key) nor an official YOLOv6 release file "
             f"(no pickled model under 'ema' or 'model'); found {found}"
         )
-    if checkpoint["format"] != FORMAT:
+    if not (isinstance(checkpoint["format"], str) and checkpoint["format"] == FORMAT):
         raise CheckpointError(
             f"{path} has format {checkpoint['format']!r}; this yolov6-sdk {__version__} reads {FORMAT!r}: "
             "upgrade yolov6-sdk or re-save the checkpoint with this version"
         )
     missing = [key for key in _SDK_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path} is a {FORMAT} checkpoint without {missing}: it is damaged, save it again")
-    try:
-        config = get_config(checkpoint["model"])
-    except ConfigError as exc:
-        raise CheckpointError(
-            f"{path} holds model {checkpoint['model']!r}, unknown to yolov6-sdk {__version__}: {exc}"
-        ) from None
-    meta = dict(checkpoint["meta"])
-    config = replace(config, distill_head=bool(meta.get("distill_head", config.distill_head)))
+    unknown = sorted(map(str, set(checkpoint) - set(_SDK_KEYS)))
+    if missing or unknown:
+        found = f"without {missing}" if missing else f"with unknown fields {unknown[:5]}"
+        raise CheckpointError(f"{path} is a {FORMAT} checkpoint {found}: it is damaged, save it again")
     nc = checkpoint["num_classes"]
+    checks = {
+        "model": (isinstance(checkpoint["model"], str), "a zoo model name (str)"),
+        "num_classes": (_positive_int(nc), "a positive int"),
+        "imgsz": (_positive_int(checkpoint["imgsz"]), "a positive int (pixels)"),
+        "names": (_is_names(checkpoint["names"], nc), f"a list of {nc} class names (str)"),
+        "meta": (isinstance(checkpoint["meta"], dict), "a dict"),
+    }
+    for field, (ok, expected) in checks.items():
+        if not ok:
+            raise _field_error(path, field, expected, checkpoint[field])
+    meta = checkpoint["meta"]
     try:
-        model = _build_with_weights(config, nc, bool(meta.get("fused", False)), checkpoint["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {config.name} with {nc} classes: {exc}") from exc
-    for name, (eps, momentum) in meta.get("batchnorm", {}).items():
-        batchnorm = model.get_submodule(name)
-        batchnorm.eps, batchnorm.momentum = eps, momentum
-    names = _check_names(list(checkpoint["names"]), nc)
-    model.names = names
-    model.eval()
-    return LoadedModel(model, config.name, tuple(names), checkpoint["imgsz"], meta, "sdk", digest, path)
+        problem = _plain_problem(meta, "meta")
+    except RecursionError:
+        problem = "meta is nested too deeply"
+    if problem:
+        raise CheckpointError(f"{path}: {problem}; the file was altered: save it again with save_checkpoint")
+    for key, kind in (("fused", bool), ("distill_head", bool), ("sdk_version", str), ("batchnorm", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise _field_error(path, f"meta[{key!r}]", f"a {kind.__name__}", meta[key])
+    return checkpoint
 
 
-def _from_official(path: Path, digest: str) -> LoadedModel:
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_names(names: Any, nc: Any) -> bool:
+    return isinstance(names, list) and len(names) == nc and all(isinstance(name, str) for name in names)
+
+
+def _field_error(path: Path, field: str, expected: str, got: Any) -> CheckpointError:
+    shown = reprlib.repr(got) if isinstance(got, (str, int, float, bool, type(None))) else type(got).__name__
+    if isinstance(got, (list, tuple, dict)):
+        shown = f"{type(got).__name__} of {len(got)} items: {reprlib.repr(got)}"  # reprlib: bounded, any depth
+    return CheckpointError(
+        f"{path}: field {field!r} must be {expected}, got {shown}; the file was altered or written by other code: "
+        "save it again with yolov6_sdk.save_checkpoint"
+    )
+
+
+def _check_layout(path: Path, name: str, nc: int, state: dict[str, torch.Tensor], model: YOLOv6) -> None:
+    """The state_dict's keys and shapes must equal those of the model the fields describe."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    if found == expected:
+        return
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    shapes = [
+        f"{key} {list(found[key])} vs {list(expected[key])}"
+        for key in expected
+        if found.get(key, expected[key]) != expected[key]
+    ]
+    parts = [f"{label} ({len(keys)}): {', '.join(keys[:3])}" for label, keys in
+             (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]  # fmt: skip
+    raise CheckpointError(
+        f"{path}: field 'state_dict' does not fit {name} with {nc} classes ({'; '.join(parts)}); the file was "
+        "altered or the fields were edited: save it again with yolov6_sdk.save_checkpoint"
+    )
+
+
+def _fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+
+
+def _apply_batchnorm(path: Path, model: YOLOv6, settings: dict[str, Any]) -> None:
+    """Set each named BatchNorm's ``[eps, momentum]`` (meta ``batchnorm``), checking names and values."""
+    modules = dict(model.named_modules())
+    for name, value in settings.items():
+        ok = isinstance(modules.get(name), nn.BatchNorm2d) and isinstance(value, list) and len(value) == 2
+        eps, momentum = value if ok else (None, None)
+        if not (ok and _real(eps) and eps > 0 and (momentum is None or (_real(momentum) and 0 <= momentum <= 1))):
+            raise _field_error(
+                path, f"meta['batchnorm'][{name!r}]", "[eps > 0, momentum in [0, 1] or None] of a BatchNorm", value
+            )
+        modules[name].eps, modules[name].momentum = float(eps), momentum
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _from_official(checked: CheckpointFile) -> LoadedModel:
     """Build the model of an official release file from what :func:`~yolov6_sdk.official.read_official` read."""
-    found = read_official(path)
-    model = _build_with_weights(found.config, found.num_classes, found.fused, found.state_dict)
+    found = read_official(checked)
+    with torch.device("meta"):
+        model = YOLOv6(found.config, found.num_classes, deploy=found.fused)
+    model.load_state_dict(_fp32(found.state_dict), strict=True, assign=True)
     modules = dict(model.named_modules())
     for name, (eps, momentum) in found.batchnorm.items():
         if isinstance(modules.get(name), nn.BatchNorm2d):
@@ -213,16 +308,9 @@ def _from_official(path: Path, digest: str) -> LoadedModel:
         "batchnorm": _batchnorm_overrides(model),
         **found.meta,
     }
-    return LoadedModel(model, found.config.name, tuple(found.names), 640, meta, "official", digest, path)
-
-
-def _build_with_weights(config: ModelConfig, nc: int, deploy: bool, state: dict[str, torch.Tensor]) -> YOLOv6:
-    """Build on the meta device (no initialisation cost) and adopt ``state``, as fp32, with strict key checks."""
-    with torch.device("meta"):
-        model = YOLOv6(config, nc, deploy=deploy)
-    fp32 = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
-    model.load_state_dict(fp32, strict=True, assign=True)
-    return model
+    return LoadedModel(
+        model, found.config.name, tuple(found.names), 640, meta, "official", checked.sha256, checked.path
+    )
 
 
 def _zoo_name(config: ModelConfig) -> str:
@@ -244,19 +332,30 @@ def _check_names(names: list[Any], nc: int) -> list[str]:
 
 def _check_plain(value: Any, where: str) -> None:
     """Raise unless ``value`` is made of plain Python values that ``torch.load(weights_only=True)`` accepts."""
+    problem = _plain_problem(value, where)
+    if problem:
+        raise ConfigError(f"{problem}: convert it, e.g. float(x)")
+
+
+def _plain_problem(value: Any, where: str) -> str | None:
+    """What keeps ``value`` from being plain str/int/float/bool/None values and lists/dicts of them, or None."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"{where} keys must be strings, got {key!r}")
-            _check_plain(item, f"{where}[{key!r}]")
+            problem = f"{where} keys must be strings, got {key!r}" if not isinstance(key, str) else None
+            problem = problem or _plain_problem(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_plain(item, f"{where}[{index}]")
+            problem = _plain_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
     elif not isinstance(value, _PLAIN):
-        raise ConfigError(
+        return (
             f"{where} is a {type(value).__module__}.{type(value).__name__}; checkpoint metadata takes plain "
-            "str/int/float/bool/None values and lists/dicts of them: convert it, e.g. float(x)"
+            "str/int/float/bool/None values and lists/dicts of them"
         )
+    return None
 
 
 def _is_fused(model: nn.Module) -> bool:
@@ -285,33 +384,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
         os.fsync(stream.fileno())
 
 
-# ------------------------------------------------------------------------------------------------ file checks
-
-
-def _check_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
-    """Resolve ``path``, reject missing/empty/non-torch files, and return it with its sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file): check the path")
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the download or save was interrupted; redo it")
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        head = stream.read(4)
-        stream.seek(0)
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    # torch.save writes a zip archive (torch >= 1.6) or, in the legacy format, a pickle (protocol 2+ opcode).
-    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
-        raise CheckpointError(
-            f"{path} is not a torch checkpoint (it starts with {head!r}); expected a .pt written by torch.save"
-        )
-    return path, digest.hexdigest()
-
-
 def load_official(path: str | os.PathLike[str]) -> LoadedModel:
     """Read an official meituan/YOLOv6 release ``.pt`` (see :func:`yolov6_sdk.official.read_official`) and build
     its model on the CPU in eval mode, fp32, with each BatchNorm's own eps and momentum."""
-    path, digest = _check_file(path)
-    return _from_official(path, digest)
+    return _from_official(open_checkpoint(path, is_official_global))
