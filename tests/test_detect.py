@@ -64,7 +64,7 @@ def test_library_writes_what_the_cli_writes_for_a_mixed_folder_with_a_corrupt_fi
 ) -> None:
     cli_out, lib_out = tmp_path / "cli", tmp_path / "lib"
     args = [str(mixed), "--model", str(checkpoint), "--device", "cpu", "--conf", str(CONF), "--max-det", "20"]
-    assert main([*args, "--save-dir", str(cli_out), "--save-json", str(tmp_path / "cli.json")]) == 0
+    assert main([*args, "--save-dir", str(cli_out), "--save-json", str(tmp_path / "cli.json")]) == 1
     seen: list[Progress] = []
     report = detect(
         checkpoint, mixed, save_dir=lib_out, save_json=tmp_path / "lib.json", progress=seen.append,

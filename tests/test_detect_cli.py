@@ -35,13 +35,13 @@ def inputs(tmp_path: Path) -> Path:
     return folder
 
 
-def test_folder_with_a_corrupt_image_saves_the_good_one_writes_json_and_exits_0(
+def test_folder_with_a_corrupt_image_saves_the_good_one_writes_json_and_exits_1(
     checkpoint: Path, inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "detections.json"
     args = [str(inputs), "--model", str(checkpoint), "--device", "cpu", "--conf", "0.5", "--max-det", "5"]
     code = main([*args, "--save-dir", str(out), "--save-json", str(report)])
-    assert code == 0
+    assert code == 1
     saved = cv2.imread(str(out / "good.jpg"))
     assert saved is not None and saved.shape == cv2.imread(str(inputs / "good.jpg")).shape
     assert not (out / "corrupt.jpg").exists()

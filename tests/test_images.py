@@ -111,7 +111,7 @@ def test_as_bgr_uint8_expands_grayscale(shape: tuple[int, ...]) -> None:
 
 
 def test_as_bgr_uint8_keeps_bgr_and_drops_alpha() -> None:
-    bgra = np.random.default_rng(1).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    bgra = np.random.default_rng(1).integers(0, 256, (5, 6, 4), dtype=np.uint8)
     np.testing.assert_array_equal(as_bgr_uint8(bgra[..., :3]), bgra[..., :3])
     out = as_bgr_uint8(bgra)
     np.testing.assert_array_equal(out, bgra[..., :3])
@@ -126,7 +126,7 @@ def test_as_bgr_uint8_scales_uint16_and_float() -> None:
 
 
 def test_as_bgr_uint8_never_modifies_its_input() -> None:
-    array = np.random.default_rng(2).random((3, 3, 4))
+    array = np.random.default_rng(2).random((5, 3, 4))
     before = array.copy()
     as_bgr_uint8(array)
     np.testing.assert_array_equal(array, before)

@@ -4,25 +4,36 @@ Every reader and converter either returns that layout or raises :class:`~yolov6_
 naming the file (or array) and the fix. Grayscale becomes 3 channels, an alpha channel is dropped
 (no compositing), 16-bit data is scaled to 8 bits by dividing by 257 (65535 -> 255) and floats in 0..1
 are scaled by 255.
+
+A file is decoded only after its header (:func:`~yolov6_sdk.artifact.image_header.image_size`) shows at most
+:func:`pixel_limit` pixels (:data:`MAX_PIXELS`, or the environment variable ``YOLOV6_MAX_PIXELS``), so the
+memory a decode takes is bounded by the limit, not by what a file claims.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from yolov6_sdk.errors import ImageError
+from yolov6_sdk.artifact.image_header import image_size
+from yolov6_sdk.errors import ConfigError, ImageError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
+MAX_PIXELS = 100_000_000
+"""Default pixel limit (width x height) of an image file: 100 MP, about 300 MB once decoded as BGR uint8."""
+MAX_PIXELS_ENV = "YOLOV6_MAX_PIXELS"
+
 _JPEG_MAGIC = b"\xff\xd8"
+_CHANNEL_COUNTS = (1, 3, 4)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -36,15 +47,37 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def pixel_limit() -> int:
+    """The most pixels (width x height) an image file may declare: ``YOLOV6_MAX_PIXELS`` when set, else
+    :data:`MAX_PIXELS`.
+
+    Raises:
+        ConfigError: ``YOLOV6_MAX_PIXELS`` is not a positive integer.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None:
+        return int(MAX_PIXELS)
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={text!r} must be a positive number of pixels, e.g. 200000000")
+    return value
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as an HxWx3 uint8 BGR array.
 
-    JPEG files are decoded with their EXIF orientation applied (as ``cv2.imread``'s default, and so the
-    official YOLOv6 pipeline, does); other formats are decoded unchanged and then converted by
-    :func:`as_bgr_uint8` (grayscale -> 3 channels, alpha dropped, 16-bit / 257).
+    The size declared in the file's header (:func:`image_size`) is checked against :func:`pixel_limit` before
+    anything is decoded, so a small file claiming a huge image costs no memory. JPEG files are decoded with
+    their EXIF orientation applied (as ``cv2.imread``'s default, and so the official YOLOv6 pipeline, does);
+    other formats are decoded unchanged and then converted by :func:`as_bgr_uint8` (grayscale -> 3 channels,
+    alpha dropped, 16-bit / 257).
 
     Raises:
-        ImageError: the file is missing, is a folder, is empty, or cannot be decoded.
+        ImageError: the file is missing, is a folder, is empty, is not PNG/JPEG/BMP/WebP/TIFF, declares more
+            pixels than the limit, or cannot be decoded.
     """
     path = Path(path)
     if not path.exists():
@@ -55,36 +88,91 @@ def read_image(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read image file {str(path)!r}: {exc}; check its permissions") from exc
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Decode encoded image bytes (``name``: the file, for messages) as :func:`read_image` does."""
     if not data:
-        raise ImageError(f"image file {str(path)!r} is empty (0 bytes); re-copy or re-download it")
-    buffer = np.frombuffer(data, dtype=np.uint8)
+        raise ImageError(f"image file {name!r} is empty (0 bytes); re-copy or re-download it")
+    size = image_size(data)
+    if size is None:
+        raise ImageError(
+            f"cannot decode image file {name!r} ({len(data)} bytes): its header is not that of a PNG, JPEG, BMP, "
+            f"WebP or TIFF image, or is corrupt; re-export or convert it to one of these formats"
+        )
+    width, height = size
+    limit = pixel_limit()
+    if width * height > limit:
+        raise ImageError(
+            f"image file {name!r} declares {width} x {height} pixels ({width * height / 1e6:.1f} MP), more than "
+            f"the limit of {limit / 1e6:.1f} MP; downscale it, or raise the limit with the environment variable "
+            f"{MAX_PIXELS_ENV}={width * height} (or yolov6_sdk.artifact.images.MAX_PIXELS)"
+        )
     flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(buffer, flags)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error as exc:
+        raise ImageError(f"cannot decode image file {name!r}: OpenCV refused it ({_first_line(exc)})") from exc
     if image is None:
         raise ImageError(
-            f"cannot decode image file {str(path)!r} ({len(data)} bytes): it is corrupt or not an image "
+            f"cannot decode image file {name!r} ({len(data)} bytes): it is corrupt or not an image "
             f"format OpenCV reads ({', '.join(sorted(IMAGE_SUFFIXES))}); re-export or convert it"
         )
-    return as_bgr_uint8(image, str(path))
+    return _as_bgr_uint8(image, name, layout_known=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def as_bgr_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
     """Convert an image array to a C-contiguous HxWx3 uint8 BGR array (the input is never modified).
 
-    Accepted shapes: HxW, HxWx1 (grayscale), HxWx3 (BGR), HxWx4 (BGRA, alpha dropped). Accepted dtypes:
-    uint8, uint16 (divided by 257 and rounded) and floating point in 0..1 (times 255, rounded).
-    ``name`` is used in error messages (a file path or a description of the array).
+    Accepted shapes: HxW, HxWx1 (grayscale), HxWx3 (BGR), HxWx4 (BGRA, alpha dropped). A 3-D array whose
+    first axis is 1, 3 or 4 long could also be channels-first (CxHxW): it is read as HxWxC when its height and
+    width both exceed its channel count C, refused as ambiguous otherwise (a (3, 4, 4) array is not a 3x4
+    BGRA image), and refused as channels-first when its last axis is longer than 4. Accepted dtypes: uint8, uint16
+    (divided by 257 and rounded) and floating point in 0..1 (times 255, rounded). ``name`` is used in error
+    messages (a file path or a description of the array).
 
     Raises:
-        ImageError: not an array, an empty image, a channels-first (CHW) array, an unsupported shape or
-            dtype, or floats outside 0..1.
+        ImageError: not an array, an empty image, a channels-first (CHW) or ambiguous array, an unsupported
+            shape or dtype, or floats outside 0..1.
     """
+    return _as_bgr_uint8(array, name, layout_known=False)
+
+
+def _as_bgr_uint8(array: np.ndarray, name: str, layout_known: bool) -> np.ndarray:
+    """:func:`as_bgr_uint8`; ``layout_known``: a decoder's output, HxWxC for sure (no ambiguity check)."""
     if not isinstance(array, np.ndarray):
         raise ImageError(f"{name}: expected a numpy array (HxWx3 BGR uint8), got {type(array).__name__}")
+    if not layout_known:
+        _refuse_channels_first(array, name)
     image = _to_hwc3(array, name)
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"{name}: image is empty (shape {array.shape}); expected a height and width >= 1")
     return np.ascontiguousarray(_to_uint8(image, name))
+
+
+def _refuse_channels_first(array: np.ndarray, name: str) -> None:
+    if array.ndim != 3 or array.shape[0] not in _CHANNEL_COUNTS:
+        return
+    height, width, channels = array.shape
+    if channels in _CHANNEL_COUNTS:
+        if min(height, width) <= channels:
+            raise ImageError(
+                f"{name}: shape {array.shape} is ambiguous: it reads as HxWxC ({height}x{width} pixels, {channels} "
+                f"channels) and as CxHxW; an HxWxC array needs a height and width above its channel count: pad "
+                f"it, or convert a channels-first array with array.transpose(1, 2, 0)"
+            )
+        return
+    if channels > max(_CHANNEL_COUNTS):
+        raise ImageError(
+            f"{name}: got shape {array.shape}, which looks channels-first (CxHxW); expected HxWxC; "
+            f"convert it with array.transpose(1, 2, 0)"
+        )
 
 
 def _to_hwc3(array: np.ndarray, name: str) -> np.ndarray:
@@ -99,11 +187,6 @@ def _to_hwc3(array: np.ndarray, name: str) -> np.ndarray:
             return array
         if channels == 4:
             return array[:, :, :3]
-        if array.shape[0] in (1, 3, 4) and channels > 4:
-            raise ImageError(
-                f"{name}: got shape {array.shape}, which looks channels-first (CxHxW); expected HxWxC; "
-                f"convert it with array.transpose(1, 2, 0)"
-            )
     raise ImageError(f"{name}: unsupported image shape {array.shape}; expected HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA)")
 
 
@@ -112,8 +195,8 @@ def _to_uint8(image: np.ndarray, name: str) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
-        # round(v / 257) in integers: 65535 -> 255, 257 -> 1, 128 -> 0
-        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        # round(v / 257): 65535 -> 255, 257 -> 1, 128 -> 0; element by element, no wide temporary
+        return cv2.convertScaleAbs(np.ascontiguousarray(image), alpha=1 / 257)
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise ImageError(f"{name}: float image contains NaN or infinity; expected values in 0..1")

@@ -11,7 +11,16 @@ artifact is. It has the artifact's stem and the suffix ``.json`` (:func:`sidecar
   NMS semantics (``multi_label``, see :func:`recorded_multi_label`);
 * calibration method and image count (INT8);
 * input/output names, shapes (None = dynamic axis) and numpy dtype names;
-* sha256 of the sources (ONNX file, checkpoint), SDK version, creation time (UTC, ISO 8601).
+* sha256 of the sources (ONNX file, checkpoint) and of the artifact itself, SDK version, creation time (UTC,
+  ISO 8601).
+
+Publishing (:func:`publish_artifact`) keeps the pair consistent for any reader and across a crash at any
+point: the finished artifact waits under a hidden temporary name; the old artifact is removed first (its old
+sidecar now describes nothing), then the new sidecar is written atomically under its final name, and the
+artifact is renamed into place last. So an artifact under its final name always has its own sidecar beside it;
+a build killed midway leaves the old pair or no artifact at all (plus a temporary that the next build removes).
+The sidecar names the artifact's sha256 (``artifact_sha256``); :func:`check_artifact_hash` tells a pair that was
+mixed up by other means (a copied or restored file).
 
 :func:`check_compatible` raises :class:`ArtifactError` telling the user to rebuild with ``yolov6-build``
 when the running TensorRT or GPU differs from the recorded one.
@@ -33,7 +42,7 @@ from yolov6_sdk import __version__
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.spec import IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import publish, write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class Sidecar:
     inputs: tuple[IOSpec, ...] = ()
     outputs: tuple[IOSpec, ...] = ()
     source_hashes: dict[str, str] = field(default_factory=dict)
+    artifact_sha256: str = ""
     sdk_version: str = __version__
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -145,10 +155,35 @@ def write_sidecar(sidecar: Sidecar, artifact: str | Path) -> Path:
     """
     if not sidecar.created:
         sidecar = dataclasses.replace(sidecar, created=utc_now())
-    path = sidecar_path(artifact)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(sidecar.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return write_text(sidecar_path(artifact), json.dumps(sidecar.to_dict(), indent=2) + "\n")
+
+
+def publish_artifact(built: str | Path, artifact: str | Path, sidecar: Sidecar) -> Path:
+    """Move the finished artifact ``built`` (a temporary in the artifact's folder) to ``artifact`` with
+    ``sidecar`` beside it, in the crash-safe order of the module docstring; returns the sidecar's path.
+
+    ``sidecar`` gets the artifact's file name and sha256.
+    """
+    built, artifact = Path(built), Path(artifact)
+    sidecar = dataclasses.replace(sidecar, artifact=artifact.name, artifact_sha256=file_sha256(built))
+    artifact.unlink(missing_ok=True)
+    path = write_sidecar(sidecar, artifact)
+    publish(built, artifact)
     return path
+
+
+def check_artifact_hash(sidecar: Sidecar, artifact: str | Path) -> None:
+    """Refuse an artifact whose bytes are not the ones its sidecar was written for (no-op for an older sidecar
+    that records no ``artifact_sha256``).
+
+    Raises:
+        ArtifactError: the hashes differ; the message says to rebuild.
+    """
+    if sidecar.artifact_sha256 and sidecar.artifact_sha256 != file_sha256(artifact):
+        raise ArtifactError(
+            f"{artifact}: its sidecar {sidecar_path(artifact).name} describes another file (sha256 differs); the "
+            "pair was mixed up: rebuild it with yolov6-build"
+        )
 
 
 def read_sidecar(artifact: str | Path) -> Sidecar:

@@ -1,8 +1,9 @@
 """``yolov6-detect``: run a model on images, folders, globs and videos; save annotated copies and JSON.
 
 Argument parsing and printing only; the work is :func:`yolov6_sdk.runtime.detect.detect`. Bad inputs
-(missing, empty, corrupt) are reported one line each at the end while the others go on. Exit status: 0 when
-at least one input succeeded, 1 when all failed, 2 for a usage error (bad option, unusable model).
+(missing, empty, corrupt, too large) are reported one line each at the end while the others go on, as are videos
+whose damaged frames were skipped. Exit status: 0 when every input succeeded, 1 when any failed, 2 for a usage
+error (bad option, unusable model, an output location that cannot be written), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from yolov6_sdk.artifact.spec import BACKENDS
+from yolov6_sdk.cli.options import ListThenPositionals, add_deprecated_alias, add_device, image_size, parse
 
 if TYPE_CHECKING:
     from yolov6_sdk.runtime.detect import DetectReport
@@ -22,39 +24,56 @@ DEFAULT_SAVE_DIR = "runs/detect"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="yolov6-detect", description="Detect objects in images and videos with a YOLOv6 model."
+        prog="yolov6-detect",
+        description="Detect objects in images and videos with a YOLOv6 model. Options may come before or after "
+        "the sources.",
     )
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="image or video files, folders, glob patterns")
+    parser.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="image or video files, folders, glob patterns (at least one)"
+    )
     parser.add_argument("--model", required=True, help="model file: .onnx, .engine/.plan or .pt")
     parser.add_argument("--conf", type=float, default=0.25, help="score threshold, 0..1 (default 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold, 0..1 (default 0.45)")
     parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
-    parser.add_argument(
-        "--classes", type=int, nargs="+", metavar="ID", help="keep only these class ids, e.g. --classes 0 2"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--classes", action=ListThenPositionals, convert=int, metavar="ID",
+                        help="keep only these class ids, e.g. --classes 0 2")  # fmt: skip
+    add_device(parser)
     parser.add_argument(
         "--backend",
         default="auto",
         choices=("auto", *sorted(BACKENDS)),
-        help="default auto: from the model suffix",
+        help="runtime that runs the model (default auto: from the model file's suffix)",
     )
-    parser.add_argument("--imgsz", type=int, nargs="+", help="input size H [W], multiples of 32 (default: the model's)")
-    parser.add_argument("--save-dir", default=DEFAULT_SAVE_DIR, help=f"annotated outputs (default {DEFAULT_SAVE_DIR})")
+    parser.add_argument("--names", metavar="NAMES",
+                        help="class names for a model that records none (e.g. an engine built by trtexec): a "
+                        "data.yaml, a text file with one name per line, or a,b,c")  # fmt: skip
+    parser.add_argument("--ort-provider", choices=("cuda", "tensorrt"), default=None,
+                        help="ONNX Runtime GPU provider for .onnx models: cuda (default) or tensorrt (engine and "
+                        "timing caches kept beside the model)")  # fmt: skip
+    parser.add_argument("--imgsz", action=ListThenPositionals, convert=int, metavar="PX",
+                        help="input size H [W], multiples of 32 (default: the model's)")  # fmt: skip
+    parser.add_argument("--batch", "--bs", type=int, default=None, metavar="N",
+                        help="images per model run (default: the largest batch the model serves, up to 16)")  # fmt: skip
+    parser.add_argument("-o", "--output", default=DEFAULT_SAVE_DIR, metavar="DIR",
+                        help=f"folder for annotated images and videos (default {DEFAULT_SAVE_DIR})")  # fmt: skip
+    add_deprecated_alias(parser, "--save-dir", "output", "-o/--output", metavar="DIR")
     parser.add_argument("--save-json", metavar="FILE", help="write every detection to this JSON file")
     parser.add_argument("--no-save", action="store_true", help="do not write annotated images or videos")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parse(parser, argv, positionals="sources")
+    if not args.sources:
+        parser.error("give at least one SOURCE: an image or video file, a folder or a glob pattern")
+    imgsz = image_size(parser, args.imgsz)
 
     from tqdm import tqdm
 
     from yolov6_sdk.errors import YOLOv6Error
     from yolov6_sdk.runtime.detect import Progress, detect
 
-    imgsz = None if args.imgsz is None else args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
     options = {
         "conf": args.conf,
         "iou": args.iou,
@@ -63,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "backend": args.backend,
         "imgsz": imgsz,
+        "batch": args.batch,
+        "names": args.names,
+        "ort_provider": args.ort_provider,
     }
-    save_dir = None if args.no_save else args.save_dir
+    save_dir = None if args.no_save else args.output
     started = time.perf_counter()
     with tqdm(unit="file", desc="detect", disable=None) as bar:
 
@@ -81,19 +103,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"yolov6-detect: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("yolov6-detect: interrupted; outputs written so far are complete", file=sys.stderr)
+            saved = f"; detections so far are in {args.save_json}" if args.save_json else ""
+            print(f"yolov6-detect: interrupted; outputs written so far are complete{saved}", file=sys.stderr)
             return 130
-    _print_report(report, save_dir, args.save_json, time.perf_counter() - started)
-    return 0 if report.images + report.videos else 1
+    _print_report(report, save_dir, time.perf_counter() - started)
+    return 1 if report.failures else 0
 
 
-def _print_report(report: DetectReport, save_dir: str | None, save_json: str | None, seconds: float) -> None:
-    frames = f" ({report.frames} frames)" if report.videos else ""
+def _print_report(report: DetectReport, save_dir: str | None, seconds: float) -> None:
+    skipped = f", {report.skipped_frames} damaged frames skipped" if report.skipped_frames else ""
+    frames = f" ({report.frames} frames{skipped})" if report.videos else ""
     print(f"{report.images} images and {report.videos} videos{frames} done in {seconds:.1f} s")
     if save_dir is not None and report.images + report.videos:
         print(f"annotated outputs saved to {save_dir}")
-    if save_json:
-        print(f"detections written to {save_json}")
+    if report.json_path is not None:
+        print(f"detections written to {report.json_path}")
+    for _, warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if report.failures:
         print(f"{len(report.failures)} inputs failed:", file=sys.stderr)
         for path, error in report.failures:

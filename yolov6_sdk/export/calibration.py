@@ -6,8 +6,10 @@ through the input contract's :func:`~yolov6_sdk.artifact.preprocess.preprocess_b
 BGR -> RGB, 0..1), so the calibrator sees exactly the tensors the deployed model will see: float32
 ``[B, 3, H, W]``.
 
-Files that cannot be decoded are skipped and counted (a warning says how many); a folder without one readable
-image raises :class:`~yolov6_sdk.errors.CalibrationError`.
+Files that cannot be decoded (corrupt, or beyond the pixel limit of
+:func:`~yolov6_sdk.artifact.images.read_image`) are skipped and counted, each named in a warning; a folder
+without one readable image raises :class:`~yolov6_sdk.errors.CalibrationError`. A batch is letterboxed image by
+image as it is read, so one full-size image is decoded at a time whatever the batch size.
 
 :class:`OrtCalibrationReader` adapts a set to ``onnxruntime.quantization.CalibrationDataReader`` and reports
 progress through a callback (the CLI draws it as a progress bar). The ranges a calibration produced are cached
@@ -23,12 +25,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from yolov6_sdk import __version__
-from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, read_image
+from yolov6_sdk.artifact.images import decode_image, is_image, read_image
 from yolov6_sdk.artifact.preprocess import check_imgsz, preprocess_batch
 from yolov6_sdk.artifact.spec import INPUT_NAME
 from yolov6_sdk.errors import CalibrationError, ImageError
@@ -73,8 +74,8 @@ class CalibrationSet:
     def batches(self) -> Iterator[np.ndarray]:
         """Yield float32 ``[b, 3, H, W]`` RGB 0..1 letterboxed batches, exactly as :func:`preprocess_batch`."""
         for start in range(0, len(self.files), self.batch):
-            images = [read_image(path) for path in self.files[start : start + self.batch]]
-            yield preprocess_batch(images, self.imgsz)[0]
+            paths = self.files[start : start + self.batch]
+            yield np.concatenate([preprocess_batch([read_image(path)], self.imgsz)[0] for path in paths])
 
 
 def select_evenly(paths: Sequence[Path], size: int) -> list[Path]:
@@ -85,17 +86,13 @@ def select_evenly(paths: Sequence[Path], size: int) -> list[Path]:
     return [paths[i] for i in positions]
 
 
-def _decodes(data: bytes, path: Path) -> bool:
-    if not data:
-        return False
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return False
+def _decode_error(data: bytes, path: Path) -> str:
+    """Why ``data`` (the bytes of ``path``) is no usable image, or "" when it decodes."""
     try:
-        as_bgr_uint8(image, str(path))
-    except ImageError:
-        return False
-    return True
+        decode_image(data, str(path))
+    except ImageError as exc:
+        return str(exc)
+    return ""
 
 
 def load_calibration_set(
@@ -130,9 +127,12 @@ def load_calibration_set(
     for path in select_evenly(candidates, size):
         try:
             data = path.read_bytes()
-        except OSError:
-            data = b""
-        if not _decodes(data, path):
+        except OSError as exc:
+            data, error = b"", f"cannot read {path}: {exc}"
+        else:
+            error = _decode_error(data, path)
+        if error:
+            LOGGER.warning("calibration: skipping %s", error)
             skipped += 1
             continue
         files.append(path)

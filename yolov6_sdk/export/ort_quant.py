@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -369,12 +370,14 @@ def _run_quantizer(
 ) -> onnx.ModelProto:
     """ONNX Runtime's ``quantize_static`` on ``fp32_path`` with the given ``ranges`` (no calibration run): per-
     channel int8 weights, ``target``'s activations, ``excluded`` nodes left float. Returns the Q/DQ model; its
-    complaint about a tensor missing from the ranges becomes a BuildError."""
+    complaint about a tensor missing from the ranges becomes a BuildError. The quantiser reads a copy of the
+    model in a temporary folder, where it also leaves its side files (``*-inferred.onnx``)."""
     with tempfile.TemporaryDirectory(prefix="yolov6-quant-") as tmp, _quiet_onnxruntime():
-        out = Path(tmp) / "int8.onnx"
+        out, source = Path(tmp) / "int8.onnx", Path(tmp) / "fp32.onnx"
+        shutil.copyfile(fp32_path, source)
         try:
             quantize_static(
-                str(fp32_path),
+                str(source),
                 str(out),
                 None,
                 calibration_cache_path=_ort_cache(ranges, method, Path(tmp) / "ranges.json"),

@@ -26,7 +26,7 @@ from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.sidecar import onnx_io_specs, onnx_metadata, read_sidecar, recorded_multi_label, sidecar_path
 from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import atomic_path, check_output_folder, write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ def write_triton_repository(
 
     Raises:
         ArtifactError: an unknown artifact kind, a missing engine sidecar, or I/O without a common batch axis.
-        ConfigError: a bad model name, or ``max_batch`` beyond what the artifact serves.
+        ConfigError: a bad model name, ``max_batch`` beyond what the artifact serves, or a ``repo_dir`` that
+            cannot be written.
     """
+    check_repository_folder(repo_dir)
     artifact = Path(artifact)
     if artifact.suffix not in _PLATFORMS or not artifact.is_file():
         raise ArtifactError(f"{artifact}: expected an existing .onnx, .engine or .plan file")
@@ -81,10 +83,18 @@ def write_triton_repository(
     folder = Path(repo_dir) / name
     with atomic_path(folder / "1" / filename) as tmp:
         shutil.copyfile(artifact, tmp)
-    with atomic_path(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(folder / "config.pbtxt", text)
     LOGGER.info("wrote Triton model %s (%s, max_batch_size %d) to %s", name, platform, max_batch_size, folder)
     return folder
+
+
+def check_repository_folder(repo_dir: str | Path) -> Path:
+    """Check, before any work, that a model repository can be written at ``repo_dir`` (created when missing).
+
+    Raises:
+        ConfigError: ``repo_dir`` is a file, cannot be created or cannot be written.
+    """
+    return check_output_folder(repo_dir, "the Triton repository folder (--triton)", ConfigError)
 
 
 def _describe(

@@ -1,9 +1,14 @@
 """Detect objects in image and video files, folders and globs; save annotated copies and a JSON report.
 
 What ``yolov6-detect`` runs, callable from Python: :func:`detect` resolves the sources, runs images in the
-batches the detector serves and videos frame by frame, and records an input that cannot be read, run or saved
-(missing, empty, corrupt) as a failure while the others go on. Annotated copies keep the input's file name
+batches the detector serves (and at most :data:`BATCH_PIXELS` decoded pixels at once) and videos frame by frame,
+and records an input that cannot be read, run or saved (missing, empty, corrupt, too large) as a failure while
+the others go on; a video's damaged frames are skipped and counted. Annotated copies keep the input's file name
 (videos become ``.mp4``), made unique when two inputs share one.
+
+The output folder and the JSON file are checked before any work starts. The JSON report is written when the
+run ends, also when it is interrupted or fails midway (then with ``"complete": false``); when its file cannot be
+written then, it goes to :func:`~yolov6_sdk.fileio.fallback_path` instead (:attr:`DetectReport.json_path`).
 """
 
 from __future__ import annotations
@@ -16,14 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from yolov6_sdk.artifact.images import is_video, read_image
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import check_output_file, check_output_folder, fallback_path, write_text
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.runtime.results import Results
-from yolov6_sdk.runtime.source import media_files, video_fps, video_writer
+from yolov6_sdk.runtime.source import media_files, video_fps, video_frames, video_writer
 
 LOGGER = logging.getLogger(__name__)
+
+BATCH_PIXELS = 50_000_000
+"""Decoded pixels (width x height summed) a batch of images may hold; a larger image runs alone."""
 
 
 @dataclass(frozen=True)
@@ -44,26 +54,45 @@ class DetectReport:
         model: the artifact's path.
         names: class names, index = class id.
         records: :meth:`Results.to_dict` of every image and video frame (boxes xyxy in original-image pixels;
-            a video frame's record adds ``"frame"``, index from 0), in the order run: a video when it is reached,
-            images in batches, so a video's frames come before the images of a batch it interrupted.
+            ``"frame"``: a video frame's index from 0, None for an image), in the order run: a video when it is
+            reached, images in batches, so a video's frames come before the images of a batch it interrupted.
         failures: ``(input, error message)`` for every input that could not be found, read, run or saved.
+        warnings: ``(video, message)`` for every video that skipped damaged frames or ended before the frame
+            count it declares.
         images, videos, frames: inputs done (``frames``: of all videos together).
+        skipped_frames: damaged video frames skipped (all videos together).
         saved: the annotated files written, in the order run (empty without ``save_dir``).
+        complete: False when the run was interrupted or failed midway (records hold what was done).
+        json_path: where the JSON report was written (None: not asked for).
     """
 
     model: str
     names: list[str]
     records: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     images: int = 0
     videos: int = 0
     frames: int = 0
+    skipped_frames: int = 0
     saved: list[Path] = field(default_factory=list)
+    complete: bool = True
+    json_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report: ``{"model", "names", "results": records, "errors": [{"path", "error"}]}``."""
+        """The JSON report: ``{"model", "names", "complete", "results": records, "errors": [{"path", "error"}],
+        "warnings": [{"path", "warning"}], "skipped_frames"}``."""
         errors = [{"path": path, "error": error} for path, error in self.failures]
-        return {"model": self.model, "names": self.names, "results": self.records, "errors": errors}
+        warnings = [{"path": path, "warning": text} for path, text in self.warnings]
+        return {
+            "model": self.model,
+            "names": self.names,
+            "complete": self.complete,
+            "results": self.records,
+            "errors": errors,
+            "warnings": warnings,
+            "skipped_frames": self.skipped_frames,
+        }
 
 
 ProgressFn = Callable[[Progress], None]
@@ -85,7 +114,8 @@ def detect(
             an open :class:`Detector` (used as it is, left open).
         sources: one source or a list of them; folders are searched recursively, results sorted by path.
         save_dir: write annotated copies here (created when needed); None writes none.
-        save_json: write :meth:`DetectReport.to_dict` to this file (atomically) when the run ends.
+        save_json: write :meth:`DetectReport.to_dict` to this file (atomically) when the run ends, however it
+            ends; a fallback file when it cannot be written then (see the module docstring).
         progress: called after each file and each video frame.
         detector_options: :class:`Detector` keyword arguments (conf, iou, max_det, classes, multi_label,
             device, backend, imgsz, ...); only with a path.
@@ -94,9 +124,14 @@ def detect(
         The per-input records and failures. A failing input never raises.
 
     Raises:
-        ConfigError: ``detector_options`` given with an open Detector, or invalid options (from the Detector).
+        ConfigError: ``detector_options`` given with an open Detector, invalid options (from the Detector), or
+            a ``save_dir`` / ``save_json`` that cannot be written (checked before the model is opened).
         ArtifactError: an unusable model (from the Detector).
     """
+    if save_dir is not None:
+        check_output_folder(save_dir, "save_dir", ConfigError)
+    if save_json is not None:
+        check_output_file(save_json, "save_json", ConfigError)
     if isinstance(model, Detector):
         if detector_options:
             raise ConfigError(
@@ -118,12 +153,27 @@ def _run(
     report = DetectReport(model=str(detector.backend.path), names=list(detector.names))
     outputs = None if save_dir is None else _Outputs(Path(save_dir))
     run = _Run(detector, report, outputs, progress or (lambda _: None))
-    run.process(run.collect([sources] if isinstance(sources, (str, Path)) else list(sources)))
-    if save_json is not None:
-        with atomic_path(save_json) as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=1))
+    try:
+        run.process(run.collect([sources] if isinstance(sources, (str, Path)) else list(sources)))
+    except BaseException:
+        report.complete = False
+        raise
+    finally:
+        if save_json is not None:
+            report.json_path = _write_report(report, Path(save_json))
     LOGGER.info("%d images and %d videos done, %d inputs failed", report.images, report.videos, len(report.failures))
     return report
+
+
+def _write_report(report: DetectReport, path: Path) -> Path:
+    """Write the JSON report to ``path``, or to a fallback file when that fails; returns where it went."""
+    text = json.dumps(report.to_dict(), indent=1)
+    try:
+        return write_text(path, text)
+    except OSError as exc:
+        fallback = fallback_path(path.name)
+        LOGGER.error("cannot write %s (%s); the detections are in %s instead", path, exc, fallback)
+        return write_text(fallback, text)
 
 
 @dataclass
@@ -166,17 +216,26 @@ class _Run:
         return files
 
     def process(self, files: list[Path]) -> None:
-        """Images in batches of the detector's size, videos frame by frame, in ``files`` order."""
-        pending: list[Path] = []
+        """Images in batches (the detector's size, at most :data:`BATCH_PIXELS`), videos frame by frame, in
+        ``files`` order."""
+        pending: list[tuple[Path, np.ndarray]] = []
+        pixels = 0
         for path in files:
             if is_video(path):
                 self.video(path)
                 self.file_done(path)
                 continue
-            pending.append(path)
+            image = self.read(path)
+            if image is None:
+                continue
+            if pending and pixels + image.shape[0] * image.shape[1] > BATCH_PIXELS:
+                self.images(pending)
+                pending, pixels = [], 0
+            pending.append((path, image))
+            pixels += image.shape[0] * image.shape[1]
             if len(pending) == self.detector.batch_size:
                 self.images(pending)
-                pending = []
+                pending, pixels = [], 0
         if pending:
             self.images(pending)
 
@@ -184,44 +243,60 @@ class _Run:
         self.done += 1
         self.progress(Progress(self.done, self.total, path.name))
 
-    def images(self, paths: list[Path]) -> None:
-        """Read ``paths`` (one batch), run the readable ones together, save and record each."""
-        loaded: list[tuple[Path, Any]] = []
-        for path in paths:
-            try:
-                loaded.append((path, read_image(path)))
-            except YOLOv6Error as exc:
-                self.report.failures.append((str(path), str(exc)))
-                self.file_done(path)
-        if not loaded:
+    def read(self, path: Path) -> np.ndarray | None:
+        """The image at ``path``, or None (recorded as a failure) when it cannot be read."""
+        try:
+            return read_image(path)
+        except YOLOv6Error as exc:
+            self.report.failures.append((str(path), str(exc)))
+            self.file_done(path)
+            return None
+
+    def images(self, loaded: list[tuple[Path, np.ndarray]]) -> None:
+        """Run one batch of decoded images together (one by one when the batch fails), save and record each."""
+        try:
+            results = self.detector.predict_batch([image for _, image in loaded], paths=[str(p) for p, _ in loaded])
+        except YOLOv6Error as exc:
+            if len(loaded) == 1:
+                self.report.failures.append((str(loaded[0][0]), str(exc)))
+                self.file_done(loaded[0][0])
+                return
+            for item in loaded:
+                self.images([item])
             return
-        results = self.detector.predict_batch([image for _, image in loaded], paths=[str(p) for p, _ in loaded])
         for (path, _), result in zip(loaded, results, strict=True):
             try:
                 if self.outputs is not None:
                     self.report.saved.append(result.save(self.outputs.path(path)))
-            except YOLOv6Error as exc:
-                self.report.failures.append((str(path), str(exc)))
+            except (YOLOv6Error, OSError) as exc:
+                self.report.failures.append((str(path), f"cannot save the annotated copy: {exc}"))
             else:
                 self.report.images += 1
-                self.report.records.append(result.to_dict())
+            self.report.records.append(result.to_dict())
             self.file_done(path)
 
     def video(self, path: Path) -> None:
-        """Run every frame of ``path``; its records count only when the whole video went through."""
+        """Run every readable frame of ``path``; a video failing midway keeps the records of its frames done."""
         records: list[dict[str, Any]] = []
         try:
+            frames = video_frames(path)
             with self.video_sink(path) as write:
-                for index, result in enumerate(self.detector.stream(path)):
+                for frame in frames:
+                    result = self.detector.predict_batch([frame], paths=[str(path)])[0]
+                    result.frame = frames.index
                     write(result)
-                    records.append({**result.to_dict(), "frame": index})
-                    self.progress(Progress(self.done, self.total, f"{path.name} frame {index + 1}"))
-        except YOLOv6Error as exc:
+                    records.append(result.to_dict())
+                    self.progress(Progress(self.done, self.total, f"{path.name} frame {frames.index + 1}"))
+        except (YOLOv6Error, OSError) as exc:
             self.report.failures.append((str(path), str(exc)))
             return
+        finally:
+            self.report.records.extend(records)
+        if frames.summary():
+            self.report.warnings.append((str(path), frames.summary()))
         self.report.videos += 1
         self.report.frames += len(records)
-        self.report.records.extend(records)
+        self.report.skipped_frames += frames.skipped
 
     @contextlib.contextmanager
     def video_sink(self, path: Path) -> Iterator[Callable[[Results], None]]:

@@ -1,13 +1,15 @@
 """What a Detector can be called on: image files, folders, globs, arrays, videos and cameras.
 
 Images come out as HxWx3 uint8 BGR arrays (see :mod:`yolov6_sdk.artifact.images`); video frames are read
-one at a time with ``cv2.VideoCapture``, never all at once.
+one at a time with ``cv2.VideoCapture``, never all at once; a damaged frame is skipped and counted
+(:class:`VideoFrames`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ import numpy as np
 from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 from yolov6_sdk.errors import ConfigError, ImageError
 from yolov6_sdk.fileio import atomic_path
+
+LOGGER = logging.getLogger(__name__)
 
 Source = str | Path | np.ndarray | Sequence[str | Path | np.ndarray]
 
@@ -45,11 +49,13 @@ def is_stream(source: Any) -> bool:
     return isinstance(source, (str, Path)) and ("://" in str(source) or is_video(source))
 
 
-def image_items(source: Source) -> list[ImageItem]:
+def image_items(source: Source, strict: bool = True) -> list[ImageItem]:
     """Expand ``source`` into images, in order.
 
     Accepted: an image file, a folder (recursive) or a glob pattern (see :func:`list_images`); an HxW[xC]
-    array, or an ``[N, H, W, C]`` array as N images; a list or tuple mixing any of these.
+    array, or an ``[N, H, W, C]`` array as N images; a list or tuple mixing any of these. ``strict=False``
+    keeps a list entry that names no image (a missing path, an empty folder) as one item whose ``load``
+    raises the error, so a caller can report it in its place and go on.
 
     Raises:
         ImageError: a missing path, a folder or pattern without images, or an unsupported source type.
@@ -68,8 +74,13 @@ def image_items(source: Source) -> list[ImageItem]:
         for i, element in enumerate(source):
             if isinstance(element, np.ndarray):
                 items.append(ImageItem(array=element, name=f"source[{i}]"))
-            else:
+            elif strict or not isinstance(element, (str, Path)):
                 items.extend(image_items(element))
+            else:
+                try:
+                    items.extend(image_items(element))
+                except ImageError:
+                    items.append(ImageItem(path=Path(element), name=str(element)))
         return items
     raise ImageError(
         f"unsupported source of type {type(source).__name__}; pass an image path, folder, glob, numpy BGR image, "
@@ -118,27 +129,94 @@ def _open_capture(source: str | Path | int) -> cv2.VideoCapture:
     return capture
 
 
-def video_frames(source: str | Path | int) -> Iterator[np.ndarray]:
-    """Yield the frames of a video file, camera index or stream URL as HxWx3 uint8 BGR arrays.
+MAX_FAILED_READS = 250
+"""Consecutive failed frame reads tried before a video is taken to have ended (damage is skipped up to this)."""
+STREAM_RETRIES = 25
+"""Consecutive failed reads tolerated from a camera or stream URL, or a file that declares no frame count."""
 
-    Frames are decoded lazily; the capture is released when the iterator ends or is closed.
+
+class VideoFrames:
+    """The frames of a video file, camera index or stream URL as HxWx3 uint8 BGR arrays, read lazily.
+
+    A frame that fails to decode (a damaged block) is skipped and counted, and reading goes on: a file that
+    declares its frame count is read until that many frames were delivered or skipped, trying at most
+    :data:`MAX_FAILED_READS` failed reads in a row; other sources tolerate :data:`STREAM_RETRIES`. After the
+    iteration ``delivered``, ``skipped`` and ``declared`` tell what happened, :attr:`ended_early` whether frames
+    were missing at the end, and :meth:`summary` says it in words (also logged as a warning). The capture is
+    released when the iteration ends or is closed (a VideoFrames never iterated releases it when collected).
 
     Raises:
-        ImageError: the source cannot be opened, or a file yields no frame at all.
+        ImageError: the source cannot be opened (on creation), or it yields no frame at all (on iteration).
     """
-    capture = _open_capture(source)
-    count = 0
-    try:
+
+    def __init__(self, source: str | Path | int) -> None:
+        self.source = source
+        self._capture = _open_capture(source)
+        declared = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not _is_live(source) else 0
+        self.declared: int | None = declared if declared > 0 else None
+        self.delivered = 0
+        self.skipped = 0
+        self.index = -1  # index (from 0, damaged frames counted) of the frame last delivered
+
+    @property
+    def ended_early(self) -> bool:
+        """True when the file declared more frames than were delivered or skipped."""
+        return self.declared is not None and self.delivered + self.skipped < self.declared
+
+    def summary(self) -> str:
+        """What went wrong while reading (skipped frames, an early end), or "" when every frame came through."""
+        parts = []
+        if self.skipped:
+            parts.append(f"skipped {self.skipped} damaged frame(s)")
+        if self.ended_early:
+            parts.append(f"ended after {self.delivered + self.skipped} of the {self.declared} frames it declares")
+        return f"video {str(self.source)!r}: {'; '.join(parts)}" if parts else ""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        capture, self._capture = self._capture, None
+        if capture is None:
+            raise ImageError(f"the frames of {str(self.source)!r} were read already; open the video again")
+        try:
+            yield from self._read(capture)
+        finally:
+            capture.release()
+        if self.summary():
+            LOGGER.warning("%s", self.summary())
+        if self.delivered == 0:
+            raise ImageError(
+                f"video source {str(self.source)!r} yielded no frame; it is corrupt or its codec is unsupported"
+            )
+
+    def _read(self, capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+        failed = 0
         while True:
             ok, frame = capture.read()
-            if not ok:
-                break
-            count += 1
-            yield as_bgr_uint8(frame, f"{source} frame {count - 1}")
-    finally:
-        capture.release()
-    if count == 0:
-        raise ImageError(f"video source {str(source)!r} yielded no frame; it is corrupt or its codec is unsupported")
+            if ok and frame is not None:
+                self.skipped += failed
+                self.index += failed + 1
+                self.delivered, failed = self.delivered + 1, 0
+                yield as_bgr_uint8(frame, f"{self.source} frame {self.index}")
+            elif not self._retry(failed := failed + 1):
+                return
+
+    def _retry(self, failed: int) -> bool:
+        """Whether to read again after ``failed`` failed reads in a row."""
+        if self.declared is None:
+            return failed <= STREAM_RETRIES
+        return failed <= MAX_FAILED_READS and self.delivered + self.skipped + failed <= self.declared
+
+
+def _is_live(source: str | Path | int) -> bool:
+    return isinstance(source, (int, np.integer)) or "://" in str(source)
+
+
+def video_frames(source: str | Path | int) -> VideoFrames:
+    """The frames of a video file, camera index or stream URL: a :class:`VideoFrames` to iterate once.
+
+    Raises:
+        ImageError: the source cannot be opened, or (while iterating) it yields no frame at all.
+    """
+    return VideoFrames(source)
 
 
 def video_fps(source: str | Path | int, default: float = 30.0) -> float:

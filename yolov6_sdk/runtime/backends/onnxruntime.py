@@ -1,13 +1,21 @@
 """ONNX Runtime backend: raw and end-to-end ``.onnx`` exports, fp32, fp16 or quantised.
 
 The session runs with graph optimisation level ALL. Providers follow the device asked: "cpu" -> CPU;
-"cuda[:N]" -> TensorRT EP (when this onnxruntime build has it), CUDA EP, then CPU for unsupported nodes;
-"auto" -> the CUDA providers when installed, else CPU. What the model is comes from the export's
-``metadata_props`` and, for ONNX files from elsewhere, from the graph's input and output shapes.
+"cuda[:N]" -> the CUDA EP, then CPU for unsupported nodes; "auto" -> CUDA when this onnxruntime has it, else
+CPU. ``provider="tensorrt"`` puts ONNX Runtime's TensorRT EP first (CUDA, then CPU behind it) with its engine
+and timing caches on, in a ``<model stem>.ort-trt-cache`` folder beside the model, so the engine TensorRT
+builds is reused by the next process; it refuses models quantised for the CPU (uint8 asymmetric Q/DQ, which
+TensorRT does not run). What the model is comes from the export's ``metadata_props`` and, for ONNX files from
+elsewhere, from the graph's input and output shapes.
+
+``onnxruntime`` (CPU) and ``onnxruntime-gpu`` install the same ``onnxruntime`` module; with both installed one
+overwrites the other's files, so the backend refuses to start and says which one to keep.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,11 @@ from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
 
+_STRIDE_SETS = ((8, 16, 32), (8, 16, 32, 64))  # output strides of YOLOv6 P5 and P6 models
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+PROVIDERS = ("auto", "cuda", "tensorrt")  # the GPU provider choice; "auto" = CUDA
+# distributions that each install the ``onnxruntime`` module
+_ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
 _DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -36,25 +48,91 @@ _DTYPES = {
 }
 
 
-def select_providers(device: str) -> tuple[list[Any], str]:
-    """Execution providers for ``device`` among those installed, and the resolved device ("cpu" / "cuda:N").
+@functools.lru_cache(maxsize=1)
+def check_one_onnxruntime() -> None:
+    """Refuse an environment where more than one onnxruntime distribution is installed.
 
     Raises:
-        ConfigError: a malformed device string.
-        MissingDependencyError: "cuda" asked but this onnxruntime has no GPU provider.
+        MissingDependencyError: e.g. both ``onnxruntime`` and ``onnxruntime-gpu``; the message says how to keep one.
+    """
+    found = []
+    for name in _ORT_DISTRIBUTIONS:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if len(found) > 1:
+        raise MissingDependencyError(
+            f"{' and '.join(found)} are installed together; they provide the same onnxruntime module and overwrite "
+            "each other's files. Keep one: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install "
+            "onnxruntime-gpu (NVIDIA GPU) or pip install onnxruntime (CPU)"
+        )
+
+
+def trt_cache_dir(model: str | Path) -> Path:
+    """Where ONNX Runtime's TensorRT EP keeps the engines and timing cache it builds for ``model``."""
+    model = Path(model)
+    return model.with_name(f"{model.stem}.ort-trt-cache")
+
+
+def select_providers(device: str, provider: str = "auto", cache_dir: Path | None = None) -> tuple[list[Any], str]:
+    """Execution providers for ``device`` among those installed, and the resolved device ("cpu" / "cuda:N").
+
+    ``provider`` chooses the GPU provider: "auto" or "cuda" -> CUDA; "tensorrt" -> TensorRT EP with its engine
+    and timing caches in ``cache_dir``, then CUDA. Every GPU list ends with the CPU provider.
+
+    Raises:
+        ConfigError: a malformed device string, an unknown provider, or "tensorrt" with device "cpu".
+        MissingDependencyError: a GPU asked but this onnxruntime has no CUDA or TensorRT provider.
     """
     kind, index = parse_device(device)
+    if provider not in PROVIDERS:
+        raise ConfigError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    if provider == "tensorrt" and kind == "cpu":
+        raise ConfigError("provider='tensorrt' runs on a GPU; use device='cuda' (or 'auto') or drop the provider")
     installed = ort.get_available_providers()
-    gpu = [name for name in _GPU_PROVIDERS if name in installed]
-    if kind == "cpu" or (kind == "auto" and not gpu):
+    wanted = (
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if provider == "tensorrt" else ["CUDAExecutionProvider"]
+    )
+    if kind == "cpu" or (kind == "auto" and provider == "auto" and wanted[0] not in installed):
         return ["CPUExecutionProvider"], "cpu"
-    if not gpu:
+    if wanted[0] not in installed:
         raise MissingDependencyError(
-            f"device {device!r} needs onnxruntime with CUDA, but this onnxruntime {ort.__version__} has only "
-            f"{', '.join(installed)}: pip uninstall onnxruntime && pip install onnxruntime-gpu, or use device='cpu'"
+            f"device {device!r} with provider {provider!r} needs {wanted[0]}, but this onnxruntime {ort.__version__} "
+            f"has only {', '.join(installed)}: pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+            + (" (and TensorRT's libraries for its TensorRT provider)" if provider == "tensorrt" else "")
+            + ", or use device='cpu'"
         )
-    providers: list[Any] = [(name, {"device_id": index}) for name in gpu]
-    return [*providers, "CPUExecutionProvider"], f"cuda:{index}"
+    options: dict[str, dict[str, Any]] = {name: {"device_id": index} for name in wanted if name in installed}
+    if "TensorrtExecutionProvider" in options:
+        folder = str(cache_dir or Path.cwd() / "ort-trt-cache")
+        options["TensorrtExecutionProvider"].update(
+            trt_engine_cache_enable=True, trt_engine_cache_path=folder, trt_timing_cache_enable=True,
+            trt_timing_cache_path=folder,
+        )  # fmt: skip
+    return [*options.items(), "CPUExecutionProvider"], f"cuda:{index}"
+
+
+def refuse_asymmetric_qdq(path: Path) -> None:
+    """Refuse an ONNX model quantised with uint8 (asymmetric) Q/DQ, which TensorRT does not run.
+
+    Raises:
+        ConfigError: the model has a QuantizeLinear or DequantizeLinear with a uint8 zero point.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises protobuf's own error types
+        raise ArtifactError(f"{path} cannot be read as an ONNX model ({exc}); re-export it") from exc
+    uint8 = {init.name for init in proto.graph.initializer if init.data_type == onnx.TensorProto.UINT8}
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in uint8:
+            raise ConfigError(
+                f"{path} is quantised for ONNX Runtime on the CPU (uint8 asymmetric Q/DQ, e.g. at {node.name or node.op_type}), "
+                "which TensorRT does not run; build an int8 model for TensorRT instead (yolov6-build --precision int8 "
+                "--backend tensorrt) or run this one with the CUDA provider"
+            )
 
 
 def _spec(arg: Any) -> IOSpec:
@@ -71,6 +149,7 @@ class OnnxRuntimeBackend(Backend):
         threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
         imgsz: input (H, W) for a model whose input size is neither fixed in the graph nor recorded in its
             metadata; must agree with a fixed size.
+        provider: the GPU provider, "auto" (CUDA), "cuda" or "tensorrt" (see the module docstring).
 
     ``infer`` takes a numpy ``[B, 3, H, W]`` float array (cast to the graph's input dtype, e.g. fp16) and
     returns ``{output name: numpy array}``.
@@ -84,8 +163,12 @@ class OnnxRuntimeBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         imgsz: int | tuple[int, int] | None = None,
+        provider: str = "auto",
     ) -> None:
-        providers, resolved = select_providers(device)
+        check_one_onnxruntime()
+        providers, resolved = select_providers(device, provider, trt_cache_dir(path))
+        if any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
+            refuse_asymmetric_qdq(Path(path))
         super().__init__(path, resolved)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ConfigError(f"threads must be a positive int or None (ONNX Runtime's default), got {threads!r}")
@@ -152,18 +235,20 @@ class OnnxRuntimeBackend(Backend):
     def _names(
         self, meta: dict[str, Any], session: ort.InferenceSession, imgsz: tuple[int, int], end2end: bool
     ) -> list[str]:
-        """Recorded class names, else "0".."nc-1" with nc from the raw output's last axis."""
+        """Recorded class names, else "0".."nc-1" with nc from the raw output's last axis (whose shape must then
+        be a YOLOv6 model's, see :func:`_check_unrecorded_raw_output`)."""
         names = meta.get("names")
         if isinstance(names, list) and names:
             return [str(name) for name in names]
         if end2end:
             LOGGER.warning("%s records no class names; classes are shown by number", self.path)
             return []
-        columns = _spec(session.get_outputs()[0]).shape[2]
-        if columns is None:  # symbolic in the graph: run one gray image to learn it
+        anchors, columns = _spec(session.get_outputs()[0]).shape[1:]
+        if anchors is None or columns is None:  # symbolic in the graph: run one gray image to learn them
             spec = _spec(session.get_inputs()[0])
             probe = np.full((spec.shape[0] or 1, 3, *imgsz), 114 / 255, dtype=spec.dtype)
-            columns = session.run(None, {spec.name: probe})[0].shape[2]
+            anchors, columns = session.run(None, {spec.name: probe})[0].shape[1:]
+        _check_unrecorded_raw_output(self.path, anchors, columns, imgsz)
         return [str(i) for i in range(columns - 5)]
 
     def _imgsz(self, meta: dict[str, Any], spec: IOSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
@@ -202,3 +287,20 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _check_unrecorded_raw_output(path: Path, anchors: int, columns: int, imgsz: tuple[int, int]) -> None:
+    """Refuse a raw ``[B, anchors, columns]`` output that no YOLOv6 model gives at input ``imgsz`` (H, W):
+    one row per anchor point of the strides 8, 16, 32 (P5 models) or 8..64 (P6), and 5 + classes columns.
+
+    Raises:
+        ArtifactError: another shape; the model is not a YOLOv6 export.
+    """
+    height, width = imgsz
+    expected = sorted({sum((height // s) * (width // s) for s in strides) for strides in _STRIDE_SETS})
+    if anchors not in expected or columns < 6:
+        raise ArtifactError(
+            f"{path} is not a YOLOv6 export: its output is [B, {anchors}, {columns}], but a YOLOv6 model at input "
+            f"{height}x{width} gives [B, {' or '.join(map(str, expected))}, 5 + classes]; export the model with "
+            "yolov6-build (it records the class names), or pass the imgsz it was exported at"
+        )
