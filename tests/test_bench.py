@@ -192,4 +192,4 @@ def test_measure_runs_the_asked_counts_and_adapts_otherwise() -> None:
 def test_skipped_rows_show_the_reason_and_no_figures() -> None:
     report = BenchReport({"cpu": "test"}, [], [BenchRow("yolov6n", "tensorrt", "fp16", 1, "skipped", "no GPU")])
     row = [line for line in to_markdown(report).splitlines() if line.startswith("| yolov6n")][0]
-    assert row == "| yolov6n | tensorrt | fp16 | 1 |  |  |  |  |  |  |  | skipped: no GPU |"
+    assert row == "| yolov6n | tensorrt | fp16 | 1 |  |  |  |  |  |  |  |  | skipped: no GPU |"

@@ -18,7 +18,7 @@ import numpy as np
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.preprocess import LetterboxInfo
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.labels import DetectionSet
+from yolov6_sdk.labels import IMAGE_SUFFIXES, DetectionSet
 
 from . import augment as aug
 
@@ -47,6 +47,15 @@ def _targets(boxes: np.ndarray, classes: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def _why_empty(data: DetectionSet) -> str:
+    """Why a parsed split kept no image, in words a command-line user can act on."""
+    if not data.skipped:
+        return f"its image folder holds no {'/'.join(IMAGE_SUFFIXES)} file; check the --data path and split"
+    path, reason = data.skipped[0]
+    others = f", and {len(data.skipped) - 1} more dropped" if len(data.skipped) > 1 else ""
+    return f"every image was dropped while reading it, e.g. {path}: {reason}{others}"
+
+
 class TrainDataset(torch.utils.data.Dataset):
     """Training samples ``(image uint8 [3, S, S] RGB, targets float32 [N, 6], path)``.
 
@@ -69,7 +78,7 @@ class TrainDataset(torch.utils.data.Dataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if not len(data):
-            raise DatasetError("the training set holds no usable image; check DetectionSet.skipped for why")
+            raise DatasetError(f"the training split holds no usable image: {_why_empty(data)}")
         if imgsz < 32:
             raise ConfigError(f"imgsz={imgsz}: expected a training size >= 32 px")
         self.data, self.imgsz, self.augment, self.seed = data, int(imgsz), augment, seed

@@ -6,7 +6,7 @@ default; an artifact built there before from the same source and settings is reu
 runs ``Detector.predict_batch`` on B 1280x720 BGR images -> Results and times, per call of B images:
 
 * model only: the Detector's inference time (the backend run on the pre-processed ``[B, 3, H, W]`` batch, device
-  synchronised), read from each result's ``speed`` (p50/p99 latency per batch, FPS = B x 1000 / mean latency);
+  synchronised), read from each result's ``speed`` (p50/p99 latency per batch, FPS = B x 1000 / p50 latency);
 * end to end: the whole call (letterbox, inference, decode and NMS, boxes mapped back), with the Detector's own
   pre- plus post-processing time apart.
 
@@ -19,7 +19,9 @@ torch rows run and every other artifact is built from (a fresh model's predictor
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import logging
 import os
 import time
@@ -127,6 +129,7 @@ class BenchRow:
     e2e_p50_ms: float | None = None
     e2e_fps: float | None = None
     prepost_ms: float | None = None
+    prepost_pct: float | None = None  # pre+post as a share of the model-only p50, percent
     iters: int = 0
     artifact: str = ""
 
@@ -156,6 +159,22 @@ def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     return "cuda" if available("torch") and require("torch").cuda.is_available() else "cpu"
+
+
+def busy_machine_note(load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when the 1-minute load average (``load``; default: the machine's) exceeds the logical core
+    count (``cores``; default: the machine's), else None. Other work then shares the cores and the timings."""
+    if load is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        load = os.getloadavg()[0]
+    cores = cores or os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (
+        f"the machine was busy when the run started: load average {load:.1f} on {cores} cores; other work shares "
+        "the cores, so these timings are slower and noisier than on an idle machine: rerun when it is idle"
+    )
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -298,9 +317,11 @@ class BenchRunner:
             e2e = measure(end_to_end, opts.iters, opts.warmup)
         model, prepost = zip(*split[-len(e2e) :], strict=True)  # the timed calls, after warm-up
         row.p50_ms, row.p99_ms = _percentile(list(model), 50), _percentile(list(model), 99)
-        row.fps = job.batch * 1e3 / float(np.mean(model))
-        row.e2e_p50_ms, row.e2e_fps = _percentile(e2e, 50), job.batch * 1e3 / float(np.mean(e2e))
+        row.fps = job.batch * 1e3 / row.p50_ms  # FPS from the latency beside it in the table
+        row.e2e_p50_ms = _percentile(e2e, 50)
+        row.e2e_fps = job.batch * 1e3 / row.e2e_p50_ms
         row.prepost_ms, row.iters = _percentile(list(prepost), 50), len(e2e)
+        row.prepost_pct = 100 * row.prepost_ms / row.p50_ms
 
     # --------------------------------------------------------------------------------------- artifacts
 
@@ -356,6 +377,10 @@ def run_benchmark(
     """Run every job of ``options``; ``notes`` go above the table; ``on_row(job, row)`` follows each job."""
     runner = BenchRunner(options)
     report = BenchReport(machine_info(), list(notes))
+    busy = busy_machine_note()
+    if busy:
+        LOGGER.warning("%s", busy)
+        report.notes.append(busy)
     for job in plan_jobs(options):
         report.rows.append(runner.run(job))
         if on_row is not None:
@@ -366,14 +391,15 @@ def run_benchmark(
 
 # fmt: off
 COLUMNS = ("model", "backend", "precision", "batch", "p50 ms", "p99 ms", "FPS", "e2e p50 ms", "e2e FPS", "pre+post ms",
-           "runs", "note")
+           "pre+post %", "runs", "note")
 # fmt: on
 
 LEGEND = (
     "e2e: Detector.predict_batch on B 1280x720 BGR images -> Results (letterbox, inference, decode + NMS, box "
     "mapping); p50/p99 ms: model-only latency per batch, the inference part of those calls (the backend run on "
-    "the pre-processed [B, 3, H, W] batch); FPS: images/s = batch x 1000 / mean model-only latency; pre+post ms: "
-    "the Detector's pre- plus post-processing time per batch (median); runs: timed calls, after warm-up."
+    "the pre-processed [B, 3, H, W] batch); FPS: images/s = batch x 1000 / p50 (e2e FPS: / e2e p50); pre+post ms: "
+    "the Detector's pre- plus post-processing time per batch (median; letterbox + decode/NMS + box mapping, no file "
+    "decode: the frames are arrays); pre+post %: that time as a share of the model-only p50; runs: timed calls, after warm-up."
 )
 
 
@@ -386,11 +412,21 @@ def table_rows(report: BenchReport) -> list[list[str]]:
     cells = []
     for r in report.rows:
         figures = [_cell(r.p50_ms, 2), _cell(r.p99_ms, 2), _cell(r.fps), _cell(r.e2e_p50_ms, 2), _cell(r.e2e_fps)]
+        figures += [_cell(r.prepost_ms, 2), _cell(r.prepost_pct)]
         note = r.reason if r.status == "ok" else f"{r.status}: {r.reason}"
-        cells.append(
-            [r.model, r.backend, r.precision, str(r.batch), *figures, _cell(r.prepost_ms, 2), str(r.iters or ""), note]
-        )
+        cells.append([r.model, r.backend, r.precision, str(r.batch), *figures, str(r.iters or ""), note])
     return cells
+
+
+def to_csv(report: BenchReport) -> str:
+    """Every row's fields (:class:`BenchRow`, ms per batch, FPS in images/s) as CSV with a header line."""
+    names = [f.name for f in dataclasses.fields(BenchRow)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in report.rows:
+        writer.writerow({k: "" if v is None else v for k, v in dataclasses.asdict(row).items()})
+    return buffer.getvalue()
 
 
 def to_markdown(report: BenchReport, title: str = "yolov6-bench", command: str = "") -> str:

@@ -26,6 +26,7 @@ import numpy as np
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.images import read_image
 from yolov6_sdk.errors import ConfigError, DatasetError
+from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.labels import DetectionSet, load_coco, load_yolo
 
 LOGGER = logging.getLogger(__name__)
@@ -180,11 +181,13 @@ def evaluate(
     split: str = "val",
     batch: int = 8,
     progress: bool = False,
+    save_json: str | Path | None = None,
 ) -> dict[str, Any]:
     """mAP of ``predictor`` on ``data``'s ``split``.
 
     ``predictor(images)`` receives lists of up to ``batch`` HxWx3 uint8 BGR images in dataset order and returns
     one :class:`Prediction` per image (boxes in original pixels); a :class:`~yolov6_sdk.Detector` fits as is.
+    ``save_json``: also write the predictions there as COCO results (:func:`save_coco_results`).
     Returns what :func:`coco_map` returns.
     """
     if batch < 1:
@@ -200,7 +203,17 @@ def evaluate(
         for image_id, pred in zip(ids, predictions, strict=True):
             detections += coco_detections(image_id, pred.boxes, pred.scores, pred.class_ids,
                                           eval_set.data.category_ids)  # fmt: skip
+    if save_json is not None:
+        save_coco_results(detections, save_json)
     return coco_map(eval_set, detections)
+
+
+def save_coco_results(detections: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write COCO result entries (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] original pixels,
+    ``score``) as the JSON list pycocotools' and faster-coco-eval's ``loadRes`` read; atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(detections), encoding="utf-8")
+    return Path(path)
 
 
 def evaluate_artifact(
@@ -215,10 +228,11 @@ def evaluate_artifact(
     device: str = "auto",
     backend: str = "auto",
     progress: bool = False,
+    save_json: str | Path | None = None,
 ) -> dict[str, Any]:
     """mAP of a model artifact (.pt, .onnx, int8 .onnx, .engine) run by the :class:`~yolov6_sdk.Detector`.
 
-    ``imgsz`` None uses the artifact's own input size. The artifact's classes must be the dataset's. Raw
+    ``imgsz`` None uses the artifact's own input size. ``save_json``: also write the COCO results there. The artifact's classes must be the dataset's. Raw
     artifacts are decoded with multi-label NMS (the official protocol); end-to-end ones run the NMS they were
     exported with (the Detector warns when that is single-label).
     """
@@ -229,12 +243,12 @@ def evaluate_artifact(
         path, device=device, backend=backend, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, multi_label=True
     )
     try:
-        if len(detector.names) != eval_set.data.num_classes:
+        if detector.names and len(detector.names) != eval_set.data.num_classes:  # [] : an engine recording none
             raise ConfigError(
                 f"{path} detects {len(detector.names)} classes but the dataset has {eval_set.data.num_classes}; "
                 "evaluate a model trained on this dataset's classes"
             )
-        return evaluate(detector.predict_batch, eval_set, batch=batch, progress=progress)
+        return evaluate(detector.predict_batch, eval_set, batch=batch, progress=progress, save_json=save_json)
     finally:
         detector.close()
 
@@ -252,4 +266,5 @@ __all__ = [
     "evaluate_artifact",
     "load_eval_set",
     "load_split",
+    "save_coco_results",
 ]

@@ -1,6 +1,6 @@
 """``yolov6-bench``: time models or artifacts per backend, precision and batch size; print one table.
 
-Example: ``yolov6-bench --bs 1 32 --models yolov6n yolov6s --backends torch onnxruntime --imgsz 640 --json out.json``
+Example: ``yolov6-bench --batch 1 32 --models yolov6n yolov6s --backends torch onnxruntime --csv out.csv``
 """
 
 from __future__ import annotations
@@ -12,60 +12,86 @@ import shlex
 import sys
 from pathlib import Path
 
-from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS
+from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS, SUFFIX_BACKENDS
+from yolov6_sdk.cli.options import ListThenPositionals, add_device, image_size, parse
 from yolov6_sdk.errors import YOLOv6Error
+
+
+def _model_name(text: str) -> str:
+    """A zoo name for ``--models``; an artifact file name is refused (it belongs to the positionals)."""
+    if Path(text).suffix.lower() in SUFFIX_BACKENDS:
+        raise ValueError(f"{text!r} is an artifact file, not a model name")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="yolov6-bench",
-        description="Benchmark YOLOv6 models or artifacts: model-only and end-to-end latency, FPS, pre+post time.",
+        description="Benchmark YOLOv6 models or artifacts: model-only and end-to-end latency, FPS, pre+post time. "
+        "Options may come before or after the artifact files.",
     )
-    parser.add_argument("artifacts", nargs="*", type=Path, help=".pt/.onnx/.engine files (instead of --models)")
-    parser.add_argument("--bs", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
-    parser.add_argument("--models", nargs="+", default=None, help="zoo models to build and time (default yolov6n)")
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=list(PRECISIONS), dest="precisions")
-    parser.add_argument("--imgsz", type=int, nargs="+", default=[640], help="H [W], multiples of 32 (default 640)")
+    parser.add_argument("artifacts", nargs="*", type=Path, metavar="ARTIFACT",
+                        help=".pt/.onnx/.engine files to time (instead of --models)")  # fmt: skip
+    parser.add_argument("--batch", "--bs", action=ListThenPositionals, convert=int, default=[1, 32], metavar="N",
+                        help="batch sizes (default 1 32)")  # fmt: skip
+    parser.add_argument("--models", action=ListThenPositionals, convert=_model_name, default=None, metavar="NAME",
+                        help="zoo models to build and time, e.g. yolov6n yolov6s (default yolov6n)")  # fmt: skip
+    parser.add_argument("--backends", action=ListThenPositionals, valid=BACKENDS, default=list(BACKENDS),
+                        help="runtimes to time --models on (default: all)")  # fmt: skip
+    parser.add_argument("--precision", action=ListThenPositionals, valid=PRECISIONS, default=list(PRECISIONS),
+                        dest="precisions", help="precisions to build --models in (default: all)")  # fmt: skip
+    parser.add_argument("--imgsz", action=ListThenPositionals, convert=int, default=[640], metavar="PX",
+                        help="input size H [W], multiples of 32 (default 640)")  # fmt: skip
     parser.add_argument("--iters", type=int, default=None, help="timed runs (default: adaptive, 5..200 or ~10 s)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: adaptive, 1..10 or ~3 s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_device(parser)
     parser.add_argument(
         "--cache",
         type=Path,
         default=None,
+        metavar="DIR",
         help="the bench's own folder for the checkpoints and artifacts it builds and reuses "
         "(default $XDG_CACHE_HOME or ~/.cache, then yolov6-sdk/bench); given artifact files are only read",
     )
-    parser.add_argument("--calib", type=Path, default=None, help="int8 calibration images (default calib/)")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows (and machine) as JSON")
-    parser.add_argument("--md", type=Path, default=None, help="write the table as markdown")
+    parser.add_argument("--calib", type=Path, default=None, metavar="DIR",
+                        help="int8 calibration images (default calib/)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="write the rows (and machine) as JSON")  # fmt: skip
+    parser.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the rows as CSV")
+    parser.add_argument("--md", type=Path, default=None, metavar="FILE", help="write the table as markdown")
     parser.add_argument("--cuda-graph", action="store_true", help="replay CUDA graphs (torch/TensorRT on CUDA)")
     parser.add_argument("--note", action="append", default=[], help="a note to print above the table (repeatable)")
     return parser
 
 
+def _write(path: Path, text: str) -> None:
+    from yolov6_sdk.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if len(args.imgsz) > 2:
-        parser.error(f"--imgsz takes one or two values, got {args.imgsz}")
+    args = parse(parser, argv, positionals="artifacts")
+    args.artifacts = [Path(a) for a in args.artifacts]
+    imgsz = image_size(parser, args.imgsz)
     if args.artifacts and args.models:
         parser.error("give either --models or artifact files, not both")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from tqdm import tqdm
 
-    from yolov6_sdk.bench import BenchOptions, BenchRow, Job, plan_jobs, run_benchmark, to_markdown
+    from yolov6_sdk.bench import BenchOptions, BenchRow, Job, plan_jobs, run_benchmark, to_csv, to_markdown
 
     try:
         options = BenchOptions(
-            batch_sizes=tuple(args.bs),
+            batch_sizes=tuple(args.batch),
             models=tuple(args.models or ("yolov6n",)),
             artifacts=tuple(args.artifacts),
             backends=tuple(args.backends),
             precisions=tuple(args.precisions),
-            imgsz=(args.imgsz[0], args.imgsz[-1]),
+            imgsz=(imgsz, imgsz) if isinstance(imgsz, int) else imgsz,
             iters=args.iters,
             warmup=args.warmup,
             device=args.device,
@@ -87,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     text = to_markdown(report, command=command)
     print(text)
     if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(text, encoding="utf-8")
+        _write(args.md, text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": command, **report.to_dict()}, indent=2) + "\n", encoding="utf-8")
+        _write(args.json, json.dumps({"command": command, **report.to_dict()}, indent=2) + "\n")
+    if args.csv:
+        _write(args.csv, to_csv(report))
     return 0 if all(row.status != "failed" for row in report.rows) else 1
 
 

@@ -12,21 +12,29 @@ import logging
 import sys
 from pathlib import Path
 
+from yolov6_sdk.artifact.spec import BACKENDS
+from yolov6_sdk.cli.options import add_device, image_size, parse
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yolov6-eval", description="COCO mAP of a YOLOv6 model artifact.")
     p.add_argument("--model", required=True, help="artifact: .pt, .onnx or .engine/.plan")
     p.add_argument("--data", required=True, help="COCO-layout root or YOLO data.yaml")
-    p.add_argument("--split", default="val", help="split to score (default val)")
-    p.add_argument("--imgsz", type=int, nargs="+", help="input size H [W], multiples of 32 (default: the model's)")
+    p.add_argument("--split", default="val", help="split to score, e.g. val or test (default val)")
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX",
+                   help="input size H [W], multiples of 32 (default: the model's)")  # fmt: skip
     p.add_argument("--conf", type=float, default=0.03, help="score threshold (default 0.03)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
     p.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
-    p.add_argument("--batch", type=int, default=8, help="images per call (default 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch")
+    p.add_argument("--batch", "--bs", type=int, default=8, metavar="N", help="images per model run (default 8)")
+    add_device(p)
+    p.add_argument("--backend", default="auto", choices=("auto", *sorted(BACKENDS)),
+                   help="runtime that runs the model (default auto: from the model file's suffix)")  # fmt: skip
     p.add_argument("--per-class", action="store_true", help="also print the AP of every class")
-    p.add_argument("--json", metavar="FILE", help="write the metrics to this JSON file")
+    p.add_argument("--json", metavar="FILE", help="write the metrics (mAP as fractions) to this JSON file")
+    p.add_argument("--save-json", metavar="FILE",
+                   help="write the predictions as COCO results (image_id, category_id, bbox x y w h, score), "
+                   "the list pycocotools and faster-coco-eval load with loadRes")  # fmt: skip
     return p
 
 
@@ -44,20 +52,18 @@ def _table(name: str, metrics: dict, per_class: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.imgsz is not None and (len(args.imgsz) > 2 or any(v <= 0 or v % 32 for v in args.imgsz)):
-        parser.error(f"--imgsz takes one or two positive multiples of 32, got {args.imgsz}")
+    args = parse(parser, argv)
+    imgsz = image_size(parser, args.imgsz)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     from yolov6_sdk.errors import YOLOv6Error
     from yolov6_sdk.evaluate import evaluate_artifact
     from yolov6_sdk.fileio import atomic_path
 
-    imgsz = None if args.imgsz is None else (args.imgsz[0], args.imgsz[-1])
     try:
         metrics = evaluate_artifact(
             args.model, args.data, args.split, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-            batch=args.batch, device=args.device, backend=args.backend, progress=True,
+            batch=args.batch, device=args.device, backend=args.backend, progress=True, save_json=args.save_json,
         )  # fmt: skip
     except YOLOv6Error as exc:
         print(f"yolov6-eval: error: {exc}", file=sys.stderr)
@@ -66,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"model": args.model, "data": args.data, **metrics}, indent=2))
+    if args.save_json:
+        print(f"COCO results written to {args.save_json}")
     return 0
 
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from yolov6_sdk.cli.options import image_size, parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="PX",
+                        help="input size H [W], multiples of 32 (default 640)")  # fmt: skip
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
-    parser.add_argument("--imgsz", type=int, nargs="+", default=[640], help="H [W], multiples of 32 (default 640)")
-    args = parser.parse_args(argv)
-    imgsz = (args.imgsz[0], args.imgsz[-1])
-    if len(args.imgsz) > 2 or any(s <= 0 or s % 32 for s in imgsz):
-        parser.error(f"--imgsz takes one or two positive multiples of 32, got {args.imgsz}")
+    parser = _parser()
+    args = parse(parser, argv)
+    size = image_size(parser, args.imgsz)
+    imgsz = (size, size) if isinstance(size, int) else size
 
     from yolov6_sdk.models.info import zoo_table
 

@@ -11,12 +11,15 @@ import logging
 import os
 import sys
 
+from yolov6_sdk.cli.options import add_deprecated_alias, add_device, parse
+
 # option name -> TrainConfig field, for the options that map one to one
 _PASS_THROUGH = (
     "model", "data", "epochs", "batch", "imgsz", "workers", "device", "out", "weights", "seed", "optimizer",
     "lr0", "lrf", "momentum", "weight_decay", "nominal_batch", "warmup_epochs", "min_warmup_iters", "ema_decay",
     "ema_tau",
     "eval_interval", "iou_type", "atss_warmup_epochs", "close_mosaic_epochs", "teacher", "temperature",
+    "repopt_scales", "qat_target", "qat_calib", "cwd_weight", "cwd_temperature",
 )  # fmt: skip
 _AUGMENT_OPTIONS = ("mosaic", "mixup", "scale", "translate")  # AugmentConfig fields settable from the command line
 
@@ -26,11 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="zoo config, e.g. yolov6n, yolov6s (default yolov6n)")
     p.add_argument("--data", help="COCO-layout root (images/{train,val}, annotations/instances_*.json) or data.yaml")
     p.add_argument("--epochs", type=int, help="epochs (default 400)")
-    p.add_argument("--batch", type=int, help="total batch over all processes (default 32)")
+    p.add_argument("--batch", "--bs", type=int, metavar="N", help="total batch over all processes (default 32)")
     p.add_argument("--imgsz", type=int, help="square training size, multiple of 32 (default 640)")
     p.add_argument("--workers", type=int, help="data-loading processes per training process (default 8)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or N (default auto)")
-    p.add_argument("--out", help="run folder for checkpoints, results.csv and the chart (default runs/train)")
+    add_device(p, default=None)
+    p.add_argument("-o", "--output", dest="out", metavar="DIR",
+                   help="run folder for checkpoints, results.csv and the chart (default runs/train)")  # fmt: skip
+    add_deprecated_alias(p, "--out", "out", "-o/--output", metavar="DIR")
     p.add_argument("--weights", help="start from this checkpoint (ours or an official .pt); matching tensors only")
     p.add_argument("--resume", metavar="LAST_PT", help="continue the run of this last.pt from its last epoch")
     p.add_argument("--seed", type=int, help="seed of initial weights, shuffling and augmentation (default 0)")
@@ -63,6 +68,27 @@ def _parser() -> argparse.ArgumentParser:
     kd.add_argument("--distill", action="store_true", help="distil from --teacher")
     kd.add_argument("--teacher", help="teacher checkpoint: the same or a larger config trained on the same data")
     kd.add_argument("--temperature", type=float, help="KD temperature (20)")
+    rep = p.add_argument_group("RepOptimizer (two stages: --hyper-search, then --repopt-scales)")
+    rep.add_argument(
+        "--hyper-search",
+        action="store_true",
+        help="train the hyper-search twin of --model (default yolov6n-hs); its last.pt is the scales file",
+    )
+    rep.add_argument(
+        "--repopt-scales",
+        metavar="SCALES_PT",
+        help="train --model (default yolov6n-repopt) with the RepOptimizer built from this scales file",
+    )
+    qat = p.add_argument_group("quantisation-aware training (fine-tunes the fused --teacher under fake INT8)")
+    qat.add_argument("--qat", action="store_true",
+                     help="fake-quantise the fused --teacher (or --weights) as yolov6-build places PTQ, ranges from a "
+                          "calibration, and fine-tune it with channel-wise distillation from --teacher")  # fmt: skip
+    qat.add_argument("--qat-target", choices=["tensorrt", "onnxruntime-cpu"],
+                     help="placement and activation type: tensorrt (int8 symmetric, default) or onnxruntime-cpu "
+                          "(uint8 asymmetric)")  # fmt: skip
+    qat.add_argument("--qat-calib", metavar="DIR", help="calibration images (default: the training images)")
+    qat.add_argument("--cwd-weight", type=float, help="weight of the channel-wise distillation term (10)")
+    qat.add_argument("--cwd-temperature", type=float, help="channel-wise distillation temperature (1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     return p
 
@@ -73,8 +99,16 @@ def _config(args: argparse.Namespace) -> object:
     from yolov6_sdk.training.trainer import TrainConfig
 
     values = {name: getattr(args, name) for name in _PASS_THROUGH if getattr(args, name) is not None}
+    if args.hyper_search or args.repopt_scales:
+        values["model"] = _repopt_model(args)
     if args.distill:
         values["distill"] = True
+    if args.qat:
+        values["qat"] = True
+        if args.model is None and args.teacher:  # the teacher's own model
+            from yolov6_sdk.weights import load
+
+            values["model"] = load(args.teacher).name
     if args.no_amp:
         values["amp"] = False
     config = TrainConfig(**values)
@@ -84,9 +118,33 @@ def _config(args: argparse.Namespace) -> object:
     return config
 
 
+def _repopt_model(args: argparse.Namespace) -> str:
+    """The model a RepOptimizer stage trains: --model's hyper-search twin, or --model (default yolov6n-repopt)."""
+    from yolov6_sdk.errors import ConfigError
+    from yolov6_sdk.models import get_config
+    from yolov6_sdk.training.repopt import twin_config
+
+    if args.hyper_search and args.repopt_scales:
+        raise ConfigError(
+            "--hyper-search makes a scales file and --repopt-scales uses one: run them one after the other"
+        )
+    if args.hyper_search:
+        return twin_config(get_config(args.model or "yolov6n-hs"), "hyper_search").name
+    return args.model or "yolov6n-repopt"
+
+
+def _repopt_next_stage(model: str) -> str | None:
+    """The RepOpt model a hyper-search ``model`` makes scales for; None for other models."""
+    from yolov6_sdk.models import get_config
+    from yolov6_sdk.training.repopt import twin_config
+
+    config = get_config(model)
+    return twin_config(config, "repopt").name if config.block == "hyper_search" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if args.resume is None and (args.data is None):
         parser.error("--data is required (or --resume LAST_PT to continue a run)")
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports progress
@@ -105,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             trainer = Trainer.resume(args.resume, progress=True, **overrides)
         else:
             trainer = Trainer(_config(args), progress=True)
+        repopt_next = _repopt_next_stage(trainer.config.model)
         summary = trainer.fit()
     except YOLOv6Error as exc:
         print(f"yolov6-train: error: {exc}", file=sys.stderr)
@@ -112,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.dist.main:
         print(f"finished {summary['epochs']} epochs; best mAP50-95 {summary['best_mAP50-95']:.4f}")
         print(f"weights: {summary['best']} (best), {summary['last']} (last); log: {summary['out'] / 'results.csv'}")
+        if repopt_next:
+            print(f"scales file: {summary['last']}; next stage: yolov6-train --repopt-scales {summary['last']} "
+                  f"--model {repopt_next} ...")  # fmt: skip
     return 0
 
 

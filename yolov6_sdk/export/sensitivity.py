@@ -11,8 +11,8 @@ most sensitive. The comparison measure is:
 * with a validation set, **mAP50-95** through a caller-supplied ``evaluate(path) -> float``.
 
 :func:`choose_float_layers` then leaves the most sensitive layers in float, one at a time (greedy), until the
-budget holds: an mAP drop against fp32 of at most ``max_ap_drop`` points when mAP is measured, else an output
-error of at most ``max_error``. YOLOv6's own partial quantisation ranks layers the same way (quantise one
+budget holds: an mAP drop against fp32 of at most ``max_ap_drop`` (a fraction, 0.01 = one point) when mAP is
+measured, else an output error of at most ``max_error``. YOLOv6's own partial quantisation ranks layers the same way (quantise one
 layer, measure mAP) and skips the worst ones.
 """
 
@@ -80,7 +80,7 @@ class SensitivityReport:
 
 
 def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Evaluate:
-    """``evaluate(path)``: mAP50-95 (percent) of an artifact on ``data``'s validation split (loaded once).
+    """``evaluate(path)``: mAP50-95 (a fraction, 0..1) of an artifact on ``data``'s validation split (loaded once).
 
     Uses :func:`yolov6_sdk.evaluate.evaluate_artifact` (the ``[train]`` extra), imported here only.
     """
@@ -90,7 +90,7 @@ def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Evaluate:
 
     def evaluate(path: Path) -> float:
         backend = SUFFIX_BACKENDS.get(Path(path).suffix, "onnxruntime")
-        return 100.0 * float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend=backend)["mAP50-95"])
+        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend=backend)["mAP50-95"])
 
     return evaluate
 
@@ -229,11 +229,11 @@ def rank_layers(
 
 @dataclass(frozen=True)
 class Budget:
-    """How much accuracy INT8 may cost: ``max_ap_drop`` mAP points against ``fp32_map`` when mAP is measured
+    """How much accuracy INT8 may cost: ``max_ap_drop`` mAP (a fraction) against ``fp32_map`` when mAP is measured
     (``fp32_map`` set), else an output error of at most ``max_error``."""
 
     max_error: float = 0.02
-    max_ap_drop: float = 1.0
+    max_ap_drop: float = 0.01
     fp32_map: float | None = None
 
     def met(self, error: float, score: float | None) -> bool:
@@ -293,7 +293,7 @@ def format_table(report: SensitivityReport, limit: int = 20) -> str:
     lines = [header]
     for rank, layer in enumerate(report.layers[:limit], 1):
         row = f"{rank:>4}  {layer.module[:48]:<48} {layer.error:>14.4f} {layer.gain:>8.4f}"
-        lines.append(row + (f"  {layer.map:>12.2f}" if layer.map is not None else ""))
+        lines.append(row + (f"  {layer.map:>12.4f}" if layer.map is not None else ""))
     if len(report.layers) > limit:
         lines.append(f"      ... {len(report.layers) - limit} more layers")
     return "\n".join(lines)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +13,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from yolov6_sdk._optional import require
 from yolov6_sdk.errors import ConfigError, ImageError, YOLOv6Error
+from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.runtime.boxes import Boxes
 
 _FONT_HEIGHT_AT_SCALE_1 = 22.0  # px: cv2.FONT_HERSHEY_SIMPLEX cap height at font scale 1
 _LABEL_OPACITY = 0.65  # label bands let the picture show through
@@ -56,18 +59,43 @@ def text_color(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
+CSV_COLUMNS = ("source", "frame", "class_id", "name", "conf", "x1", "y1", "x2", "y2")
+
+
+def _write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _write_image(path: Path, image: np.ndarray) -> Path:
+    try:
+        ok, encoded = cv2.imencode(path.suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ImageError(f"cannot encode an image for {str(path)!r}; use a suffix such as .jpg or .png")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+    return path
+
+
 class Results:
     """Detections of one image.
 
     Attributes:
-        boxes: ``(N, 4)`` float32 xyxy in original-image pixels.
-        scores: ``(N,)`` float32.
-        class_ids: ``(N,)`` int64.
+        boxes: a :class:`~yolov6_sdk.runtime.boxes.Boxes`: the ``(N, 4)`` float32 xyxy array in original-image
+            pixels, with the views ``xyxy``, ``xywh``, ``xyxyn``, ``xywhn``, ``conf`` and ``cls``.
+        scores: ``(N,)`` float32, the same array as ``boxes.conf``.
+        class_ids: ``(N,)`` int64, the same array as ``boxes.cls``.
         names: class names, a list (index = class id) or a dict ``{id: name}``.
         orig_shape: ``(h, w)`` of the original image.
-        path: source file of the image, or None.
+        path: source of the image (a file, a video or a stream), or None.
+        frame: index of the frame within a video or stream (from 0), None for a still image.
         orig_img: the original HxWx3 uint8 BGR image, or None.
         speed: timings in milliseconds, e.g. ``{"preprocess": .., "inference": .., "postprocess": ..}``.
+        error: why this input gave no detections because it could not be read or run (``Detector(...,
+            errors="skip")``), or None for an input that ran.
     """
 
     def __init__(
@@ -80,10 +108,10 @@ class Results:
         path: str | None = None,
         orig_img: np.ndarray | None = None,
         speed: Mapping[str, float] | None = None,
+        frame: int | None = None,
+        error: str | None = None,
     ) -> None:
-        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        self.class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+        self.boxes = Boxes(boxes, scores, class_ids, orig_shape)
         if not len(self.boxes) == len(self.scores) == len(self.class_ids):
             raise YOLOv6Error(
                 f"Results needs one score and class id per box; got {len(self.boxes)} boxes, "
@@ -92,8 +120,31 @@ class Results:
         self.names = names
         self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
         self.path = None if path is None else str(path)
+        self.frame = None if frame is None else int(frame)
         self.orig_img = orig_img
         self.speed = dict(speed or {})
+        self.error = error
+
+    @classmethod
+    def failed(cls, path: str | None, error: str, names: Sequence[str] | Mapping[int, str]) -> Results:
+        """The Results of an input that could not be read or run: no detections, ``error`` set."""
+        empty = np.zeros((0, 4), dtype=np.float32)
+        return cls(empty, empty[:, 0], np.zeros(0, dtype=np.int64), names, (0, 0), path=path, error=error)
+
+    @property
+    def ok(self) -> bool:
+        """True when the input ran (``error`` is None)."""
+        return self.error is None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``(N,)`` float32 scores (``boxes.conf``)."""
+        return self.boxes.conf
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """``(N,)`` int64 class ids (``boxes.cls``)."""
+        return self.boxes.cls
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -122,6 +173,8 @@ class Results:
             self.path,
             self.orig_img,
             self.speed,
+            self.frame,
+            self.error,
         )
 
     def name(self, class_id: int) -> str:
@@ -157,7 +210,7 @@ class Results:
                 ids.append(int(item))
         return np.asarray(ids, dtype=np.int64)
 
-    def draw(self, image: np.ndarray | None = None, line_width: int | None = None, labels: bool = True) -> np.ndarray:
+    def plot(self, image: np.ndarray | None = None, line_width: int | None = None, labels: bool = True) -> np.ndarray:
         """Draw labelled boxes on a copy of ``image`` (default: ``orig_img``); returns HxWx3 uint8 BGR.
 
         Sizes follow the picture so labels stay legible without hiding what they name: the line is about
@@ -203,12 +256,12 @@ class Results:
         image = self.orig_img if image is None else image
         if image is None:
             raise ImageError(
-                f"no image to draw on for {self.path or 'these results'}: pass draw(image=...) or keep the "
+                f"no image to draw on for {self.path or 'these results'}: pass plot(image=...) or keep the "
                 f"original image in Results.orig_img"
             )
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise ImageError(f"draw expects an HxWx3 uint8 BGR image, got {got}")
+            raise ImageError(f"plot expects an HxWx3 uint8 BGR image, got {got}")
         if image.shape[:2] != self.orig_shape:
             raise ImageError(
                 f"image of size {image.shape[:2]} does not match the detections' image size {self.orig_shape}; "
@@ -224,29 +277,56 @@ class Results:
         Raises:
             ImageError: no image to draw on, or OpenCV cannot encode the suffix.
         """
-        path = Path(path)
-        try:
-            ok, encoded = cv2.imencode(path.suffix, self.draw(image))
-        except cv2.error:
-            ok = False
-        if not ok:
-            raise ImageError(f"cannot encode an image for {str(path)!r}; use a suffix such as .jpg or .png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(encoded.tobytes())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return _write_image(Path(path), self.plot(image))
+
+    draw = plot  # the earlier name of plot()
+
+    def save_txt(self, path: str | Path, save_conf: bool = False) -> Path:
+        """Write the detections as a YOLO label file (atomically); returns the path written.
+
+        One line per detection: ``class cx cy w h`` with the box centre and size divided by the image width
+        and height (0..1, six decimals), plus `` conf`` when ``save_conf``. No detections: an empty file (a
+        YOLO label file of an image without objects).
+        """
+        rows = np.concatenate((self.boxes.xywhn, self.scores[:, None]), axis=1)
+        lines = [
+            f"{class_id} " + " ".join(f"{v:.6f}" for v in (row if save_conf else row[:4]))
+            for class_id, row in zip(self.class_ids.tolist(), rows, strict=True)
+        ]
+        return _write_text(path, "".join(line + "\n" for line in lines))
+
+    def save_crop(self, folder: str | Path, suffix: str = ".jpg") -> list[Path]:
+        """Save each detection's region of ``orig_img`` as ``<folder>/<class name>/<stem>[_f<frame>]_<i>.<suffix>``.
+
+        ``stem`` is the source's file stem ("image" without a source) and ``i`` the detection's index; a box is
+        widened to whole pixels (floor of x1, y1, ceiling of x2, y2) and kept at least 1 px. Returns the paths
+        written, in detection order.
+
+        Raises:
+            ImageError: no original image is stored, or OpenCV cannot encode ``suffix``.
+        """
+        image = self._image_for_drawing(None)
+        height, width = self.orig_shape
+        stem = Path(self.path).stem if self.path else "image"
+        if self.frame is not None:
+            stem = f"{stem}_f{self.frame}"
+        written = []
+        for i, (box, class_id) in enumerate(zip(self.boxes, self.class_ids, strict=True)):
+            x1 = min(max(int(np.floor(box[0])), 0), width - 1)
+            y1 = min(max(int(np.floor(box[1])), 0), height - 1)
+            x2 = min(max(int(np.ceil(box[2])), x1 + 1), width)
+            y2 = min(max(int(np.ceil(box[3])), y1 + 1), height)
+            target = Path(folder) / self.name(class_id) / f"{stem}_{i}{suffix}"
+            written.append(_write_image(target, image[y1:y2, x1:x2]))
+        return written
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form: path, shape ``[h, w]``, speed and a list of detections.
+        """Plain-Python form: source, frame, shape ``[h, w]``, speed and a list of detections.
 
-        Each detection is ``{"box": [x1, y1, x2, y2], "score": s, "class_id": c, "name": n}`` in original
-        image pixels.
+        ``path`` and ``source`` both name the image's source (``path`` is the earlier key); ``frame`` is the
+        video frame index (from 0) or None; ``error`` is present only for an input that failed. Each detection
+        is ``{"box": [x1, y1, x2, y2], "score": s,
+        "class_id": c, "name": n}`` in original image pixels.
         """
         detections = [
             {
@@ -257,11 +337,51 @@ class Results:
             }
             for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True)
         ]
-        return {"path": self.path, "shape": list(self.orig_shape), "speed": self.speed, "detections": detections}
+        return {
+            "source": self.path,
+            "path": self.path,
+            "frame": self.frame,
+            "shape": list(self.orig_shape),
+            "speed": self.speed,
+            "detections": detections,
+            **({"error": self.error} if self.error is not None else {}),
+        }
 
     def to_json(self, indent: int | None = None) -> str:
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(), indent=indent)
+
+    def to_csv(self, header: bool = True) -> str:
+        """The detections as CSV text, one row each: ``source, frame, class_id, name, conf, x1, y1, x2, y2``.
+
+        Boxes in original-image pixels; ``frame`` empty for a still image. ``header`` adds the column names, so
+        rows of many images or frames can be joined under one header.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if header:
+            writer.writerow(CSV_COLUMNS)
+        frame = "" if self.frame is None else self.frame
+        for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
+            coords = [f"{float(v):.2f}" for v in box]
+            writer.writerow([self.path or "", frame, int(class_id), self.name(class_id), f"{score:.5f}", *coords])
+        return buffer.getvalue()
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` of these detections (``xyxy``, ``confidence``, ``class_id`` and the
+        ``class_name`` data field).
+
+        Raises:
+            MissingDependencyError: supervision is not installed (``pip install supervision``).
+        """
+        sv = require("supervision")
+        class_names = np.array([self.name(c) for c in self.class_ids], dtype=str)
+        return sv.Detections(
+            xyxy=self.boxes.xyxy,
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.copy(),
+            data={"class_name": class_names},
+        )
 
     def __repr__(self) -> str:
         counts = Counter(self.name(c) for c in self.class_ids)

@@ -23,19 +23,33 @@ BACKEND_CLASSES: dict[BackendKind, str] = {
     "torch": "yolov6_sdk.runtime.backends.torch:TorchBackend",
 }
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+_DEVICE = re.compile(r"^(?:(auto|cpu|cuda)(?::(\d+))?|(\d+))$")
 
 
-def parse_device(device: str) -> tuple[str, int]:
-    """Split a device string into ``(type, index)``: "auto", "cpu", "cuda" or "cuda:N" (index 0 by default).
+def parse_device(device: str | int) -> tuple[str, int]:
+    """Split a device into ``(type, index)``: "auto", "cpu", "cuda", "cuda:N" or "N" (= "cuda:N"); index 0 by
+    default.
 
     Raises:
-        ConfigError: any other string, e.g. "gpu" or "cuda:x".
+        ConfigError: any other value, e.g. "gpu" or "cuda:x".
     """
     match = _DEVICE.match(str(device).strip().lower())
+    if match is not None and match.group(3) is not None:
+        return "cuda", int(match.group(3))
     if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index N, got {device!r}")
     return match.group(1), int(match.group(2) or 0)
+
+
+def canonical_device(device: str | int) -> str:
+    """``device`` as the backends take it: "auto", "cpu", "cuda" or "cuda:N" (a bare index N -> "cuda:N").
+
+    Raises:
+        ConfigError: as :func:`parse_device`.
+    """
+    kind, index = parse_device(device)
+    text = str(device).strip().lower()
+    return kind if kind != "cuda" or text == "cuda" else f"cuda:{index}"
 
 
 def _supported() -> str:
@@ -94,14 +108,15 @@ def open_backend(
     device: str = "auto",
     options: Mapping[str, Any] | None = None,
 ) -> Backend:
-    """Load ``path`` with the backend chosen by :func:`backend_kind`; ``options`` go to its constructor.
+    """Load ``path`` with the backend chosen by :func:`backend_kind` on ``device`` (see :func:`canonical_device`);
+    ``options`` go to its constructor.
 
     Raises:
         ArtifactError: a missing file, a folder, an unknown suffix, or an artifact the backend cannot load.
     """
     path = Path(path)
     kind = backend_kind(path, backend)
-    parse_device(device)
+    device = canonical_device(device)
     if not path.exists():
         raise ArtifactError(f"model file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
     if not path.is_file():

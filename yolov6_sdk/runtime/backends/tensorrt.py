@@ -1,7 +1,10 @@
 """TensorRT engine backend: name-based TensorRT 10/11 API, device memory owned by torch.
 
 Loading checks the engine's sidecar against the running TensorRT and GPU first (an engine built elsewhere is
-refused with a message to rebuild with ``yolov6-build``), then deserialises it. ``infer`` takes the
+refused with a message to rebuild with ``yolov6-build``), then deserialises it. An engine without a sidecar (built
+by trtexec or another tool) loads with a warning: its inputs, outputs, batch range and input size are read from
+the engine itself (:func:`engine_model_info`), its class names are numbers unless the caller names them
+(``Detector(names=...)``), and TensorRT itself refuses it when it was built for another release or GPU. ``infer`` takes the
 pre-processed batch ``[B, 3, H, W]`` float32 RGB 0..1 as a CUDA tensor (or a numpy array, staged through a
 pinned host buffer) and returns the engine's outputs as CUDA tensors: ``outputs`` [B, A, 5 + nc] float32 for a
 raw engine, or the EfficientNMS tensors ``num_dets`` [B, 1] int32, ``det_boxes`` [B, K, 4] float32 xyxy,
@@ -26,7 +29,8 @@ import numpy as np
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact import trt_compat
-from yolov6_sdk.artifact.sidecar import Sidecar, check_compatible, read_sidecar
+from yolov6_sdk.artifact.sidecar import Sidecar, check_compatible, read_sidecar, sidecar_path
+from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 
@@ -50,14 +54,78 @@ def preflight(path: str | Path, trt_version: str, gpu_name: str, compute_capabil
     return sidecar
 
 
+def engine_sidecar(path: str | Path, trt_version: str, gpu_name: str, compute_capability: str) -> Sidecar | None:
+    """:func:`preflight` for an engine with a sidecar; None, with a warning, for one without (built elsewhere).
+
+    Raises:
+        ArtifactError: the engine is missing, or its sidecar refuses it (see :func:`preflight`).
+    """
+    path = Path(path)
+    if path.is_file() and not sidecar_path(path).is_file():
+        LOGGER.warning(
+            "%s has no sidecar %s (built by trtexec or another tool): its inputs, outputs and input size are read "
+            "from the engine, its classes are numbered unless names are given (--names NAMES or a data.yaml), and "
+            "the TensorRT release and GPU it was built for cannot be checked beforehand",
+            path,
+            sidecar_path(path).name,
+        )
+        return None
+    return preflight(path, trt_version, gpu_name, compute_capability)
+
+
+def engine_model_info(
+    path: str | Path,
+    image_input: IOSpec,
+    outputs: tuple[IOSpec, ...],
+    batch_range: tuple[int, int],
+    profile_hw: tuple[int, int] | None,
+) -> ModelInfo:
+    """What an engine without a sidecar is, read from its tensors.
+
+    ``image_input``: the ``[B, 3, H, W]`` input; ``profile_hw``: the (H, W) of the optimisation profile's opt
+    shape, used when H and W are dynamic. Outputs named ``num_dets, det_boxes, det_scores, det_classes`` make an
+    end-to-end engine (its NMS ran over every class: multi-label); otherwise the first output must be raw
+    ``[B, A, 5 + nc]`` and the classes are named "0".."nc-1". fp16 input: precision "fp16", else "fp32" (an
+    int8 engine cannot be told from its tensors).
+
+    Raises:
+        ArtifactError: an input that is not ``[B, 3, H, W]`` with a known or profiled size, or outputs of neither
+            YOLOv6 form.
+    """
+    shape = image_input.shape
+    hw = tuple(shape[2:]) if len(shape) == 4 and None not in shape[2:] else profile_hw
+    if len(shape) != 4 or shape[1] not in (3, None) or hw is None:
+        raise ArtifactError(f"{path}: expected one image input [B, 3, H, W] with a known size, got {shape}")
+    end2end = {spec.name for spec in outputs} >= set(END2END_OUTPUTS)
+    raw_columns = outputs[0].shape[-1] if outputs and len(outputs[0].shape) == 3 else None
+    if not end2end and raw_columns is None:
+        raise ArtifactError(
+            f"{path} is not a YOLOv6 engine: expected output [B, anchors, 5 + classes] or the "
+            f"{', '.join(END2END_OUTPUTS)} outputs, got {[(s.name, s.shape) for s in outputs]}"
+        )
+    return ModelInfo(
+        names=[] if end2end else [str(i) for i in range(int(raw_columns) - 5)],
+        imgsz=(int(hw[0]), int(hw[1])),
+        end2end=end2end,
+        multi_label=end2end,
+        precision="fp16" if image_input.dtype == "float16" else "fp32",
+        max_batch=batch_range[1],
+        min_batch=batch_range[0],
+        inputs=(image_input,),
+        outputs=outputs,
+        extra={"sidecar": False},
+    )
+
+
 @dataclass
 class _Slot:
-    """Per-stream state: an execution context and the buffers of each batch size it has run."""
+    """Per-stream state: an execution context and the buffers of each input shape [B, 3, H, W] it has run (H and W
+    vary for an engine with a dynamic height/width profile)."""
 
     context: Any
-    outputs: dict[int, dict[str, Any]] = field(default_factory=dict)
-    static_inputs: dict[int, Any] = field(default_factory=dict)
-    graphs: dict[int, Any] = field(default_factory=dict)
+    outputs: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
+    static_inputs: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
     pinned: dict[tuple[int, ...], Any] = field(default_factory=dict)
     staged: Any = None  # CUDA event: the last pinned -> device copy has been read
 
@@ -79,12 +147,15 @@ class TensorRTBackend(Backend):
         self._torch, self._dev, self.cuda_graph = torch, dev, cuda_graph
         self._trt = trt_compat.load_tensorrt()
         major, minor = torch.cuda.get_device_capability(dev)
-        self.sidecar = preflight(path, self._trt.__version__, torch.cuda.get_device_name(dev), f"{major}.{minor}")
+        self.sidecar = engine_sidecar(path, self._trt.__version__, torch.cuda.get_device_name(dev), f"{major}.{minor}")
         self._runtime = self._trt.Runtime(trt_compat.trt_logger(self._trt))
         with torch.cuda.device(dev):
             self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            raise ArtifactError(f"{path}: TensorRT could not deserialise the engine; rebuild it with yolov6-build")
+            raise ArtifactError(
+                f"{path}: TensorRT could not deserialise the engine (corrupt, or built by another TensorRT release or "
+                "for another GPU; see the yolov6_sdk.tensorrt log); rebuild it with yolov6-build"
+            )
         inputs, outputs = trt_compat.engine_io(self._trt, self._engine)
         if len(inputs) != 1:
             raise ArtifactError(f"{path}: expected one input tensor, found {[s.name for s in inputs]}")
@@ -92,7 +163,7 @@ class TensorRTBackend(Backend):
         self._min_batch, self._max_batch = self._batch_range()
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
-        self._info = self._make_info()
+        self._info = self._make_info() if self.sidecar is not None else self._engine_info()
 
     # ------------------------------------------------------------------------------------------- description
 
@@ -102,6 +173,17 @@ class TensorRTBackend(Backend):
             return batch, batch
         low, _, high = self._engine.get_tensor_profile_shape(self._input.name, 0)
         return int(low[0]), int(high[0])
+
+    def _engine_info(self) -> ModelInfo:
+        """:func:`engine_model_info` of this engine (no sidecar)."""
+        profile_hw = None
+        if None in self._input.shape[2:]:
+            _, opt, _ = self._engine.get_tensor_profile_shape(self._input.name, 0)
+            profile_hw = (int(opt[2]), int(opt[3]))
+        info = engine_model_info(self.path, self._input, self._outputs, (self._min_batch, self._max_batch), profile_hw)
+        features = trt_compat.probe(self._trt)
+        info.extra["device_memory_bytes"] = trt_compat.engine_device_memory(self._engine, features)
+        return info
 
     def _make_info(self) -> ModelInfo:
         car = self.sidecar
@@ -142,10 +224,10 @@ class TensorRTBackend(Backend):
         if not self._min_batch <= size <= self._max_batch:
             raise YOLOv6Error(
                 f"{self.path.name} serves batches of {self._min_batch}..{self._max_batch}, got {size}; "
-                "rebuild with a wider --bs profile or split the batch"
+                "rebuild with a wider --batch profile or split the batch"
             )
         with torch.cuda.device(self._dev):
-            outputs = self._outputs_for(slot, size)
+            outputs = self._outputs_for(slot, tuple(int(d) for d in batch.shape))
             if self.cuda_graph:
                 self._run_graph(slot, batch, stream)
             else:
@@ -183,27 +265,27 @@ class TensorRTBackend(Backend):
             raise YOLOv6Error(f"expected a [B, 3, H, W] batch, got shape {tuple(images.shape)}")
         return images.to(self._dev, dtype).contiguous()
 
-    def _outputs_for(self, slot: _Slot, size: int) -> dict[str, Any]:
-        """Output buffers for batch ``size`` (allocated once per slot and size)."""
-        buffers = slot.outputs.get(size)
+    def _outputs_for(self, slot: _Slot, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Output buffers for an input of ``shape`` [B, 3, H, W] (allocated once per slot and shape)."""
+        buffers = slot.outputs.get(shape)
         if buffers is None:
             context = slot.context
-            context.set_input_shape(self._input.name, (size, *self._input_hw()))
+            context.set_input_shape(self._input.name, shape)
             buffers = {}
             for spec in self._outputs:
-                shape = tuple(int(d) for d in context.get_tensor_shape(spec.name))
-                if any(d < 0 for d in shape):
+                size = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+                if any(d < 0 for d in size):
                     raise ArtifactError(
-                        f"{self.path.name}: output {spec.name} has a data-dependent shape {shape}; build from the raw "
+                        f"{self.path.name}: output {spec.name} has a data-dependent shape {size}; build from the raw "
                         "or the EfficientNMS (nms='trt') ONNX export"
                     )
-                buffers[spec.name] = self._torch.empty(shape, dtype=getattr(self._torch, spec.dtype), device=self._dev)
-            slot.outputs[size] = buffers
+                buffers[spec.name] = self._torch.empty(size, dtype=getattr(self._torch, spec.dtype), device=self._dev)
+            slot.outputs[shape] = buffers
         return buffers
 
     def _input_hw(self) -> tuple[int, int, int]:
         _, channels, height, width = self._input.shape
-        return channels or 3, height or self.sidecar.imgsz[0], width or self.sidecar.imgsz[1]
+        return channels or 3, height or self._info.imgsz[0], width or self._info.imgsz[1]
 
     def _bind(self, context: Any, batch: Any, outputs: dict[str, Any]) -> None:
         context.set_input_shape(self._input.name, tuple(batch.shape))
@@ -216,20 +298,20 @@ class TensorRTBackend(Backend):
             raise YOLOv6Error(f"{self.path.name}: TensorRT execution failed; see the yolov6_sdk.tensorrt log")
 
     def _run_graph(self, slot: _Slot, batch: Any, stream: Any) -> None:
-        """Copy into the static input and replay the CUDA graph of this batch size (captured on first use)."""
-        size = int(batch.shape[0])
-        static = slot.static_inputs.get(size)
+        """Copy into the static input and replay the CUDA graph of this input shape (captured on first use)."""
+        shape = tuple(int(d) for d in batch.shape)
+        static = slot.static_inputs.get(shape)
         if static is None:
-            static = slot.static_inputs[size] = self._torch.empty_like(batch)
+            static = slot.static_inputs[shape] = self._torch.empty_like(batch)
         static.copy_(batch)
-        graph = slot.graphs.get(size)
+        graph = slot.graphs.get(shape)
         if graph is None:
-            graph = slot.graphs[size] = self._capture(slot, static, stream)
+            graph = slot.graphs[shape] = self._capture(slot, static, stream)
         graph.replay()
 
     def _capture(self, slot: _Slot, static: Any, stream: Any) -> Any:
         torch = self._torch
-        outputs = slot.outputs[int(static.shape[0])]
+        outputs = slot.outputs[tuple(int(d) for d in static.shape)]
         self._bind(slot.context, static, outputs)
         self._execute(slot.context, stream)  # warm-up: TensorRT finishes its lazy set-up outside the capture
         side = torch.cuda.Stream(self._dev)
