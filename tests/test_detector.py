@@ -202,6 +202,23 @@ def test_bad_inputs_raise_one_clear_error_naming_the_file(
     assert isinstance(caught.value, YOLOv6Error) and name in str(caught.value)
 
 
+def test_errors_skip_returns_the_good_results_in_order_with_the_failures_named(
+    art: SimpleNamespace, raw_detector: Detector, tmp_path: Path
+) -> None:
+    bad_image = _write(tmp_path / "broken.jpg", b"\xff\xd8 not really a jpeg")
+    tiny = np.zeros((3, 4, 4), dtype=np.uint8)  # CHW or HWC with alpha? refused as ambiguous
+    expected = raw_detector(art.image_path)[0]
+    results = raw_detector([art.image_path, bad_image, tmp_path / "nope.jpg", art.image, tiny], errors="skip")
+    assert [r.ok for r in results] == [True, False, False, True, False]
+    for good in (results[0], results[3]):
+        _assert_same_detections(good, expected)
+    assert "broken.jpg" in results[1].error and "cannot decode" in results[1].error
+    assert "nope.jpg" in results[2].error and len(results[2]) == 0
+    assert results[1].to_dict()["error"] == results[1].error and "error" not in results[0].to_dict()
+    with pytest.raises(ConfigError, match="raise"):
+        raw_detector(art.image_path, errors="ignore")
+
+
 def test_stream_yields_one_result_per_frame_of_a_video(art: SimpleNamespace, raw_detector: Detector, tmp_path: Path):
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))

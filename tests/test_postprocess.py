@@ -117,6 +117,36 @@ def test_torch_nms_gives_the_numpy_indices(case: tuple, iou_thres: float, block:
     assert aware.tolist() == batched_nms_numpy(boxes, scores, classes, iou_thres).tolist()
 
 
+def _per_class_greedy_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_thres: float) -> np.ndarray:
+    """The per-class form: one greedy NMS (box_iou against the remaining boxes) per class, then merged."""
+    kept = [np.zeros(0, dtype=np.int64)]
+    for class_id in np.unique(classes):
+        members = np.flatnonzero(classes == class_id)
+        order, keep = np.argsort(-scores[members], kind="stable"), []
+        while order.size:
+            best, order = order[0], order[1:]
+            keep.append(best)
+            order = order[box_iou(boxes[members][best : best + 1], boxes[members][order])[0] <= iou_thres]
+        kept.append(members[np.asarray(keep, dtype=np.int64)])
+    merged = np.sort(np.concatenate(kept))
+    return merged[np.argsort(-scores[merged], kind="stable")]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_single_pass_nms_equals_per_class_nms_on_random_float_boxes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 600))
+    xy = rng.uniform(0, 600, (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 120, (n, 2)).astype(np.float32)], 1)
+    scores = rng.uniform(0.01, 1, n).astype(np.float32).round(2)  # rounded: ties happen
+    classes = rng.integers(0, int(rng.integers(1, 20)), n)
+    iou_thres = float(rng.choice(THRESHOLDS))
+    expected = _per_class_greedy_nms(boxes, scores, classes, iou_thres)
+    np.testing.assert_array_equal(batched_nms_numpy(boxes, scores, classes, iou_thres), expected)
+    agnostic = _per_class_greedy_nms(boxes, scores, np.zeros_like(classes), iou_thres)
+    np.testing.assert_array_equal(nms_numpy(boxes, scores, iou_thres), agnostic)
+
+
 def test_torch_nms_resolves_a_long_suppression_chain() -> None:
     # each box overlaps only its neighbours: greedy keeps every other box
     x = np.arange(50, dtype=np.float32) * 6

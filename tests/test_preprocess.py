@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yolov6_sdk.artifact.preprocess import (
+    InputBuffer,
     LetterboxInfo,
     check_imgsz,
     letterbox,
     letterbox_info,
+    letterbox_into,
     preprocess_batch,
     preprocess_batch_torch,
     scale_boxes_to_original,
@@ -79,6 +81,51 @@ def test_preprocess_batch_gives_rgb_float_nchw_in_one_canvas() -> None:
     assert (inside[2] == 1.0).all() and (inside[:2] == 0.0).all()
     assert batch[0, 0, 0, 0] == np.float32(114 / 255)
     assert infos[1] == LetterboxInfo(ratio=1.0, pad=(0, 0), orig_shape=(64, 96), input_shape=(64, 96))
+
+
+def _reference_batch(images: list[np.ndarray], imgsz: tuple[int, int]) -> np.ndarray:
+    """The straightforward form: a padded uint8 canvas per image, flipped, transposed, then divided."""
+    batch = np.stack([letterbox(image, imgsz)[0][:, :, ::-1].transpose(2, 0, 1) for image in images]).astype(np.float32)
+    return batch / np.float32(255)
+
+
+@pytest.mark.parametrize("shapes", [[(480, 640)], [(720, 1280), (64, 96), (333, 17)], [(640, 640)]])
+def test_preprocess_into_the_buffer_equals_the_straightforward_form(shapes: list[tuple[int, int]]) -> None:
+    images = [_image(h, w, seed) for seed, (h, w) in enumerate(shapes)]
+    batch, _ = preprocess_batch(images, (320, 320), buffer=InputBuffer())
+    np.testing.assert_array_equal(batch, _reference_batch(images, (320, 320)))
+
+
+def test_preprocess_writes_into_the_given_buffer_without_allocating() -> None:
+    buffer = InputBuffer()
+    first, _ = preprocess_batch([_image(480, 640, 1), _image(300, 200, 2)], (320, 320), buffer=buffer)
+    storage = buffer.storage
+    for seed in range(3):  # later calls of the same or a smaller size reuse the same memory
+        batch, _ = preprocess_batch([_image(720, 1280, seed)], (320, 320), buffer=buffer)
+        assert buffer.storage is storage and batch.base is storage
+        assert np.shares_memory(batch, first) and batch.flags.c_contiguous
+    smaller, _ = preprocess_batch([_image(480, 640, 1)], (320, 320), canvas=(256, 320), buffer=buffer)
+    assert smaller.shape == (1, 3, 256, 320) and smaller.base is storage
+    grown, _ = preprocess_batch([_image(48, 64)] * 4, (320, 320), buffer=buffer)  # larger than ever: grows once
+    assert grown.base is buffer.storage and buffer.storage is not storage
+
+
+def test_letterbox_into_writes_the_image_and_gray_padding_in_place() -> None:
+    image = _image(100, 200)
+    out = np.full((3, 320, 320), -1.0, dtype=np.float32)
+    info = letterbox_info(image.shape[:2], (320, 320))
+    letterbox_into(image, out, info)
+    assert (out >= 0).all()  # every element written: image area and padding
+    np.testing.assert_array_equal(out, _reference_batch([image], (320, 320))[0])
+
+
+def test_scale_boxes_in_place_reuses_the_array_and_matches_the_pure_form() -> None:
+    info = letterbox_info((333, 517), (640, 640))
+    boxes = RNG.uniform(-20, 660, (50, 4)).astype(np.float32)
+    expected = scale_boxes_to_original(boxes, info)
+    out = scale_boxes_to_original(boxes, info, inplace=True)
+    assert out is boxes
+    np.testing.assert_allclose(out, expected, atol=1e-3, rtol=0)
 
 
 def test_check_imgsz_accepts_multiples_of_32_and_suggests_a_fix() -> None:

@@ -1,6 +1,6 @@
 """Artifact file names: a function of what the artifact contains, so two different artifacts never share one.
 
-``<model>-<source>-<size>-<precision>[-bs<batch>][-nms_<mode>][-ml]<suffix>``, e.g.
+``<model>-<source>-<size>-<precision>[-bs<batch>][-nms_<mode>][-ml][-dynhw]<suffix>``, e.g.
 ``yolov6n-3f2a9c1d-160-int8.onnx``, ``yolov6s-random-384x640-fp16-bs1_32-nms_trt-ml.engine``:
 
 * ``source``: the first 8 hex digits of the source's sha256 (the checkpoint, or the ONNX file a build started
@@ -12,7 +12,9 @@
 * ``nms``: the end-to-end NMS mode inside the graph ("ort" or "trt"); left out for raw outputs;
 * ``ml``: multi-label NMS (a box once per class above conf, COCO evaluation) instead of each box's best class
   only. End-to-end graphs differ by it; raw-output artifacts share the graph but record it in their metadata as
-  the Detector's default, so their names differ too.
+  the Detector's default, so their names differ too;
+* ``dynhw``: the input's height and width are dynamic (rectangular inference; ``size`` is then the largest
+  side the artifact was made for, and the square the Detector uses with ``rect=False``).
 
 :func:`recorded_source` reads back which source an existing artifact was built from, so a build can refuse to
 replace the artifact of other weights.
@@ -65,6 +67,7 @@ def artifact_name(
     batch_profile: tuple[int, int, int] | None = None,
     nms: str | None = None,
     multi_label: bool = False,
+    dynamic_hw: bool = False,
 ) -> str:
     """The file name of an artifact; see the module docstring for the scheme.
 
@@ -77,6 +80,7 @@ def artifact_name(
         batch_profile: (min, opt, max) batch sizes served; None for a dynamic batch.
         nms: end-to-end NMS mode ("ort", "trt") or None for raw outputs.
         multi_label: the artifact runs (end-to-end) or records (raw) multi-label NMS; adds ``-ml``.
+        dynamic_hw: the input's height and width are dynamic (rectangular inference); adds ``-dynhw``.
 
     Raises:
         ConfigError: a value the scheme cannot encode (unknown precision, suffix or NMS mode, a model name with
@@ -92,8 +96,8 @@ def artifact_name(
             f"expected precision in {PRECISIONS}, suffix in {tuple(SUFFIX_BACKENDS)}, nms in {NMS_MODES} or None; "
             f"got {precision!r}, {suffix!r}, {nms!r}"
         )
-    if not isinstance(multi_label, bool):
-        raise ConfigError(f"multi_label must be True or False, got {multi_label!r}")
+    if not isinstance(multi_label, bool) or not isinstance(dynamic_hw, bool):
+        raise ConfigError(f"multi_label and dynamic_hw must be True or False, got {multi_label!r}, {dynamic_hw!r}")
     if source_sha256 != RANDOM_SOURCE and not re.fullmatch(r"[0-9a-f]{64}", source_sha256):
         raise ConfigError(f"source must be a sha256 hex digest or {RANDOM_SOURCE!r}, got {source_sha256!r}")
     parts = [model, source_tag(source_sha256), size_tag(imgsz), precision]
@@ -103,6 +107,8 @@ def artifact_name(
         parts.append(f"nms_{nms}")
     if multi_label:
         parts.append("ml")
+    if dynamic_hw:
+        parts.append("dynhw")
     return "-".join(parts) + suffix
 
 

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.preprocess import MIN_SIDE
 from yolov6_sdk.artifact.sidecar import onnx_metadata
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, NMS_MODES, RAW_OUTPUT_NAME, NmsMode
 from yolov6_sdk.errors import BuildError
@@ -49,6 +50,9 @@ class ExportOptions:
         imgsz: (H, W) input size, multiples of 32.
         opset: ONNX opset (13 or newer).
         dynamic_batch: batch axis symbolic (``batch``); else fixed to ``batch``.
+        dynamic_hw: height and width symbolic (``height``, ``width``; the raw output's anchor axis follows), for
+            rectangular inference; the graph serves any multiple of 32 up to ``imgsz``, which stays the model's
+            scale. Recorded in the metadata as ``dynamic_hw`` with ``imgsz_min`` (32x32) and ``imgsz_max``.
         batch: batch size of the static export and of the tracing input.
         half: fp16 weights and input (for GPU runtimes).
         nms: None (raw), "ort" (ONNX NonMaxSuppression) or "trt" (EfficientNMS_TRT plugin).
@@ -61,6 +65,7 @@ class ExportOptions:
     imgsz: tuple[int, int] = (640, 640)
     opset: int = 13
     dynamic_batch: bool = True
+    dynamic_hw: bool = False
     batch: int = 1
     half: bool = False
     nms: NmsMode | None = None
@@ -87,6 +92,8 @@ class ExportOptions:
             raise BuildError(f"batch must be >= 1, got {self.batch}")
         if not isinstance(self.multi_label, bool):
             raise BuildError(f"multi_label must be True or False, got {self.multi_label!r}")
+        if not isinstance(self.dynamic_hw, bool):
+            raise BuildError(f"dynamic_hw must be True or False, got {self.dynamic_hw!r}")
 
 
 class _OrtNMS(torch.autograd.Function):
@@ -194,8 +201,15 @@ def _best_class_only(scores: torch.Tensor) -> torch.Tensor:
 
 def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int, str]]]:
     names = list(END2END_OUTPUTS) if options.nms else [RAW_OUTPUT_NAME]
-    axes = {name: {0: "batch"} for name in [INPUT_NAME, *names]} if options.dynamic_batch else {}
-    return names, axes
+    axes: dict[str, dict[int, str]] = {name: {} for name in [INPUT_NAME, *names]}
+    if options.dynamic_batch:
+        for name in axes:
+            axes[name][0] = "batch"
+    if options.dynamic_hw:
+        axes[INPUT_NAME].update({2: "height", 3: "width"})
+        if not options.nms:
+            axes[RAW_OUTPUT_NAME][1] = "anchors"
+    return names, {name: dims for name, dims in axes.items() if dims}
 
 
 def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, object]) -> dict[str, str]:
@@ -208,6 +222,8 @@ def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, obje
         "names": names,
         "strides": list(model.strides),
         "imgsz": list(options.imgsz),
+        "dynamic_hw": options.dynamic_hw,
+        **({"imgsz_min": [MIN_SIDE, MIN_SIDE], "imgsz_max": list(options.imgsz)} if options.dynamic_hw else {}),
         "precision": "fp16" if options.half else "fp32",
         "dynamic_batch": options.dynamic_batch,
         "batch": options.batch,

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.preprocess import MIN_SIDE
 from yolov6_sdk.artifact.sidecar import (
     Sidecar,
     current_gpu,
@@ -277,16 +278,34 @@ def configure(
     trt_compat.set_precision_flags(trt, builder_config, features, plan.flags)
     images = network.get_input(0)
     if any(int(d) < 0 for d in images.shape):
-        height, width = config.imgsz
-        low, opt, high = config.profile
         profile = builder.create_optimization_profile()
-        profile.set_shape(images.name, (low, 3, height, width), (opt, 3, height, width), (high, 3, height, width))
+        profile.set_shape(images.name, *input_profile(config, tuple(int(d) for d in images.shape)))
         builder_config.add_optimization_profile(profile)
     if timing_cache is not None and features.timing_cache:
         cache = builder_config.create_timing_cache(timing_cache)
         builder_config.set_timing_cache(cache, ignore_mismatch=False)
     trt_compat.set_hardware_compatibility(trt, builder_config, features, config.hardware_compatibility)
     return builder_config
+
+
+def input_profile(config: BuildConfig, shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """``(min, opt, max)`` input shapes ``[B, 3, H, W]`` of the optimisation profile for an input of ``shape``.
+
+    Batch from the batch profile. A dynamic height/width (-1, a rectangular-inference export) gets
+    ``MIN_SIDE`` .. ``imgsz`` with ``imgsz`` as the optimum (every rectangle the Detector makes fits); a fixed
+    one stays ``imgsz``.
+    """
+    low, opt, high = config.profile
+    dynamic_hw = any(d < 0 for d in shape[2:])
+    small = (MIN_SIDE, MIN_SIDE) if dynamic_hw else config.imgsz
+    return (low, 3, *small), (opt, 3, *config.imgsz), (high, 3, *config.imgsz)
+
+
+def dynamic_hw_fields(info: OnnxInfo, config: BuildConfig) -> dict[str, Any]:
+    """Sidecar fields of an engine with dynamic height/width (empty for a fixed input size)."""
+    if not info.inputs or None not in info.inputs[0].shape[2:]:
+        return {}
+    return {"dynamic_hw": True, "imgsz_min": [MIN_SIDE, MIN_SIDE], "imgsz_max": list(config.imgsz)}
 
 
 def build_plan(builder: Any, network: Any, builder_config: Any) -> bytes:
@@ -363,7 +382,9 @@ def engine_sidecar(
         inputs=io[0],
         outputs=io[1],
         source_hashes=hashes,
-        extra={k: meta[k] for k in ("conf", "iou", "max_det", "strides") if k in meta} | dict(extra),
+        extra={k: meta[k] for k in ("conf", "iou", "max_det", "strides") if k in meta}
+        | dynamic_hw_fields(info, config)
+        | dict(extra),
     )
 
 

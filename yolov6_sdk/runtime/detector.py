@@ -6,12 +6,19 @@ batches the artifact serves, decodes the outputs (NMS for raw exports, the Effic
 end-to-end ones) and maps boxes back to original-image pixels (xyxy, clipped to the image).
 
 A backend that takes torch tensors on a GPU gets its batch letterboxed on that device and its outputs
-decoded there (:func:`preprocess_batch_torch`, :func:`postprocess_raw_torch`); otherwise the numpy forms run.
+decoded there (:func:`preprocess_batch_torch`, :func:`postprocess_raw_torch`); otherwise the numpy forms run,
+writing into one reused input buffer per thread and rescaling the boxes in place.
+
+Rectangular inference (``rect``): an artifact exported with dynamic height and width gets each batch on the
+smallest multiple-of-32 canvas that holds its largest member at the model's scale (a 480x640 picture runs on
+480x640 instead of 640x640), as the official evaluation does per batch; boxes map back to the same original
+pixels. Video and camera streams are read one frame ahead by a reader thread (:mod:`.pipeline`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,19 +28,24 @@ import numpy as np
 
 from yolov6_sdk.artifact.images import as_bgr_uint8
 from yolov6_sdk.artifact.preprocess import (
+    MIN_SIDE,
+    InputBuffer,
     LetterboxInfo,
     check_imgsz,
     preprocess_batch,
     preprocess_batch_torch,
+    rect_shape,
     scale_boxes_to_original,
 )
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS
-from yolov6_sdk.errors import ConfigError
+from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
+from yolov6_sdk.runtime.names import class_names
+from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, Prefetched, prefetch
 from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
 from yolov6_sdk.runtime.results import Results
-from yolov6_sdk.runtime.source import ImageItem, Source, image_items, is_stream, video_frames
+from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, video_frames
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,6 +75,15 @@ class Detector:
         half: fp16 (torch backend on CUDA).
         cuda_graph: replay one captured CUDA graph per batch shape instead of launching kernels one by one
             (torch and TensorRT backends on CUDA); the first batch of each shape pays for the capture.
+        rect: rectangular inference: letterbox each batch to the smallest multiple-of-32 canvas holding its
+            largest member at the scale of ``imgsz`` (True), or always to the ``imgsz`` square (False). None:
+            True for artifacts exported with dynamic height and width (``dynamic_hw`` recorded), else False.
+            Needs an artifact whose input height and width are dynamic (a dynamic-shape export or a ``.pt``).
+        names: class names instead of the artifact's: a list, a YOLO data.yaml, a text file with one name per
+            line or "a,b,c" (see :func:`~yolov6_sdk.runtime.names.read_names`); for artifacts that record none,
+            such as an engine built by trtexec. None: the artifact's names (numbers when it records none).
+        ort_provider: ONNX Runtime's GPU provider, "cuda" or "tensorrt" (its TensorRT EP, with engine and timing
+            caches beside the model); None: CUDA. ``.onnx`` files only.
 
     Raises:
         ArtifactError: missing, empty, corrupt or unknown artifact.
@@ -84,6 +105,9 @@ class Detector:
         threads: int | None = None,
         half: bool = False,
         cuda_graph: bool = False,
+        rect: bool | None = None,
+        names: Sequence[str] | str | Path | None = None,
+        ort_provider: str | None = None,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         if multi_label is not None and not isinstance(multi_label, bool):
@@ -107,12 +131,18 @@ class Detector:
             options["cuda_graph"] = True
         if imgsz is not None and kind == "onnxruntime":
             options["imgsz"] = imgsz
+        if ort_provider is not None:
+            if kind != "onnxruntime":
+                raise ConfigError(f"ort_provider applies to .onnx models run by ONNX Runtime, not {kind} ({path})")
+            options["provider"] = ort_provider
         self.backend: Backend = open_backend(path, kind, device, options)
         self.info: ModelInfo = self.backend.info
         try:
             self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
             self._check_input_size()
-            self.names: list[str] = list(self.info.names)
+            self.input_range = self._input_range()
+            self.rect = self._check_rect(rect)
+            self.names: list[str] = class_names(names, self.info.names, str(path))
             self.classes = self._check_classes(classes)
             self.batch_size = self._check_batch(batch)
         except BaseException:  # a bad option: release the backend before reporting it
@@ -122,6 +152,7 @@ class Detector:
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
             self._note_end2end_settings(multi_label)
+        self._buffers = threading.local()  # one reused input buffer per calling thread
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -136,6 +167,50 @@ class Detector:
             raise ConfigError(
                 f"{self.backend.path} takes input {tuple(fixed)} only, got imgsz={self.imgsz}; drop imgsz"
             )
+
+    def _input_range(self) -> tuple[tuple[int, int], tuple[int, int] | None] | None:
+        """``(smallest, largest)`` (h, w) inputs of a dynamic-shape artifact (largest None: unbounded); None when
+        the artifact's input size is fixed.
+
+        The range comes from what the artifact records (``imgsz_min`` / ``imgsz_max``: the ONNX metadata, or the
+        engine's sidecar from its optimisation profile); ``imgsz`` must lie inside it.
+        """
+        dims = self.info.inputs[0].shape[2:] if self.info.inputs else (None, None)
+        if None not in dims:
+            return None
+        recorded_min, recorded_max = self.info.extra.get("imgsz_min"), self.info.extra.get("imgsz_max")
+        low = (int(recorded_min[0]), int(recorded_min[1])) if _is_hw(recorded_min) else (MIN_SIDE, MIN_SIDE)
+        high = (int(recorded_max[0]), int(recorded_max[1])) if _is_hw(recorded_max) else None
+        (height, width), largest = self.imgsz, high or self.imgsz
+        if height < low[0] or width < low[1] or height > largest[0] or width > largest[1]:
+            raise ConfigError(
+                f"{self.backend.path} serves inputs from {low[0]}x{low[1]} to {largest[0]}x{largest[1]} (its "
+                f"dynamic-shape profile), got imgsz={self.imgsz}; pass an imgsz in that range, or re-export "
+                f"(yolov6-build) at the size you need"
+            )
+        return low, high
+
+    def _check_rect(self, rect: bool | None) -> bool:
+        if rect is not None and not isinstance(rect, bool):
+            raise ConfigError(f"rect must be True, False or None (the artifact's choice), got {rect!r}")
+        if rect is None:
+            return self.input_range is not None and self.info.extra.get("dynamic_hw") is True
+        if rect and self.input_range is None:
+            raise ConfigError(
+                f"rect=True needs an artifact with dynamic height and width, but {self.backend.path} takes "
+                f"{self.imgsz[0]}x{self.imgsz[1]} only; build it with yolov6-build --dynamic-hw "
+                "(ExportOptions(dynamic_hw=True) in Python) or drop rect"
+            )
+        return rect
+
+    def canvas_shape(self, shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+        """The (h, w) input a batch of images of ``shapes`` (h, w) runs at: the rectangle of :func:`rect_shape`
+        (raised to the artifact's smallest input) when :attr:`rect`, else :attr:`imgsz`."""
+        if not self.rect or self.input_range is None:
+            return self.imgsz
+        height, width = rect_shape(shapes, self.imgsz)
+        low = self.input_range[0]
+        return max(height, low[0]), max(width, low[1])
 
     def _check_classes(self, classes: Sequence[int] | None) -> list[int] | None:
         if classes is None:
@@ -194,26 +269,47 @@ class Detector:
 
     # ------------------------------------------------------------------------------------------ running
 
-    def __call__(self, source: Source) -> list[Results]:
+    def __call__(self, source: Source, errors: str = "raise") -> list[Results]:
         """Detect objects in ``source``: a path, folder, glob, numpy BGR image, or a list of them.
 
         Returns one :class:`Results` per image, in order (folders and globs sorted by path).
 
-        Raises:
-            ImageError: a missing, empty or corrupt image, or an unsupported array.
-            ConfigError: a video or camera source (use :meth:`stream`).
-        """
-        return list(self._run_items(image_items(source)))
+        Args:
+            errors: "raise": the first image that cannot be read or run raises. "skip": such an image gets a
+                :meth:`Results.failed` entry (no detections, ``error`` says why, ``ok`` is False) and the others
+                run; a warning names each one.
 
-    def stream(self, source: Source | int) -> Iterator[Results]:
+        Raises:
+            ImageError: a missing, empty or corrupt image, or an unsupported array (``errors="raise"``).
+            ConfigError: a video or camera source (use :meth:`stream`), or an unknown ``errors`` value.
+        """
+        if errors not in ("raise", "skip"):
+            raise ConfigError(f'errors must be "raise" or "skip", got {errors!r}')
+        if errors == "raise":
+            return list(self._run_items(image_items(source)))
+        return self._run_items_skipping(image_items(source, strict=False))
+
+    def stream(self, source: Source | int, prefetch_depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
         """Yield one :class:`Results` per frame of a video file, camera index or stream URL, or per image.
 
-        Frames are read lazily and run one at a time (lowest latency); images as in :meth:`__call__`.
+        A frame's Results carries the source in ``path`` and its index in the video (from 0; a damaged frame
+        the reader skipped keeps its number) in ``frame``. Frames run one at a time (lowest latency); a reader thread decodes up to ``prefetch_depth`` frames
+        ahead of the model (0: decode each frame only when the previous one is done). A source that fails
+        part-way (e.g. a stream cut) raises its error after the frames before it. Images as in :meth:`__call__`.
         """
         if is_stream(source):
+            if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
+                raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
             name = str(source)
-            for frame in video_frames(source):  # type: ignore[arg-type]
-                yield self.predict_batch([frame], paths=[name])[0]
+            frames = _numbered(video_frames(source))  # type: ignore[arg-type]
+            entries = prefetch(frames, depth=prefetch_depth) if prefetch_depth else _inline(frames)
+            for entry in entries:
+                if entry.error is not None:
+                    raise entry.error
+                index, frame = entry.value
+                result = self.predict_batch([frame], paths=[name])[0]
+                result.frame = index
+                yield result
             return
         yield from self._run_items(image_items(source))  # type: ignore[arg-type]
 
@@ -223,6 +319,36 @@ class Detector:
             chunk = items[start : start + self.batch_size]
             images = [item.load() for item in chunk]
             yield from self.predict_batch(images, paths=[None if i.path is None else str(i.path) for i in chunk])
+
+    def _run_items_skipping(self, items: Sequence[ImageItem]) -> list[Results]:
+        """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results."""
+        results: list[Results] = []
+        for start in range(0, len(items), self.batch_size):
+            loaded: list[tuple[int, np.ndarray, str | None]] = []
+            chunk_results: dict[int, Results] = {}
+            for index, item in enumerate(items[start : start + self.batch_size]):
+                path = None if item.path is None else str(item.path)
+                try:
+                    loaded.append((index, item.load(), path))
+                except YOLOv6Error as exc:
+                    chunk_results[index] = self._failed(path or item.name, exc)
+            try:
+                ran = self.predict_batch([image for _, image, _ in loaded], paths=[path for *_, path in loaded])
+            except YOLOv6Error:  # find the image the model refuses: run them one at a time
+                ran = [self._predict_one(image, path) for _, image, path in loaded]
+            chunk_results.update({index: result for (index, *_), result in zip(loaded, ran, strict=True)})
+            results.extend(chunk_results[i] for i in sorted(chunk_results))
+        return results
+
+    def _predict_one(self, image: np.ndarray, path: str | None) -> Results:
+        try:
+            return self.predict_batch([image], paths=[path])[0]
+        except YOLOv6Error as exc:
+            return self._failed(path or "image", exc)
+
+    def _failed(self, name: str, exc: YOLOv6Error) -> Results:
+        LOGGER.warning("skipped %s: %s", name, exc)
+        return Results.failed(name, str(exc), self.names)
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
         """Detect objects in HxWx3 uint8 BGR ``images`` (any sizes; converted like :func:`as_bgr_uint8`).
@@ -247,10 +373,11 @@ class Detector:
         count = len(images)
         on_device = self.backend.wants_torch
         t0 = time.perf_counter()
+        canvas = self.canvas_shape([image.shape[:2] for image in images])
         if on_device:
-            batch, infos = preprocess_batch_torch(images, self.imgsz, self.device)
+            batch, infos = preprocess_batch_torch(images, self.imgsz, self.device, canvas=canvas)
         else:
-            batch, infos = preprocess_batch(images, self.imgsz)
+            batch, infos = preprocess_batch(images, self.imgsz, canvas=canvas, buffer=self._input_buffer())
         batch = _pad(batch, self.info.min_batch)
         self._sync(on_device)
         t1 = time.perf_counter()
@@ -265,6 +392,12 @@ class Detector:
         for result in results:
             result.speed.update(speed)
         return results
+
+    def _input_buffer(self) -> InputBuffer:
+        buffer = getattr(self._buffers, "buffer", None)
+        if buffer is None:
+            buffer = self._buffers.buffer = InputBuffer()
+        return buffer
 
     def _sync(self, on_device: bool) -> None:
         if on_device and self.device.startswith("cuda"):
@@ -290,7 +423,10 @@ class Detector:
         return Detections(det.boxes[index], det.scores[index], det.class_ids[index])
 
     def _results(self, det: Detections, info: LetterboxInfo, image: np.ndarray, path: str | None) -> Results:
-        boxes = _to_numpy(scale_boxes_to_original(det.boxes, info))
+        if isinstance(det.boxes, np.ndarray):  # the decoder's own copy: rescaled in place
+            boxes = scale_boxes_to_original(det.boxes.astype(np.float32, copy=False), info, inplace=True)
+        else:
+            boxes = _to_numpy(scale_boxes_to_original(det.boxes, info))
         return Results(
             boxes,
             _to_numpy(det.scores),
@@ -327,6 +463,35 @@ def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
             raise ConfigError(f"{label} must be a number in 0..1, got {value!r}")
     if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
         raise ConfigError(f"max_det must be a positive int, got {max_det!r}")
+
+
+def _is_hw(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+
+
+def _numbered(frames: VideoFrames) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index in the video, frame)`` pairs, the index read as each frame arrives (in the thread that reads)."""
+    iterator = iter(frames)
+    try:
+        for frame in iterator:
+            yield frames.index, frame
+    finally:
+        iterator.close()
+
+
+def _inline(frames: Iterator[Any]) -> Iterator[Prefetched[Any]]:
+    """The frames as prefetch entries, each decoded only when asked for (no reader thread)."""
+    index = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:
+            yield Prefetched(index, error=exc)
+            return
+        yield Prefetched(index, value=frame)
+        index += 1
 
 
 def _pad(batch: Any, size: int) -> Any:

@@ -78,26 +78,42 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_thres: float) -> np.nda
 
     A box is dropped when its IoU with a higher-ranked kept box is greater than ``iou_thres``.
     """
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        if order.size:
-            order = order[box_iou(boxes[best : best + 1], boxes[order])[0] <= iou_thres]
-    return np.asarray(keep, dtype=np.int64)
+    return batched_nms_numpy(boxes, scores, None, iou_thres)
 
 
-def batched_nms_numpy(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thres: float) -> np.ndarray:
-    """Class-aware NMS (boxes of different classes never suppress each other).
+def batched_nms_numpy(
+    boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None, iou_thres: float
+) -> np.ndarray:
+    """Class-aware NMS (boxes of different classes never suppress each other); ``class_ids=None``: agnostic.
 
-    Returns int64 indices of the kept boxes by descending score (ties: lower index first).
+    Every class runs its greedy NMS at the same time, without a loop over classes: boxes are ranked class-major
+    (descending score within a class, ties: lower index first); each step keeps the best remaining box of every
+    class at once and drops the boxes of its class whose IoU with it exceeds ``iou_thres``, so the steps number
+    the most boxes one class keeps. The IoU uses the float operations of :func:`box_iou`, so the answer equals
+    per-class greedy NMS exactly. Returns int64 indices of the kept boxes by descending score (ties: lower index).
     """
+    order = np.argsort(-scores, kind="stable")
+    if class_ids is not None:  # stable: score order is kept within each class
+        order = order[np.argsort(class_ids[order], kind="stable")]
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    classes = np.zeros(order.size, np.int64) if class_ids is None else np.ascontiguousarray(class_ids[order])
+    remaining = np.arange(order.size)  # ranks still undecided, class-major
     kept = [np.zeros(0, dtype=np.int64)]
-    for class_id in np.unique(class_ids):
-        members = np.flatnonzero(class_ids == class_id)
-        kept.append(members[nms_numpy(boxes[members], scores[members], iou_thres)])
-    keep = np.sort(np.concatenate(kept))
+    while remaining.size:
+        rank_classes = classes[remaining]
+        is_head = np.ones(remaining.size, dtype=bool)  # the best remaining box of its class
+        is_head[1:] = rank_classes[1:] != rank_classes[:-1]
+        heads = remaining[is_head]
+        kept.append(heads)
+        head = heads[np.cumsum(is_head)[~is_head] - 1]  # for every other box, the head of its class
+        rest = remaining[~is_head]
+        inter_w = np.minimum(x2[head], x2[rest]) - np.maximum(x1[head], x1[rest])
+        inter_h = np.minimum(y2[head], y2[rest]) - np.maximum(y1[head], y1[rest])
+        inter = inter_w.clip(min=0) * inter_h.clip(min=0)
+        union = areas[head] + areas[rest] - inter
+        remaining = rest[inter / union.clip(min=_EPS) <= iou_thres]
+    keep = np.sort(order[np.concatenate(kept)])
     return keep[np.argsort(-scores[keep], kind="stable")]
 
 
