@@ -30,6 +30,10 @@ OFFICIAL_PARAMS_GFLOPS = {
     "yolov6m-v1": (34.3, 81.5),
     "yolov6l-v1": (58.5, 142.8),
 }
+# RepOpt and hyper-search models deploy as the same single-3x3-conv network as their paper-line twin.
+OFFICIAL_PARAMS_GFLOPS.update(
+    {f"yolov6{size}-{kind}": OFFICIAL_PARAMS_GFLOPS[f"yolov6{size}-v1"] for size in "nts" for kind in ("repopt", "hs")}
+)
 
 
 def _assert_fused_matches(unfused: torch.Tensor, fused: torch.Tensor, imgsz: tuple[int, int]) -> None:

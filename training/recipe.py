@@ -17,6 +17,7 @@ from yolov6_sdk.models import YOLOv6
 from yolov6_sdk.weights import load
 
 from .losses import YOLOv6Loss
+from .repopt import RepOptSGD
 
 LOGGER = logging.getLogger("yolov6_sdk.training.recipe")
 
@@ -27,13 +28,19 @@ def lr_factor(epoch: float, epochs: int, lrf: float) -> float:
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, kind: str = "sgd"
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    kind: str = "sgd",
+    grad_masks: dict[nn.Parameter, torch.Tensor] | None = None,
 ) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW with the official groups: [BatchNorm weights, other weights (decayed), biases].
 
     ``momentum`` is SGD's momentum or AdamW's first beta (the second is 0.999). Parameters that are neither a
     module's ``weight`` nor its ``bias`` (BottleRep ``alpha``) and frozen ones are left out, as the official
-    leaves them out. Each group records its ``initial_lr``.
+    leaves them out. Each group records its ``initial_lr``. ``grad_masks`` (SGD only) makes it the RepOptimizer
+    :class:`~yolov6_sdk.training.repopt.RepOptSGD` with these gradient multipliers.
     """
     bn_weights, weights, biases = [], [], []
     for module in model.modules():
@@ -42,11 +49,16 @@ def build_optimizer(
             biases.append(bias)
         if isinstance(weight, nn.Parameter) and weight.requires_grad:
             (bn_weights if isinstance(module, nn.modules.batchnorm._BatchNorm) else weights).append(weight)
+    if kind == "adamw" and grad_masks is not None:
+        raise ConfigError("a RepOptimizer is an SGD: train with --repopt-scales and --optimizer sgd")
     if kind == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(bn_weights, lr=lr, betas=(momentum, 0.999),
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW([{"params": bn_weights}], lr=lr, betas=(momentum, 0.999),
                                                              weight_decay=0.0, foreach=True)  # fmt: skip
+    elif grad_masks is not None:
+        optimizer = RepOptSGD(bn_weights, grad_masks, lr=lr, momentum=momentum, nesterov=True, foreach=True)
     else:
-        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=True, foreach=True)
+        # groups as dicts: a fused model (quantisation-aware training) has no BatchNorm weights
+        optimizer = torch.optim.SGD([{"params": bn_weights}], lr=lr, momentum=momentum, nesterov=True, foreach=True)
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": biases})
     for group in optimizer.param_groups:

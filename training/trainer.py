@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from yolov6_sdk.checkpoint_reader import load_plain
 from yolov6_sdk.errors import CheckpointError, ConfigError
 from yolov6_sdk.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, load_eval_set, load_split
 from yolov6_sdk.fileio import atomic_path
@@ -38,19 +39,22 @@ from yolov6_sdk.weights import save_checkpoint
 
 from . import distill as kd
 from .augment import AugmentConfig
+from .cwd import CWD_TEMPERATURE, CWD_WEIGHT
 from .datasets import TrainDataset, build_dataloader, set_loader_epoch
 from .distributed import init_distributed, select_device
 from .ema import ModelEMA, unwrap
 from .plots import plot_results, read_results_csv, write_results_csv
 from .precision import choose_precision
+from .qat import QAT_LR0, QAT_TARGETS, prepare_qat
 from .recipe import build_loss, build_optimizer, load_pretrained, lr_factor
+from .repopt import prepare_repopt
 from .validate import evaluate_model
 
 LOGGER = logging.getLogger("yolov6_sdk.training.trainer")
 STATE_FORMAT = "yolov6-sdk-train/1"
 EpochCallback = Callable[[int, dict[str, Any]], None]
 LOSS_COLUMNS = ("class_loss", "iou_loss", "dfl_loss")
-_OFFICIAL_LR0 = {"yolov6n": 0.02, "yolov6n-v1": 0.02}  # every other config: 0.01
+_OFFICIAL_LR0 = {name: 0.02 for name in ("yolov6n", "yolov6n-v1", "yolov6n-repopt", "yolov6n-hs")}  # others 0.01
 OPTIMIZERS = ("sgd", "adamw")
 _RESUMABLE_CHANGES = ("device", "workers", "epochs")  # settings a resumed run may change
 # AdamW's lr0 before batch scaling: 0.002 at batch 8, the AdamW rate that short detector runs commonly use
@@ -106,6 +110,12 @@ class TrainConfig:
     distill: bool = False
     teacher: str | None = None
     temperature: float = 20.0
+    repopt_scales: str | None = None
+    qat: bool = False
+    qat_target: str = "tensorrt"
+    qat_calib: str | None = None
+    cwd_weight: float = CWD_WEIGHT
+    cwd_temperature: float = CWD_TEMPERATURE
 
     def __post_init__(self) -> None:
         get_config(self.model)
@@ -119,8 +129,15 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.imgsz={self.imgsz}: expected a multiple of 32 (e.g. 416 or 640)")
         if not self.data:
             raise ConfigError("TrainConfig.data is empty: pass a COCO-layout folder or a YOLO data.yaml")
+        if self.repopt_scales and (get_config(self.model).block != "repopt" or self.optimizer != "sgd"):
+            raise ConfigError(f"repopt_scales trains a RepOpt model with SGD (e.g. yolov6n-repopt), not "
+                              f"{self.model} with {self.optimizer}")  # fmt: skip
         if self.distill and not self.teacher:
             raise ConfigError("distill=True needs a teacher checkpoint (--teacher PATH)")
+        if self.qat and not self.teacher:
+            raise ConfigError("qat=True fine-tunes and distils from an fp32 checkpoint: pass it with --teacher PATH")
+        if self.qat_target not in QAT_TARGETS:
+            raise ConfigError(f"TrainConfig.qat_target={self.qat_target!r}: expected one of {QAT_TARGETS}")
         for name in ("lrf", "momentum", "weight_decay", "warmup_epochs", "min_warmup_iters", "ema_tau", "temperature"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected a value >= 0")
@@ -129,6 +146,8 @@ class TrainConfig:
     def base_lr(self) -> float:
         if self.lr0 is not None:
             return self.lr0
+        if self.qat:
+            return QAT_LR0
         if self.optimizer == "adamw":
             return ADAMW_LR0
         return _OFFICIAL_LR0.get(self.model, 0.01)
@@ -236,10 +255,17 @@ class Trainer:
     def _setup_model(self) -> None:
         cfg = self.config
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        model = build_model(cfg.model, num_classes=len(self.names))
+        self.qat = None
+        if cfg.qat:  # the fused, fake-quantised model of --weights or --teacher
+            model, self.qat = prepare_qat(cfg.model, cfg.teacher, cfg.weights, cfg.data, cfg.imgsz, cfg.qat_target,
+                                          (cfg.cwd_weight, cfg.cwd_temperature), cfg.qat_calib, self.names)  # fmt: skip
+            self.qat.teacher.to(self.device)
+        else:
+            model = build_model(cfg.model, num_classes=len(self.names))
         model.names = list(self.names)
-        self.pretrained = load_pretrained(model, cfg.weights) if cfg.weights else None
+        self.pretrained = load_pretrained(model, cfg.weights) if cfg.weights and not cfg.qat else None
         self.model: nn.Module = model.to(self.device)
+        self.grad_masks = prepare_repopt(model, cfg.repopt_scales, initialise=cfg.weights is None)
         self.loss_fn = build_loss(model, cfg.iou_type, cfg.atss_warmup_epochs)
         self.teacher = None
         if cfg.distill:
@@ -253,7 +279,7 @@ class Trainer:
         self.accumulate = max(1, round(cfg.nominal_batch / cfg.batch))
         weight_decay = cfg.weight_decay * cfg.batch * self.accumulate / cfg.nominal_batch
         lr = cfg.base_lr * (cfg.batch / world) / cfg.bs_per_gpu  # official: per-device batch / bs_per_gpu
-        self.optimizer = build_optimizer(self.model, lr, cfg.momentum, weight_decay, cfg.optimizer)
+        self.optimizer = build_optimizer(self.model, lr, cfg.momentum, weight_decay, cfg.optimizer, self.grad_masks)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iters = len(self.loader)
         self.warmup_iters = max(round(cfg.warmup_epochs * self.iters), cfg.min_warmup_iters)
@@ -271,10 +297,7 @@ class Trainer:
         any other override must equal the saved value (a resume with another model or dataset is refused).
         """
         state_path = _state_path(Path(path))
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read the training state {state_path}: {exc}") from exc
+        state = load_plain(state_path)  # bounded, plain tensors and containers only; CheckpointError otherwise
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a {STATE_FORMAT} training state")
         saved = TrainConfig.from_dict(state["config"])
@@ -298,7 +321,7 @@ class Trainer:
             raise CheckpointError(
                 f"the training images or labels under {self.config.data} changed since this run started; a resumed "
                 f"run needs the same data. To train on the new data, start a new run from these weights: "
-                f"--weights {self.out / 'last.pt'} --out ANOTHER_FOLDER"
+                f"--weights {self.out / 'last.pt'} -o ANOTHER_FOLDER"
             )
         try:
             unwrap(self.model).load_state_dict(state["model"])
@@ -387,9 +410,15 @@ class Trainer:
             if self.teacher is not None:
                 distill = kd.teacher_targets(self.teacher, images, cfg.epochs, kd.distill_weights(cfg.model),
                                              cfg.temperature)  # fmt: skip
+            if self.qat is not None:
+                with torch.no_grad():
+                    teacher_neck = self.qat.teacher(images).neck_feats
         reg_lrtb = out.reg_lrtb.float() if out.reg_lrtb is not None else None  # the loss runs in float32
         loss, parts = self.loss_fn(out.cls_scores.float(), out.reg_dist.float(), out.feature_sizes, targets, epoch,
                                    reg_lrtb=reg_lrtb, distill=distill)  # fmt: skip
+        if self.qat is not None:  # channel-wise distillation of the neck outputs
+            feature_loss = self.qat.feature_loss(out.neck_feats, teacher_neck)
+            loss, parts = loss + feature_loss, {**parts, "cwd": feature_loss.detach()}
         if not torch.isfinite(loss) and not self.amp:
             raise ConfigError(f"epoch {epoch + 1}: the loss became {loss.item()}; lower lr0 or check the labels")
         self.scaler.scale(loss * self.dist.world).backward()  # DDP averages gradients; the official scales back
@@ -465,6 +494,7 @@ class Trainer:
             "mAP50": metrics["mAP50"] if metrics else None,
             "best_mAP50-95": max(self.state.best_map, 0.0),
             "train_config": self.config.to_dict(),
+            **(self.qat.meta() if self.qat is not None else {}),
         }
         ema_model = self.ema.ema
         save_checkpoint(self.out / "last.pt", ema_model, self.names, self.config.imgsz, meta)

@@ -11,6 +11,9 @@ or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the call
   float casts, slower than fp32, so an fp16 ONNX would only mislead; build fp16 for TensorRT instead.
 * TensorRT: the engine is built from the fp32 ONNX, an fp16-exported ONNX, or the symmetric int8 Q/DQ ONNX
   (:func:`yolov6_sdk.export.tensorrt.build_engine`, imported only on this path).
+* A quantisation-aware training checkpoint (``qat=``): its Q/DQ ONNX is exported from the fake-quant model with
+  the trained ranges (:mod:`yolov6_sdk.export.fake_quant`), no calibration; an ONNX source that is such an
+  export is used as it is.
 * ``backend="auto"``: TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime.
 
 Reuse: an artifact whose sidecar records the same build key (source hash, model, precision, backend, input
@@ -20,7 +23,10 @@ or ``sensitivity`` asks for reports. Otherwise these caches, kept beside the art
 export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export
 options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
 the fp32 ONNX hash, the calibration images and method).
-Every file is written atomically, so an interrupted build leaves no artifact behind.
+Every file is written atomically, so an interrupted build leaves no artifact behind; the artifact and its sidecar
+are published together (:func:`yolov6_sdk.artifact.sidecar.publish_artifact`), so a killed build leaves the
+old pair or none. Before any work the output folder is checked (it can be created and written), and the
+temporaries of killed builds in it are removed.
 """
 
 from __future__ import annotations
@@ -44,23 +50,24 @@ import onnxruntime
 from yolov6_sdk import __version__
 from yolov6_sdk.artifact.sidecar import (
     Sidecar,
+    check_artifact_hash,
     check_compatible,
     current_gpu,
     file_sha256,
     onnx_sidecar,
+    publish_artifact,
     read_sidecar,
     sidecar_path,
     write_sidecar,
 )
 from yolov6_sdk.artifact.spec import BackendKind, Precision
-from yolov6_sdk.errors import YOLOv6Error
+from yolov6_sdk.errors import BuildError, YOLOv6Error
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
 from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import check_output_folder, remove_stale_temporaries, temporary_sibling
 
 LOGGER = logging.getLogger(__name__)
 
-EXPORT_OPSET = 13
 SENSITIVITY_IMAGES = 16  # calibration images the output error is measured on
 
 StageProgress = Callable[[str, int, int], None]
@@ -71,7 +78,7 @@ StageProgress = Callable[[str, int, int], None]
 class BuildResult:
     """A finished build: the artifact, its sidecar and what it took.
 
-    ``maps`` holds mAP50-95 in percent of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"
+    ``maps`` holds mAP50-95 (a fraction, 0..1) of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"
     ("fp32 (onnx)", "int8 (onnx)", "fp16 (engine)", ...), when ``val`` was given.
     ``seconds`` maps stage names to wall time; ``cached`` names the caches that were reused ("artifact": the
     whole artifact, nothing was built; else "export", "calibration").
@@ -96,7 +103,8 @@ class BuildResult:
 def _export_key(plan: BuildPlan, source_hash: str, half: bool) -> str:
     text = (
         f"{__version__}|{plan.model}|{source_hash}|{plan.imgsz}|nms={plan.nms}|multi_label={plan.multi_label}"
-        f"|half={half}|opset={EXPORT_OPSET}"
+        f"|half={half}|opset={plan.opset}|dynamic_hw={plan.dynamic_hw}"
+        + (f"|qat={plan.qat_target}" if plan.qat_target else "")
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -111,8 +119,9 @@ def _cached_export(path: Path, key: str) -> bool:
     return meta.get("export_key") == key
 
 
-def _export(plan: BuildPlan, path: Path, half: bool) -> tuple[Path, str, bool]:
-    """Export (or reuse) the ONNX the build starts from; returns (path, source hash, reused)."""
+def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, str, bool]:
+    """Export the ONNX the build starts from to ``dest``, or reuse ``path`` when it holds the same export;
+    returns (path of the ONNX, source hash, reused)."""
     if plan.onnx is not None:
         return plan.onnx, file_sha256(plan.onnx), True
     source_hash = plan.source_sha256
@@ -120,15 +129,22 @@ def _export(plan: BuildPlan, path: Path, half: bool) -> tuple[Path, str, bool]:
     if _cached_export(path, key):
         LOGGER.info("reusing the export %s", path)
         return path, source_hash, True
+    path = dest
     from yolov6_sdk.export.onnx import ExportOptions, export_onnx
     from yolov6_sdk.models import build_model
     from yolov6_sdk.weights import load
 
-    model = load(plan.weights).model if plan.weights is not None else build_model(plan.model).eval()
     options = ExportOptions(
-        imgsz=plan.imgsz, opset=EXPORT_OPSET, dynamic_batch=True, half=half, nms=plan.nms, multi_label=plan.multi_label
-    )
+        imgsz=plan.imgsz, opset=plan.opset, dynamic_batch=True, half=half, nms=plan.nms,
+        multi_label=plan.multi_label, dynamic_hw=plan.dynamic_hw,
+    )  # fmt: skip
     meta = {"export_key": key, "weights_sha256": source_hash}
+    if plan.qat_target is not None:  # the Q/DQ ONNX of the fake-quant model: trained ranges, no calibration
+        from yolov6_sdk.export.fake_quant import export_qat_onnx, load_qat_model
+
+        export_qat_onnx(load_qat_model(plan.weights), path, options, metadata=meta)
+        return path, source_hash, False
+    model = load(plan.weights).model if plan.weights is not None else build_model(plan.model).eval()
     export_onnx(model, path, options, metadata=meta)
     return path, source_hash, False
 
@@ -207,36 +223,46 @@ def _quantize(state: _State, fp32: Path, out: Path, evaluate: Callable[[Path], f
     return out
 
 
-def _prepare_onnx(state: _State, evaluate: Callable[[Path], float] | None) -> tuple[Path, Path]:
-    """The ONNX the artifact comes from (export or given) and the ONNX that becomes / feeds the artifact."""
+def _prepare_onnx(state: _State, evaluate: Callable[[Path], float] | None, work: Path) -> tuple[Path, Path]:
+    """The ONNX the artifact comes from (export or given) and the ONNX that becomes / feeds the artifact.
+
+    What becomes the artifact itself is written to ``work`` (a hidden temporary beside it), never under the
+    artifact's name; an fp32 artifact whose file already holds this export is reused as it is.
+    """
     plan, started = state.plan, time.perf_counter()
     half = plan.precision == "fp16"  # fp16 is only planned for TensorRT, which takes it from the ONNX
-    fp32_only = plan.precision == "fp32" and plan.backend == "onnxruntime" and plan.onnx is None
-    cache = plan.artifact if fp32_only else plan.artifact.with_suffix(".fp16.onnx" if half else ".fp32.onnx")
-    source, source_hash, reused = _export(plan, cache, half)
+    qat = plan.qat_target is not None  # the export is the int8 Q/DQ model already
+    fp32_only = (plan.precision == "fp32" or qat) and plan.backend == "onnxruntime" and plan.onnx is None
+    suffix = ".qdq.onnx" if qat else ".fp16.onnx" if half else ".fp32.onnx"
+    cache = plan.artifact if fp32_only else plan.artifact.with_suffix(suffix)
+    source, source_hash, reused = _export(plan, cache, half, dest=work if fp32_only else cache)
     state.cached += ["export"] if reused and plan.onnx is None else []
     state.hashes.update(source=source_hash, fp32_onnx=file_sha256(source))
     state.timed("export", started)
-    if plan.precision != "int8":
+    if plan.precision != "int8" or qat:
         return source, source
-    out = plan.artifact if plan.backend == "onnxruntime" else plan.artifact.with_suffix(".qdq.onnx")
+    out = work if plan.backend == "onnxruntime" else plan.artifact.with_suffix(".qdq.onnx")
     return source, _quantize(state, source, out, evaluate)
 
 
-def _finish_onnx(state: _State, onnx_path: Path) -> Path:
-    """Put the ONNX artifact in place (a copy when the source is the user's file) and write its sidecar."""
+def _finish_onnx(state: _State, onnx_path: Path, work: Path) -> Path:
+    """Publish the ONNX artifact with its sidecar (``onnx_path``: the finished file; copied to ``work`` first
+    when it is the user's file or a cache) and return the sidecar's path."""
     plan = state.plan
-    if onnx_path != plan.artifact:
-        with atomic_path(plan.artifact) as tmp:
-            shutil.copyfile(onnx_path, tmp)
+    if onnx_path not in (work, plan.artifact):
+        shutil.copyfile(onnx_path, work)
+    built = plan.artifact if onnx_path == plan.artifact else work
     sidecar = onnx_sidecar(
-        plan.artifact,
+        built,
         precision=plan.precision,
         calibration_method=plan.calib_method if plan.precision == "int8" else "",
         calibration_images=state.calibration_images,
         source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
     )
-    return write_sidecar(dataclasses.replace(sidecar, extra=_sidecar_extra(state)), plan.artifact)
+    sidecar = dataclasses.replace(sidecar, extra=_sidecar_extra(state))
+    if built == plan.artifact:  # an export reused in place: the artifact stays, its sidecar is (re)written
+        return write_sidecar(dataclasses.replace(sidecar, artifact_sha256=file_sha256(built)), plan.artifact)
+    return publish_artifact(work, plan.artifact, sidecar)
 
 
 def _sidecar_extra(state: _State) -> dict[str, Any]:
@@ -251,18 +277,21 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
     }
 
 
-def _build_engine(state: _State, onnx_path: Path) -> Path:
+def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
+    """Build the engine into ``work`` (its builder writes a sidecar beside it), then publish both."""
     from yolov6_sdk.export.tensorrt import build_engine
 
     plan, started = state.plan, time.perf_counter()
-    config = engine_config(plan.precision, plan.batch_sizes, plan.imgsz, plan.end2end)
+    config = engine_config(plan.precision, plan.batch_sizes, plan.imgsz, plan.end2end, plan.workspace_gib,
+                           plan.timing_cache, plan.hardware_compat)  # fmt: skip
     calib = {"method": plan.calib_method, "images": state.calibration_images} if plan.precision == "int8" else None
-    build_engine(onnx_path, plan.artifact, config, calibration=calib)
+    build_engine(onnx_path, work, config, calibration=calib)
     state.timed("engine", started)
-    sidecar = read_sidecar(plan.artifact)  # add what the quantiser knows (float layers, target) to the builder's
+    sidecar = read_sidecar(work)  # add what the quantiser knows (float layers, target) to the builder's
+    sidecar_path(work).unlink()
     hashes = {**sidecar.source_hashes, "source": plan.source_sha256}
     sidecar = dataclasses.replace(sidecar, source_hashes=hashes, extra={**sidecar.extra, **_sidecar_extra(state)})
-    return write_sidecar(sidecar, plan.artifact)
+    return publish_artifact(work, plan.artifact, sidecar)
 
 
 # ------------------------------------------------------------------------------------------------ reuse
@@ -284,6 +313,8 @@ def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str
         "calib": [calib.fingerprint, len(calib), plan.calib_method, plan.calib_batch] if calib is not None else None,
         "exclude": list(plan.exclude),
         "max_error": plan.max_error if plan.exclude == ("auto",) else None,
+        "hardware_compat": plan.hardware_compat if plan.backend == "tensorrt" else None,
+        "opset": plan.opset,
     }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -300,6 +331,7 @@ def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
         car = read_sidecar(plan.artifact)
         if car.extra.get("build_key") != key:
             return None
+        check_artifact_hash(car, plan.artifact)
         if plan.backend == "tensorrt":
             from yolov6_sdk.artifact import trt_compat
 
@@ -328,7 +360,7 @@ def _reused(plan: BuildPlan, car: Sidecar) -> BuildResult:
 
 
 def _validate(state: _State, evaluate: Callable[[Path], float], reference: Path) -> dict[str, float]:
-    """mAP50-95 (percent) of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"."""
+    """mAP50-95 (a fraction, 0..1) of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"."""
     plan, started = state.plan, time.perf_counter()
     maps = {}
     if plan.nms == "trt":  # the EfficientNMS_TRT plugin only runs inside TensorRT
@@ -348,16 +380,28 @@ def run_build(plan: BuildPlan, progress: StageProgress | None = None) -> BuildRe
         at ``plan.artifact`` by a build that fails or is interrupted.
     """
     state = _State(plan, progress)
-    if plan.precision == "int8":  # a bad calibration folder fails before any export work
+    prepare_output_folder(plan.artifact.parent)
+    if plan.precision == "int8" and plan.calib is not None:  # a bad calibration folder fails before any export
         state.calib = calibration.load_calibration_set(plan.calib, plan.imgsz, plan.calib_size, plan.calib_batch)
     state.build_key = _build_key(plan, state.calib)
     existing = _up_to_date(plan, state.build_key)
     if existing is not None:
         return _reused(plan, existing)
     evaluate = sensitivity.map_evaluator(plan.val, plan.imgsz) if plan.val is not None else None
-    fp32, final_onnx = _prepare_onnx(state, evaluate)
-    finish = _build_engine if plan.backend == "tensorrt" else _finish_onnx
-    sidecar_file = finish(state, final_onnx)
+    work = temporary_sibling(plan.artifact)
+    try:
+        plan.artifact.parent.mkdir(parents=True, exist_ok=True)
+        fp32, final_onnx = _prepare_onnx(state, evaluate, work)
+        finish = _build_engine if plan.backend == "tensorrt" else _finish_onnx
+        sidecar_file = finish(state, final_onnx, work)
+    except OSError as exc:  # a full disk, or the folder changed under the build
+        raise BuildError(
+            f"cannot write the build's files in {plan.artifact.parent} ({exc}); free some space or choose another "
+            "output folder"
+        ) from exc
+    finally:
+        work.unlink(missing_ok=True)
+        sidecar_path(work).unlink(missing_ok=True)
     maps = _validate(state, evaluate, fp32) if evaluate is not None else {}
     return BuildResult(
         artifact=plan.artifact,
@@ -372,6 +416,23 @@ def run_build(plan: BuildPlan, progress: StageProgress | None = None) -> BuildRe
         sensitivity=state.report,
         maps=maps,
     )
+
+
+def prepare_output_folder(folder: Path) -> None:
+    """Check that artifacts can be written in ``folder`` (created when missing) and remove what killed builds
+    left there: hidden temporaries, and the side files older releases let ONNX Runtime's quantiser write.
+
+    Raises:
+        BuildError: ``folder`` is a file, cannot be created or cannot be written.
+    """
+    check_output_folder(folder, "the output folder", BuildError)
+    leftovers = remove_stale_temporaries(folder)
+    for inferred in folder.glob("*-inferred.onnx"):
+        if inferred.with_name(inferred.name.replace("-inferred.onnx", ".onnx")).is_file():
+            inferred.unlink(missing_ok=True)
+            leftovers.append(inferred)
+    if leftovers:
+        LOGGER.info("removed %d files left by interrupted builds in %s", len(leftovers), folder)
 
 
 def build(progress: StageProgress | None = None, **options: Any) -> BuildResult:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, utils
+from onnx import helper, numpy_helper, utils
 
 from yolov6_sdk.errors import BuildError
 
@@ -298,3 +298,103 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     kept = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
+
+
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """Move every Constant node's tensor into the initializers (same name), so Q/DQ parameters are readable."""
+    kept = []
+    for node in model.graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is None:
+            kept.append(node)
+            continue
+        tensor = numpy_helper.from_array(numpy_helper.to_array(value.t), node.output[0])
+        model.graph.initializer.append(tensor)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+
+
+def _quantize_array(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear of a constant: ``saturate(rint(x / scale) + zero)`` with per-axis parameters."""
+    shape = [1] * x.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    info = np.iinfo(zero.dtype)
+    q = np.rint(x / scale.reshape(shape)) + zero.reshape(shape).astype(np.int64)
+    return np.clip(q, info.min, info.max).astype(zero.dtype)
+
+
+def fold_weight_quantize(model: onnx.ModelProto) -> None:
+    """Store quantised constants as integers (in place), the form ONNX Runtime's quantiser writes.
+
+    A QuantizeLinear of an initializer (a conv weight) becomes an int8 initializer read by its DequantizeLinear.
+    The float bias of a Conv/ConvTranspose whose input and weight are dequantised becomes an int32 initializer
+    with scale ``input scale * weight scale`` (per output channel) behind a new DequantizeLinear; the bias must
+    already lie on that grid for the graph's output to stay as it was. Constant nodes become initializers.
+    """
+    _constants_to_initializers(model)
+    inits, consumers = _initializers(model), _consumers(model)
+    arrays = {name: numpy_helper.to_array(init) for name, init in inits.items()}
+    dead: set[int] = set()
+    for q in model.graph.node:
+        if q.op_type != "QuantizeLinear" or not all(name in inits for name in q.input[:3]):
+            continue
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        folded = _quantize_array(arrays[q.input[0]], arrays[q.input[1]], arrays[q.input[2]], axis)
+        name = f"{q.input[0]}_quantized" if f"{q.input[0]}_quantized" not in arrays else f"{q.output[0]}_folded"
+        model.graph.initializer.append(numpy_helper.from_array(folded, name))
+        arrays[name] = folded
+        for dq in consumers.get(q.output[0], []):
+            dq.input[0] = name
+        dead.add(id(q))
+    kept = [node for node in model.graph.node if id(node) not in dead]
+    del model.graph.node[:]
+    model.graph.node.extend(_quantize_biases(kept, arrays, model))
+    _drop_unused_initializers(model)
+
+
+def _quantize_biases(
+    nodes: list[onnx.NodeProto], arrays: dict[str, np.ndarray], model: onnx.ModelProto
+) -> list[onnx.NodeProto]:
+    """``nodes`` with an int32 DequantizeLinear inserted before each quantised conv's float bias."""
+    producers = {out: node for node in nodes for out in node.output}
+    out = []
+    for node in nodes:
+        dqs = [producers.get(t) for t in node.input[:2]]
+        bias = node.input[2] if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 else ""
+        if bias in arrays and arrays[bias].dtype == np.float32 and all(d and d.op_type == _QDQ[1] for d in dqs):
+            step = (arrays[dqs[0].input[1]].ravel()[0] * arrays[dqs[1].input[1]]).astype(np.float32)
+            zero = np.zeros(step.shape, dtype=np.int32)
+            stem = f"{node.name}/bias"  # per conv: one float bias may be shared by convs with different grids
+            names = [f"{stem}_quantized", f"{stem}_quantized_scale", f"{stem}_quantized_zero_point"]
+            values = [_quantize_array(arrays[bias], step, zero, 0), step, zero]
+            model.graph.initializer.extend(numpy_helper.from_array(v, n) for v, n in zip(values, names, strict=True))
+            out.append(helper.make_node(_QDQ[1], names, [f"{stem}_dequantized"], f"{stem}_DequantizeLinear", axis=0))
+            node.input[2] = f"{stem}_dequantized"
+        out.append(node)
+    return out
+
+
+def drop_clamping_relus(model: onnx.ModelProto) -> int:
+    """Remove each Relu that reads a DequantizeLinear of uint8 with zero point 0 (in place; returns how many).
+
+    Such a tensor is never negative, so the Relu does nothing; ONNX Runtime's quantiser leaves these Relus out
+    too, and its consumers then read the dequantised tensor directly. Constant nodes become initializers.
+    """
+    _constants_to_initializers(model)
+    producers, inits = _producers(model), _initializers(model)
+    rename: dict[str, str] = {}
+    for node in model.graph.node:
+        dq = producers.get(node.input[0]) if node.op_type == "Relu" else None
+        if dq is None or dq.op_type != _QDQ[1] or len(dq.input) < 3 or dq.input[2] not in inits:
+            continue
+        zero = numpy_helper.to_array(inits[dq.input[2]])
+        if zero.dtype == np.uint8 and not zero.any() and node.output[0] not in {o.name for o in model.graph.output}:
+            rename[node.output[0]] = node.input[0]
+    kept = [node for node in model.graph.node if not (node.op_type == "Relu" and node.output[0] in rename)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(rename)

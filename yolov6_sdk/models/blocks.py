@@ -177,6 +177,82 @@ class RepVGGBlock(nn.Module):
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
 
 
+class RealVGGBlock(ConvBN):
+    """The plain block a RepOptimizer trains: one 3x3 conv (no bias) -> BN -> ReLU, keys ``conv``, ``bn``.
+
+    There are no branches to merge: :meth:`fuse` only folds the BN into the conv, as for any :class:`ConvBN`.
+    Shapes: [B, C_in, H, W] -> [B, C_out, H/stride, W/stride].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, deploy: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 3, stride, act="relu", deploy=deploy)
+
+
+class ScaleLayer(nn.Module):
+    """Per-channel learnable scale without bias: ``x * weight`` with ``weight`` [C] (initialised to ``init``)."""
+
+    def __init__(self, channels: int, init: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+class LinearAddBlock(nn.Module):
+    """Hyper-search block: ReLU(BN(s_3x3 * conv3x3(x) + s_1x1 * conv1x1(x) [+ s_id * x])).
+
+    The per-branch, per-output-channel scales (``scale_conv``, ``scale_1x1``, ``scale_identity`` [C_out], all
+    initialised to 1) are trained with the network; the trained values are what a RepOptimizer is built from.
+    The identity branch exists only when in == out and stride == 1. Shapes: [B, C_in, H, W] -> [B, C_out, H/s, W/s].
+    After :meth:`fuse` (or with ``deploy=True``) only ``conv`` remains, a biased 3x3 conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, deploy: bool = False) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.se = nn.Identity()
+        if deploy:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=True)
+            self.bn = None
+            return
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.scale_conv = ScaleLayer(out_channels)
+        self.conv_1x1 = nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+        self.scale_1x1 = ScaleLayer(out_channels)
+        has_identity = in_channels == out_channels and stride == 1
+        self.scale_identity = ScaleLayer(out_channels) if has_identity else None
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn is None:
+            return self.relu(self.se(self.conv(x)))
+        out = self.scale_conv(self.conv(x)) + self.scale_1x1(self.conv_1x1(x))
+        if self.scale_identity is not None:
+            out = out + self.scale_identity(x)
+        return self.relu(self.se(self.bn(out)))
+
+    def merged_kernel(self) -> torch.Tensor:
+        """The 3x3 kernel [C_out, C_in, 3, 3] of one conv equal to the scaled branch sum (before the BN)."""
+        kernel = self.conv.weight * self.scale_conv.weight.view(-1, 1, 1, 1)
+        kernel = kernel + nn.functional.pad(self.conv_1x1.weight * self.scale_1x1.weight.view(-1, 1, 1, 1), [1] * 4)
+        if self.scale_identity is not None:
+            channels = torch.arange(kernel.shape[0], device=kernel.device)
+            identity = torch.zeros_like(kernel)
+            identity[channels, channels, 1, 1] = self.scale_identity.weight
+            kernel = kernel + identity
+        return kernel
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.bn is None:
+            return
+        kernel, bias = fold_batchnorm(self.merged_kernel(), None, self.bn)
+        self.conv = conv_with_weights(self.conv, kernel, bias)
+        self.bn = None
+        del self.scale_conv, self.conv_1x1, self.scale_1x1, self.scale_identity
+
+
 BasicBlock = Callable[..., nn.Module]
 """Signature of a stage's basic block: ``basic(in_channels, out_channels, stride=1) -> module``."""
 

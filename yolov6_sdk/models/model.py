@@ -14,6 +14,8 @@ from yolov6_sdk.models.blocks import (
     BepC3,
     ConvFactory,
     CSPSPPFWrapper,
+    LinearAddBlock,
+    RealVGGBlock,
     RepBlock,
     RepVGGBlock,
     SPPFWrapper,
@@ -26,8 +28,9 @@ from yolov6_sdk.models.zoo import ModelConfig
 
 
 def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
-    if cfg.block == "repvgg":
-        return partial(RepVGGBlock, deploy=deploy)
+    block_classes = {"repvgg": RepVGGBlock, "repopt": RealVGGBlock, "hyper_search": LinearAddBlock}
+    if cfg.block in block_classes:
+        return partial(block_classes[cfg.block], deploy=deploy)
 
     def conv_silu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
         # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU without.

@@ -29,7 +29,9 @@ class ModelConfig:
         depth_multiple, width_multiple: scale factors of BASE_REPEATS / BASE_CHANNELS.
         csp: CSPBepBackbone + CSP neck (BepC3 stages) instead of EfficientRep + RepBlock stages.
         bifusion: v3.0 BiFusion neck fed by P2..P5, instead of the plain Rep-PAN fed by P3..P5.
-        block: "repvgg" (RepVGG basic blocks) or "conv_silu" (plain conv+BN+SiLU basic blocks).
+        block: basic block type: "repvgg" (RepVGG), "conv_silu" (conv+BN+SiLU), "repopt" (one 3x3 conv+BN+ReLU,
+            trained with a RepOptimizer) or "hyper_search" (3x3, 1x1 and identity branches with learnable
+            per-channel scales, whose trained values build the RepOptimizer).
         csp_e: hidden-width ratio of BepC3.
         cspsppf: CSP form of the SPPF merge layer (v3.0 n/s).
         use_dfl, reg_max: distribution focal loss regression with reg_max + 1 bins per side.
@@ -99,8 +101,16 @@ ZOO: dict[str, ModelConfig] = {
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
         _PAPER_M,
         replace(_PAPER_M, name="yolov6l-v1", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5),
+        *(
+            replace(_PAPER_N, name=f"yolov6{size}-{suffix}", width_multiple=width, iou_type=iou, block=block)
+            for size, width, iou in (("n", 0.25, "siou"), ("t", 0.375, "siou"), ("s", 0.50, "giou"))
+            for suffix, block in (("repopt", "repopt"), ("hs", "hyper_search"))
+        ),
     )
 }
+"""The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
+(``training_mode='hyper_search'``) whose trained scales build the optimizer of ``yolov6X-repopt``
+(``training_mode='repopt'``), the plain single-3x3-conv network deployed as trained."""
 
 
 def get_config(name: str) -> ModelConfig:
