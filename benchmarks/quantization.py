@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass
 class Row:
-    """One model's figures (mAP50-95 in percent) and the commands that made them."""
+    """One model's figures (mAP50-95 as a fraction) and the commands that made them."""
 
     name: str
     checkpoint: Path | None
@@ -67,6 +67,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--qat-mosaic", type=float, default=0.0, help="QAT mosaic probability (default 0: fine-tuning)")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--work", type=Path, default=Path("runs/quantization"), help="work folder")
+    p.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a line printed under the table, e.g. how the given checkpoints were trained (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=HERE / "quantization.md", help="report (default %(default)s)")
     return p.parse_args(argv)
 
@@ -145,7 +151,7 @@ def _evaluate(artifact: Path, args: argparse.Namespace, eval_set: EvalSet, row: 
     row.commands.append(shlex.join(["yolov6-eval", "--model", str(artifact), "--data", str(args.data), "--imgsz",
                                     str(args.imgsz), "--backend", "onnxruntime"]))  # fmt: skip
     metrics = evaluate_artifact(artifact, eval_set, imgsz=args.imgsz, backend="onnxruntime")
-    row.maps[key] = 100 * float(metrics["mAP50-95"])
+    row.maps[key] = float(metrics["mAP50-95"])
     print(f"  {row.name} {key}: mAP50-95 {row.maps[key]:.2f}", flush=True)
 
 
@@ -176,11 +182,11 @@ def _measure(row: Row, args: argparse.Namespace, eval_set: EvalSet, qat_data: Pa
 
 
 def _cell(row: Row, key: str) -> str:
-    return f"{row.maps[key]:.2f}" if key in row.maps else "-"
+    return f"{row.maps[key]:.4f}" if key in row.maps else "-"
 
 
 def _change(row: Row, key: str) -> str:
-    return f"{row.maps[key] - row.maps['fp32']:+.2f}" if key in row.maps else "-"
+    return f"{row.maps[key] - row.maps['fp32']:+.4f}" if key in row.maps else "-"
 
 
 def _report(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
@@ -192,7 +198,7 @@ def _report(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
         f"{'uint8 asymmetric' if args.target == 'onnxruntime-cpu' else 'int8 symmetric'}, per tensor). PTQ: MinMax "
         f"on {args.calib_size} training images. QAT: {args.qat_epochs} epoch(s) on {args.qat_images} training images, "
         f"batch {args.qat_batch}, AdamW lr0 {args.qat_lr0}, mosaic {args.qat_mosaic}, CWD weight 10, temperature 1, starting from the PTQ "
-        "ranges. mAP50-95 in percent; change = INT8 minus fp32 (points; negative: INT8 lost accuracy).",
+        "ranges. mAP50-95 as a fraction (0.01 = one point); change = INT8 minus fp32 (negative: INT8 lost accuracy).",
         "",
         "| model | fp32 | PTQ INT8 | PTQ change | QAT+CWD INT8 | QAT change | left in float (PTQ / QAT) |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -205,7 +211,7 @@ def _report(rows: list[Row], args: argparse.Namespace, seconds: float) -> str:
         floats += "" if row.float_layers.get("qat") == row.float_layers.get("ptq") else f" / {row.float_layers['qat']}"
         lines.append(f"| {row.name} (`{row.checkpoint}`) | {_cell(row, 'fp32')} | {_cell(row, 'ptq')} | "
                      f"{_change(row, 'ptq')} | {_cell(row, 'qat')} | {_change(row, 'qat')} | {floats} |")  # fmt: skip
-    lines += ["", "## Commands", ""]
+    lines += ["", *args.note, "", "## Commands", ""] if args.note else ["", "## Commands", ""]
     for row in rows:
         if row.commands:
             lines += [f"{row.name}:", "", "```", *row.commands, "```", ""]

@@ -1,0 +1,228 @@
+"""Checks of ``yolov6-build``'s options, one function per option or group of options.
+
+Each takes the raw option values (and what planning has read of an ONNX source), refuses what cannot be built
+with one clear error, and returns the value the :class:`~yolov6_sdk.export.plan.BuildPlan` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from yolov6_sdk._optional import available
+from yolov6_sdk.artifact.sidecar import current_gpu, recorded_multi_label
+from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, NmsMode
+from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
+from yolov6_sdk.export import ort_quant
+
+DEFAULT_OPSET = 13  # ONNX opset of an export from a checkpoint
+DEFAULT_WORKSPACE_GIB = 4.0
+
+
+def nms_mode(backend: str, end2end: bool) -> NmsMode | None:
+    return ("trt" if backend == "tensorrt" else "ort") if end2end else None
+
+
+def check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(batch_sizes)
+    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise ConfigError(f"--batch takes positive batch sizes, got {list(sizes)}; e.g. --batch 1 32")
+    return sizes
+
+
+def resolve_backend(backend: str) -> tuple[BackendKind, str]:
+    if backend != "auto" and backend not in BUILD_BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(('auto', *BUILD_BACKENDS))}, got {backend!r}")
+    if backend == "onnxruntime":
+        return backend, "asked"
+    has_trt = available("tensorrt")
+    gpu = current_gpu() if has_trt else None
+    if backend == "auto":
+        if has_trt and gpu is not None:
+            return "tensorrt", f"auto: TensorRT and {gpu[0]} found"
+        return "onnxruntime", "auto: " + ("no CUDA GPU visible" if has_trt else "TensorRT not installed")
+    if not has_trt:
+        raise MissingDependencyError(
+            "--backend tensorrt needs TensorRT and an NVIDIA GPU with CUDA: pip install 'yolov6-sdk[trt]' on a "
+            "machine with a GPU, or build for the CPU with --backend onnxruntime"
+        )
+    if gpu is None:
+        raise BuildError("--backend tensorrt needs a CUDA GPU and none is visible; use --backend onnxruntime")
+    return backend, f"asked, {gpu[0]}"
+
+
+def check_qat_options(
+    target: str, precision: str, backend: str, excludes: tuple[str, ...], sensitivity: bool
+) -> tuple[str, str]:
+    """(precision, calibration method) of a QAT build: int8 with the trained ranges ("qat")."""
+    if precision == "fp16" or excludes or sensitivity:
+        raise ConfigError("a QAT source builds as int8 with its trained ranges: drop --precision fp16, --exclude "
+                          "and --sensitivity")  # fmt: skip
+    if backend == "tensorrt" and target != "tensorrt":
+        raise BuildError(
+            f"this QAT model was trained for {target} (uint8 activations); TensorRT needs int8 symmetric ones: "
+            "train it again with --qat-target tensorrt, or build for ONNX Runtime"
+        )
+    return "int8", "qat"
+
+
+def check_static_batch(path: Path, info: Any, sizes: tuple[int, ...]) -> None:
+    """Refuse batch sizes that an ONNX source (``info``: its OnnxInfo) with a fixed batch axis cannot serve."""
+    static = info.inputs[0].shape[0]
+    if static is not None and set(sizes) != {static}:
+        raise BuildError(
+            f"{path} has a fixed batch of {static} and cannot serve --batch {' '.join(map(str, sizes))}; pass "
+            f"--batch {static}, or export with a dynamic batch (yolov6-build --weights PT exports one)"
+        )
+
+
+def resolve_dynamic_hw(wanted: bool, onnx_info: Any) -> bool:
+    """Whether the artifact's input height and width are dynamic: ``wanted`` for a checkpoint, what an ONNX
+    source records for it.
+
+    Raises:
+        ConfigError: ``wanted`` is not a bool, or asked of an ONNX source exported with a fixed size.
+    """
+    if not isinstance(wanted, bool):
+        raise ConfigError(f"dynamic_hw must be True or False, got {wanted!r}")
+    if onnx_info is None:
+        return wanted
+    recorded = str(onnx_info.metadata.get("dynamic_hw", "")).lower() in ("true", "1")
+    if wanted and not recorded:
+        raise ConfigError(
+            f"{onnx_info.path} has a fixed input height and width; build from the checkpoint with --dynamic-hw "
+            "(--weights), or drop --dynamic-hw"
+        )
+    return recorded
+
+
+def resolve_multi_label(multi_label: bool | None, onnx_info: Any) -> bool:
+    """The build's NMS semantics: ``multi_label`` (default False), or what an ONNX source records.
+
+    Raises:
+        ConfigError: ``multi_label`` is not a bool or None.
+        BuildError: an ONNX source records the other choice (its graph or metadata would contradict the name).
+    """
+    if multi_label is not None and not isinstance(multi_label, bool):
+        raise ConfigError(f"multi_label must be True, False or None, got {multi_label!r}")
+    if onnx_info is None:
+        return bool(multi_label)
+    recorded = recorded_multi_label(onnx_info.metadata, bool(onnx_info.nms), str(onnx_info.path))
+    if multi_label is not None and multi_label != recorded:
+        kinds = {True: "multi-label", False: "single-label"}
+        raise BuildError(
+            f"{onnx_info.path} was exported with {kinds[recorded]} NMS, not {kinds[multi_label]}; build from the "
+            f"checkpoint (--weights PT{' --multi-label' if multi_label else ''}), or drop "
+            f"{'--multi-label' if multi_label else 'multi_label=False'} to keep the source's choice"
+        )
+    return recorded
+
+
+def own_name(name: str | None, suffix: str) -> str | None:
+    """``name`` as a file name with ``suffix`` (None when no name was given).
+
+    Raises:
+        ConfigError: a name with a folder in it, an empty one, or one ending in another artifact suffix.
+    """
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.name or path.name != name or path.name in (".", ".."):
+        raise ConfigError(f"--name takes a file name without a folder, got {name!r}; choose the folder with -o DIR")
+    if path.suffix in SUFFIX_BACKENDS and path.suffix != suffix:
+        raise ConfigError(f"--name {name} ends in {path.suffix}, but this build makes a {suffix} file")
+    return path.stem + suffix if path.suffix == suffix else name + suffix
+
+
+def check_backend_options(
+    backend: str, precision: str, sizes: tuple[int, ...], imgsz: tuple[int, int], end2end: bool, runs_variants: bool
+) -> None:
+    """Refuse what ``backend`` cannot make: fp16 for ONNX Runtime, a TensorRT batch list that is no profile,
+    and int8 variants to be run in ONNX Runtime (``runs_variants``) that end in TensorRT's NMS plugin."""
+    if precision == "fp16" and backend == "onnxruntime":
+        raise BuildError(
+            "fp16 is not built for ONNX Runtime: its CPU provider runs fp16 graphs through float casts, slower "
+            "than fp32; build fp32 or int8 for the CPU, or fp16 with --backend tensorrt on an NVIDIA GPU"
+        )
+    if backend != "tensorrt":
+        return
+    engine_config(precision, sizes, imgsz, end2end)  # a bad --bs list fails here, before any work
+    if end2end and runs_variants:
+        raise ConfigError(
+            "--val with --sensitivity or --exclude auto runs int8 variants in ONNX Runtime, which cannot run the "
+            "TensorRT NMS plugin of --end2end; drop --end2end (NMS then runs on the host) or --val"
+        )
+
+
+def check_precision_options(
+    precision: str, calib_method: str, exclude: Sequence[str] | str, sensitivity: bool
+) -> tuple[str, ...]:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    ort_quant.check_method(calib_method)
+    excludes = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    if "auto" in excludes and len(excludes) > 1:
+        raise ConfigError(f"--exclude takes 'auto' or layer names, not both: {list(excludes)}")
+    if (sensitivity or excludes) and precision != "int8":
+        raise ConfigError("--sensitivity and --exclude apply to int8 builds only")
+    return excludes
+
+
+def trt_settings(
+    backend: str,
+    onnx_source: Path | None,
+    workspace_gib: float | None,
+    timing_cache: str | Path | None,
+    hardware_compat: str,
+    opset: int | None,
+    max_ap_drop: float,
+) -> dict[str, Any]:
+    """The builder settings and export opset as :class:`BuildPlan` fields, checked.
+
+    Raises:
+        ConfigError: a TensorRT setting for an ONNX Runtime build, ``opset`` with an ONNX source or below 13, a
+            workspace that is not positive, an unknown hardware level, ``max_ap_drop`` outside 0..1.
+    """
+    if not 0.0 <= max_ap_drop < 1.0:  # 1.0 would allow losing every detection: a value meant as points
+        raise ConfigError(
+            f"--max-ap-drop is a fraction of mAP below 1, like every mAP the SDK prints (0.01 = one point), got "
+            f"{max_ap_drop}"
+        )
+    given = [flag for flag, value in (("--workspace", workspace_gib), ("--timing-cache", timing_cache),
+                                      ("--hardware-compat", None if hardware_compat == "none" else hardware_compat))
+             if value is not None]  # fmt: skip
+    if given and backend != "tensorrt":
+        raise ConfigError(f"{', '.join(given)} set the TensorRT builder; add --backend tensorrt or drop them")
+    if opset is not None and onnx_source is not None:
+        raise ConfigError(f"--opset applies to exports from --weights; {onnx_source} keeps the opset it was saved with")
+    if opset is not None and opset < DEFAULT_OPSET:
+        raise ConfigError(f"--opset must be {DEFAULT_OPSET} or newer, got {opset}")
+    settings = {
+        "workspace_gib": DEFAULT_WORKSPACE_GIB if workspace_gib is None else float(workspace_gib),
+        "timing_cache": None if timing_cache is None else Path(timing_cache),
+        "hardware_compat": hardware_compat,
+        "opset": DEFAULT_OPSET if opset is None else int(opset),
+    }
+    if backend == "tensorrt":  # the builder's own checks (workspace > 0, known level), before any work
+        engine_config("fp32", (1,), (640, 640), False, settings["workspace_gib"], None, hardware_compat)
+    return settings
+
+
+def engine_config(
+    precision: str,
+    sizes: tuple[int, ...],
+    imgsz: tuple[int, int],
+    end2end: bool,
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    timing_cache: Path | None = None,
+    hardware_compat: str = "none",
+) -> Any:
+    """The TensorRT :class:`BuildConfig` (it checks the batch list: 1-3 ascending sizes, min [opt] max, the
+    workspace and the hardware-compatibility level)."""
+    from yolov6_sdk.export.tensorrt import BuildConfig
+
+    return BuildConfig(
+        precision=precision, batch_sizes=sizes, imgsz=imgsz, end2end=end2end, workspace_gib=workspace_gib,
+        timing_cache=timing_cache, hardware_compatibility=hardware_compat,
+    )  # fmt: skip
