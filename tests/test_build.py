@@ -179,7 +179,7 @@ def test_tensorrt_backend_without_tensorrt_says_how_to_install(tmp_path: Path) -
 
 
 def test_tensorrt_batch_profile_is_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(plan_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
     with pytest.raises(ConfigError, match="ascending"):
         plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path)
     plan = plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path)
@@ -365,7 +365,7 @@ def test_engine_sidecar_records_the_multi_label_choice_of_an_end2end_build(
         car = tensorrt.engine_sidecar(engine_path, config, info, env, (info.inputs, info.outputs), {}, calibration)
         return tensorrt.write_engine(b"engine", engine_path, car)
 
-    monkeypatch.setattr(plan_module, "_resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
+    monkeypatch.setattr(plan_module, "resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
     monkeypatch.setattr(tensorrt, "build_engine", fake_build_engine)
     options = {"weights": two_checkpoints[0], "backend": "tensorrt", "end2end": True, "output": tmp_path}
     multi = build(**options, multi_label=True)

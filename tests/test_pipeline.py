@@ -16,10 +16,10 @@ from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.models import fuse
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.runtime.pipeline import prefetch
+from yolov6_sdk.training.datagen import make_image
 from yolov6_sdk.weights import load
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "yolov6n-shapes.pt"
-DEMO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "shapes" / "images" / "val"
 
 
 def test_prefetch_yields_every_item_in_order() -> None:
@@ -93,12 +93,13 @@ def test_prefetch_depth_must_be_positive() -> None:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 12-frame video of demo pictures and the demo model as a raw ONNX."""
+    """A 12-frame video of demo-set pictures and the demo model as a raw ONNX."""
     folder = tmp_path_factory.mktemp("pipeline")
     path = folder / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for image_path in sorted(DEMO_IMAGES.glob("*.jpg"))[:12]:
-        writer.write(cv2.resize(cv2.imread(str(image_path)), (320, 240)))
+    rng = np.random.default_rng(0)
+    for _ in range(12):  # pictures of the demo set's generator
+        writer.write(cv2.resize(make_image(rng, (256, 320), 8)[0], (320, 240)))
     writer.release()
     model = export_onnx(fuse(load(DEMO_WEIGHTS).model.eval()), folder / "model.onnx", ExportOptions((160, 160)))
     return path, model

@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from yolov6_sdk.artifact.images import read_image
 from yolov6_sdk.artifact.preprocess import letterbox_info, preprocess_batch, rect_shape, scale_boxes_to_original
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.export.build import run_build
@@ -20,6 +19,7 @@ from yolov6_sdk.export.plan import plan_build
 from yolov6_sdk.export.tensorrt import BuildConfig, input_profile
 from yolov6_sdk.models import fuse
 from yolov6_sdk.runtime.detector import Detector
+from yolov6_sdk.training.datagen import make_image
 from yolov6_sdk.weights import load
 
 IMGSZ = 160
@@ -85,7 +85,6 @@ def test_letterbox_info_refuses_a_canvas_too_small_for_the_scale() -> None:
 
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "yolov6n-shapes.pt"
-DEMO_IMAGE = Path(__file__).resolve().parents[1] / "data" / "shapes" / "images" / "val" / "000000000001.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,8 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         model, folder / "dynamic.onnx", ExportOptions((IMGSZ, IMGSZ), dynamic_hw=True, simplify=False)
     )
     fixed = export_onnx(model, folder / "fixed.onnx", ExportOptions((IMGSZ, IMGSZ), simplify=False))
-    image = cv2.resize(read_image(DEMO_IMAGE), (320, 240))  # stretched to 4:3 landscape
+    picture = make_image(np.random.default_rng(1), (256, 320), 8)[0]  # as the demo set's pictures
+    image = cv2.resize(picture, (320, 240))  # stretched to 4:3 landscape
     return SimpleNamespace(model=model, dynamic=dynamic, fixed=fixed, image=image)
 
 
