@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -31,6 +33,16 @@ def randomize_model(model: nn.Module, seed: int = 0) -> nn.Module:
                 if "preds" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     return model
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module of tiny models: on a shared 2-core machine more threads only
+    contend, and forked children start without thread pools."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import randomize_model
 
 from yolov6_sdk.errors import ConfigError
@@ -32,12 +31,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("shapes"), 2, 6, imgsz=(96, 160), seed=3, num_classes=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ground_truth_predictions(eval_set: EvalSet, shift: float = 0.0) -> list[Detections]:

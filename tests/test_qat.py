@@ -32,12 +32,7 @@ NAMES = ["circle", "square", "triangle"]
 TARGETS = ("tensorrt", "onnxruntime-cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,7 @@ from yolov6_sdk.weights import load, save_checkpoint
 NAMES = ["circle", "square", "triangle"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine runs much faster single-threaded
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

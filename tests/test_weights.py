@@ -54,13 +54,7 @@ NAMES_020 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These forwards are tiny; on a shared 2-core machine intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _official_name(module: nn.Module, parent: nn.Module | None, names: dict[str, str], legacy: bool) -> str:
