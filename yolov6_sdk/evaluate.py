@@ -26,7 +26,7 @@ import numpy as np
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.images import read_image
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import write_text
 from yolov6_sdk.labels import DetectionSet, load_coco, load_yolo
 
 LOGGER = logging.getLogger(__name__)
@@ -211,9 +211,7 @@ def evaluate(
 def save_coco_results(detections: list[dict[str, Any]], path: str | Path) -> Path:
     """Write COCO result entries (``image_id``, ``category_id``, ``bbox`` [x, y, w, h] original pixels,
     ``score``) as the JSON list pycocotools' and faster-coco-eval's ``loadRes`` read; atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(detections), encoding="utf-8")
-    return Path(path)
+    return write_text(path, json.dumps(detections))
 
 
 def evaluate_artifact(

@@ -64,13 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write(path: Path, text: str) -> None:
-    from yolov6_sdk.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv, positionals="artifacts")
@@ -83,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from yolov6_sdk.bench import BenchOptions, BenchRow, Job, plan_jobs, run_benchmark, to_csv, to_markdown
+    from yolov6_sdk.fileio import write_text
 
     try:
         options = BenchOptions(
@@ -113,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     text = to_markdown(report, command=command)
     print(text)
     if args.md:
-        _write(args.md, text)
+        write_text(args.md, text)
     if args.json:
-        _write(args.json, json.dumps({"command": command, **report.to_dict()}, indent=2) + "\n")
+        write_text(args.json, json.dumps({"command": command, **report.to_dict()}, indent=2) + "\n")
     if args.csv:
-        _write(args.csv, to_csv(report))
+        write_text(args.csv, to_csv(report))
     return 0 if all(row.status != "failed" for row in report.rows) else 1
 
 

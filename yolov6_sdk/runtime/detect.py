@@ -254,17 +254,13 @@ class _Run:
 
     def images(self, loaded: list[tuple[Path, np.ndarray]]) -> None:
         """Run one batch of decoded images together (one by one when the batch fails), save and record each."""
-        try:
-            results = self.detector.predict_batch([image for _, image in loaded], paths=[str(p) for p, _ in loaded])
-        except YOLOv6Error as exc:
-            if len(loaded) == 1:
-                self.report.failures.append((str(loaded[0][0]), str(exc)))
-                self.file_done(loaded[0][0])
-                return
-            for item in loaded:
-                self.images([item])
-            return
+        paths = [str(path) for path, _ in loaded]
+        results = self.detector.predict_batch_skipping([image for _, image in loaded], paths)
         for (path, _), result in zip(loaded, results, strict=True):
+            if not result.ok:
+                self.report.failures.append((str(path), str(result.error)))
+                self.file_done(path)
+                continue
             try:
                 if self.outputs is not None:
                     self.report.saved.append(result.save(self.outputs.path(path)))
@@ -281,12 +277,10 @@ class _Run:
         try:
             frames = video_frames(path)
             with self.video_sink(path) as write:
-                for frame in frames:
-                    result = self.detector.predict_batch([frame], paths=[str(path)])[0]
-                    result.frame = frames.index
+                for result in self.detector.stream(frames):  # the next frame decodes while this one runs
                     write(result)
                     records.append(result.to_dict())
-                    self.progress(Progress(self.done, self.total, f"{path.name} frame {frames.index + 1}"))
+                    self.progress(Progress(self.done, self.total, f"{path.name} frame {result.frame + 1}"))
         except (YOLOv6Error, OSError) as exc:
             self.report.failures.append((str(path), str(exc)))
             return

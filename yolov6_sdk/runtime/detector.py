@@ -42,7 +42,7 @@ from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
 from yolov6_sdk.runtime.names import class_names
-from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, Prefetched, prefetch
+from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, prefetched_values
 from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
 from yolov6_sdk.runtime.results import Results
 from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, video_frames
@@ -289,24 +289,23 @@ class Detector:
             return list(self._run_items(image_items(source)))
         return self._run_items_skipping(image_items(source, strict=False))
 
-    def stream(self, source: Source | int, prefetch_depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
+    def stream(self, source: Source | int | VideoFrames, prefetch_depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
         """Yield one :class:`Results` per frame of a video file, camera index or stream URL, or per image.
 
         A frame's Results carries the source in ``path`` and its index in the video (from 0; a damaged frame
-        the reader skipped keeps its number) in ``frame``. Frames run one at a time (lowest latency); a reader thread decodes up to ``prefetch_depth`` frames
-        ahead of the model (0: decode each frame only when the previous one is done). A source that fails
-        part-way (e.g. a stream cut) raises its error after the frames before it. Images as in :meth:`__call__`.
+        the reader skipped keeps its number) in ``frame``. Frames run one at a time (lowest latency); a reader
+        thread decodes up to ``prefetch_depth`` frames ahead of the model (0: decode each frame only when the
+        previous one is done). A source that fails part-way (e.g. a stream cut) raises its error after the
+        frames before it. An opened :class:`~yolov6_sdk.runtime.source.VideoFrames` may be passed instead of
+        its source, to read its counts (skipped frames, an early end) afterwards. Images as in :meth:`__call__`.
         """
-        if is_stream(source):
+        if isinstance(source, VideoFrames) or is_stream(source):
             if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
                 raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
-            name = str(source)
-            frames = _numbered(video_frames(source))  # type: ignore[arg-type]
-            entries = prefetch(frames, depth=prefetch_depth) if prefetch_depth else _inline(frames)
-            for entry in entries:
-                if entry.error is not None:
-                    raise entry.error
-                index, frame = entry.value
+            video = source if isinstance(source, VideoFrames) else video_frames(source)  # type: ignore[arg-type]
+            name = str(video.source)
+            frames = _numbered(video)
+            for index, frame in prefetched_values(frames, prefetch_depth) if prefetch_depth else frames:
                 result = self.predict_batch([frame], paths=[name])[0]
                 result.frame = index
                 yield result
@@ -321,34 +320,34 @@ class Detector:
             yield from self.predict_batch(images, paths=[None if i.path is None else str(i.path) for i in chunk])
 
     def _run_items_skipping(self, items: Sequence[ImageItem]) -> list[Results]:
-        """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results."""
+        """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results (warned)."""
         results: list[Results] = []
         for start in range(0, len(items), self.batch_size):
-            loaded: list[tuple[int, np.ndarray, str | None]] = []
-            chunk_results: dict[int, Results] = {}
-            for index, item in enumerate(items[start : start + self.batch_size]):
-                path = None if item.path is None else str(item.path)
+            chunk = items[start : start + self.batch_size]
+            done: dict[int, Results] = {}
+            loaded: dict[int, np.ndarray] = {}
+            for index, item in enumerate(chunk):
                 try:
-                    loaded.append((index, item.load(), path))
+                    loaded[index] = item.load()
                 except YOLOv6Error as exc:
-                    chunk_results[index] = self._failed(path or item.name, exc)
-            try:
-                ran = self.predict_batch([image for _, image, _ in loaded], paths=[path for *_, path in loaded])
-            except YOLOv6Error:  # find the image the model refuses: run them one at a time
-                ran = [self._predict_one(image, path) for _, image, path in loaded]
-            chunk_results.update({index: result for (index, *_), result in zip(loaded, ran, strict=True)})
-            results.extend(chunk_results[i] for i in sorted(chunk_results))
+                    done[index] = Results.failed(str(item.path or item.name), str(exc), self.names)
+            paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
+            done.update(zip(loaded, self.predict_batch_skipping(list(loaded.values()), paths), strict=True))
+            for index in sorted(done):
+                if not done[index].ok:
+                    LOGGER.warning("skipped %s: %s", chunk[index].path or chunk[index].name, done[index].error)
+                results.append(done[index])
         return results
 
-    def _predict_one(self, image: np.ndarray, path: str | None) -> Results:
+    def predict_batch_skipping(self, images: Sequence[np.ndarray], paths: Sequence[str | None]) -> list[Results]:
+        """:meth:`predict_batch`, but an image the model refuses gets a :meth:`Results.failed` in its place
+        instead of failing the others: a refused batch is run again one image at a time to find it."""
         try:
-            return self.predict_batch([image], paths=[path])[0]
+            return self.predict_batch(images, paths=paths)
         except YOLOv6Error as exc:
-            return self._failed(path or "image", exc)
-
-    def _failed(self, name: str, exc: YOLOv6Error) -> Results:
-        LOGGER.warning("skipped %s: %s", name, exc)
-        return Results.failed(name, str(exc), self.names)
+            if len(images) == 1:
+                return [Results.failed(paths[0] or "image", str(exc), self.names)]
+            return [self.predict_batch_skipping([image], [path])[0] for image, path in zip(images, paths, strict=True)]
 
     def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
         """Detect objects in HxWx3 uint8 BGR ``images`` (any sizes; converted like :func:`as_bgr_uint8`).
@@ -477,21 +476,6 @@ def _numbered(frames: VideoFrames) -> Iterator[tuple[int, np.ndarray]]:
             yield frames.index, frame
     finally:
         iterator.close()
-
-
-def _inline(frames: Iterator[Any]) -> Iterator[Prefetched[Any]]:
-    """The frames as prefetch entries, each decoded only when asked for (no reader thread)."""
-    index = 0
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        except Exception as exc:
-            yield Prefetched(index, error=exc)
-            return
-        yield Prefetched(index, value=frame)
-        index += 1
 
 
 def _pad(batch: Any, size: int) -> Any:

@@ -82,6 +82,15 @@ def prefetch(
         reader.join()
 
 
+def prefetched_values(items: Iterable[Item], depth: int = DEFAULT_DEPTH) -> Iterator[Item]:
+    """The items of ``items`` in order, read ``depth`` ahead by :func:`prefetch`; an error raises at its own
+    position, after the items before it, as iterating ``items`` directly would."""
+    for entry in prefetch(items, depth=depth):
+        if entry.error is not None:
+            raise entry.error
+        yield entry.value
+
+
 def _read(items: Iterable[Any], load: Callable[[Any], Any], entries: queue.Queue[Any], stop: threading.Event) -> None:
     """The reader thread: load every item into ``entries`` until the items end, fail or ``stop`` is set."""
     iterator = iter(items)

@@ -15,7 +15,7 @@ import numpy as np
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.errors import ConfigError, ImageError, YOLOv6Error
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import write_bytes, write_text
 from yolov6_sdk.runtime.boxes import Boxes
 
 _FONT_HEIGHT_AT_SCALE_1 = 22.0  # px: cv2.FONT_HERSHEY_SIMPLEX cap height at font scale 1
@@ -62,12 +62,6 @@ def text_color(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
 CSV_COLUMNS = ("source", "frame", "class_id", "name", "conf", "x1", "y1", "x2", "y2")
 
 
-def _write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
 def _write_image(path: Path, image: np.ndarray) -> Path:
     try:
         ok, encoded = cv2.imencode(path.suffix, image)
@@ -75,9 +69,7 @@ def _write_image(path: Path, image: np.ndarray) -> Path:
         ok = False
     if not ok:
         raise ImageError(f"cannot encode an image for {str(path)!r}; use a suffix such as .jpg or .png")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encoded.tobytes())
-    return path
+    return write_bytes(path, encoded.tobytes())
 
 
 class Results:
@@ -293,7 +285,7 @@ class Results:
             f"{class_id} " + " ".join(f"{v:.6f}" for v in (row if save_conf else row[:4]))
             for class_id, row in zip(self.class_ids.tolist(), rows, strict=True)
         ]
-        return _write_text(path, "".join(line + "\n" for line in lines))
+        return write_text(path, "".join(line + "\n" for line in lines))
 
     def save_crop(self, folder: str | Path, suffix: str = ".jpg") -> list[Path]:
         """Save each detection's region of ``orig_img`` as ``<folder>/<class name>/<stem>[_f<frame>]_<i>.<suffix>``.
