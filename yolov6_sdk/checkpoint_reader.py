@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import mmap
+import numbers
 import os
 import struct
 import zipfile
@@ -240,6 +242,15 @@ def _check_legacy(path: Path, stream: IO[bytes], size: int, allowed: AllowedGlob
 
 
 # ---------------------------------------------------------------------------------------------- tensor checks
+
+
+def valid_batchnorm_settings(eps: Any, momentum: Any) -> bool:
+    """True for a BatchNorm's ``eps`` > 0 and ``momentum`` in [0, 1] or None, both finite reals (not bools)."""
+
+    def real(value: Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+    return real(eps) and eps > 0 and (momentum is None or (real(momentum) and 0 <= momentum <= 1))
 
 
 def check_tensors(checked: CheckpointFile, tensors: Any, field: str) -> dict[str, torch.Tensor]:

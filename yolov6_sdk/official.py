@@ -18,7 +18,6 @@ import copyreg
 import functools
 import importlib
 import logging
-import math
 import numbers
 import pickle
 import reprlib
@@ -31,7 +30,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from yolov6_sdk.checkpoint_reader import CheckpointFile, check_tensors, is_plain_global, open_checkpoint, torch_load
+from yolov6_sdk.checkpoint_reader import (
+    CheckpointFile,
+    check_tensors,
+    is_plain_global,
+    open_checkpoint,
+    torch_load,
+    valid_batchnorm_settings,
+)
 from yolov6_sdk.errors import CheckpointError
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6
 
@@ -398,18 +404,13 @@ def _batchnorm_settings(path: Path, official: nn.Module) -> dict[str, list[float
     for name, module in official.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             eps, momentum = module.__dict__.get("eps"), module.__dict__.get("momentum")
-            if not (_real(eps) and eps > 0 and (momentum is None or (_real(momentum) and 0 <= momentum <= 1))):
+            if not valid_batchnorm_settings(eps, momentum):
                 raise CheckpointError(
                     f"{path}: BatchNorm {name} has eps {eps!r} and momentum {momentum!r}; expected eps > 0 and "
                     "momentum in [0, 1] or None: the file was altered, download it again"
                 )
             settings[name] = [float(eps), None if momentum is None else float(momentum)]
     return settings
-
-
-def _real(value: Any) -> bool:
-    """True for a finite real number that is not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _official_names(path: Path, official: nn.Module, checkpoint: Any, nc: int) -> list[str]:

@@ -24,7 +24,6 @@ that names the file and the field.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import reprlib
 from dataclasses import dataclass, replace
@@ -35,7 +34,13 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
-from yolov6_sdk.checkpoint_reader import CheckpointFile, check_tensors, open_checkpoint, torch_load
+from yolov6_sdk.checkpoint_reader import (
+    CheckpointFile,
+    check_tensors,
+    open_checkpoint,
+    torch_load,
+    valid_batchnorm_settings,
+)
 from yolov6_sdk.errors import CheckpointError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6, get_config
@@ -278,15 +283,11 @@ def _apply_batchnorm(path: Path, model: YOLOv6, settings: dict[str, Any]) -> Non
     for name, value in settings.items():
         ok = isinstance(modules.get(name), nn.BatchNorm2d) and isinstance(value, list) and len(value) == 2
         eps, momentum = value if ok else (None, None)
-        if not (ok and _real(eps) and eps > 0 and (momentum is None or (_real(momentum) and 0 <= momentum <= 1))):
+        if not (ok and valid_batchnorm_settings(eps, momentum)):
             raise _field_error(
                 path, f"meta['batchnorm'][{name!r}]", "[eps > 0, momentum in [0, 1] or None] of a BatchNorm", value
             )
         modules[name].eps, modules[name].momentum = float(eps), momentum
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _from_official(checked: CheckpointFile) -> LoadedModel:
@@ -377,11 +378,9 @@ def _batchnorm_overrides(model: YOLOv6) -> dict[str, list[float | None]]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save through :func:`~yolov6_sdk.fileio.atomic_path`, flushed to disk before the rename."""
+    """torch.save through :func:`~yolov6_sdk.fileio.atomic_path` (which fsyncs it before the rename)."""
     with atomic_path(path) as tmp, tmp.open("wb") as stream:
         torch.save(obj, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
 
 
 def load_official(path: str | os.PathLike[str]) -> LoadedModel:
