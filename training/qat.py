@@ -19,6 +19,7 @@ exports it as the Q/DQ ONNX (:func:`~yolov6_sdk.export.fake_quant.export_qat_onn
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -138,7 +139,7 @@ def prepare_qat(
     if names and teacher.num_classes != len(names):
         raise ConfigError(f"--teacher {teacher_path} has {teacher.num_classes} classes but the data has {len(names)}; "
                           "quantisation-aware training fine-tunes a model trained on the same data")  # fmt: skip
-    student = load(weights).model if weights else load(teacher_path).model
+    student = load(weights).model if weights else copy.deepcopy(teacher)  # the file is read and checked once
     check_same_model(teacher, student, teacher_path)
     fuse(student.eval())
     calib_set = load_calibration_set(calib or calibration_folder(data), imgsz, size=QAT_CALIB_IMAGES)
