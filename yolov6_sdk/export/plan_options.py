@@ -12,7 +12,7 @@ from typing import Any
 
 from yolov6_sdk._optional import available
 from yolov6_sdk.artifact.sidecar import current_gpu, recorded_multi_label
-from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, NmsMode
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BUILD_BACKENDS, PRECISIONS, BackendKind, NmsMode
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import ort_quant
 
@@ -130,7 +130,7 @@ def own_name(name: str | None, suffix: str) -> str | None:
     path = Path(name)
     if not path.name or path.name != name or path.name in (".", ".."):
         raise ConfigError(f"--name takes a file name without a folder, got {name!r}; choose the folder with -o DIR")
-    if path.suffix in SUFFIX_BACKENDS and path.suffix != suffix:
+    if path.suffix in ARTIFACT_SUFFIXES and path.suffix != suffix:
         raise ConfigError(f"--name {name} ends in {path.suffix}, but this build makes a {suffix} file")
     return path.stem + suffix if path.suffix == suffix else name + suffix
 

@@ -29,7 +29,6 @@ import onnx
 import onnxruntime as ort
 from onnx import utils
 
-from yolov6_sdk.artifact.spec import SUFFIX_BACKENDS
 from yolov6_sdk.errors import BuildError
 from yolov6_sdk.export import ort_quant, qdq
 
@@ -89,8 +88,7 @@ def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Evaluate:
     eval_set = load_eval_set(data)
 
     def evaluate(path: Path) -> float:
-        backend = SUFFIX_BACKENDS.get(Path(path).suffix, "onnxruntime")
-        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend=backend)["mAP50-95"])
+        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend="auto")["mAP50-95"])
 
     return evaluate
 
