@@ -32,6 +32,7 @@ PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16", "int8")
 BackendKind = Literal["torch", "onnxruntime", "openvino", "tensorrt"]
 BACKENDS: tuple[BackendKind, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
 BUILD_BACKENDS: tuple[BackendKind, ...] = ("onnxruntime", "openvino", "tensorrt")  # what yolov6-build targets
+BUILD_SUFFIXES: dict[BackendKind, str] = {"onnxruntime": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
 
 NmsMode = Literal["ort", "trt"]
 """End-to-end NMS inside the graph: "ort" (ONNX ``NonMaxSuppression``, ONNX Runtime) or "trt" (the
@@ -56,6 +57,7 @@ __all__ = [
     "ARTIFACT_SUFFIXES",
     "BACKENDS",
     "BUILD_BACKENDS",
+    "BUILD_SUFFIXES",
     "END2END_OUTPUTS",
     "INPUT_NAME",
     "NMS_MODES",

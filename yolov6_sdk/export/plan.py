@@ -19,7 +19,7 @@ from typing import Any
 from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name, recorded_source, source_tag
 from yolov6_sdk.artifact.preprocess import check_imgsz
 from yolov6_sdk.artifact.sidecar import file_sha256
-from yolov6_sdk.artifact.spec import BackendKind, NmsMode, Precision
+from yolov6_sdk.artifact.spec import BUILD_SUFFIXES, BackendKind, NmsMode, Precision
 from yolov6_sdk.errors import BuildError, CheckpointError, ConfigError
 from yolov6_sdk.export import calibration
 from yolov6_sdk.export.plan_options import (
@@ -88,8 +88,8 @@ class BuildPlan:
 
     @property
     def target(self) -> str:
-        """Quantisation target: "tensorrt" or "onnxruntime-cpu" (a QAT source's own target)."""
-        return self.qat_target or ("tensorrt" if self.backend == "tensorrt" else "onnxruntime-cpu")
+        """Quantisation target: "tensorrt", "openvino" or "onnxruntime-cpu" (a QAT source's own target)."""
+        return self.qat_target or {"tensorrt": "tensorrt", "openvino": "openvino"}.get(self.backend, "onnxruntime-cpu")
 
     @property
     def nms(self) -> NmsMode | None:
@@ -219,7 +219,7 @@ def plan_build(
     digest = onnx_info.sha256 if onnx_info is not None else file_sha256(source[0]) if source[0] else RANDOM_SOURCE
     out = Path(output)
     artifact = out / (
-        own_name(name, ".engine" if resolved == "tensorrt" else ".onnx")
+        own_name(name, BUILD_SUFFIXES[resolved])
         or _content_name(model_name, digest, size_hw, precision, resolved, sizes, end2end, onnx_info, multi, dynamic_hw)
     )
     if not force:
@@ -288,8 +288,7 @@ def _content_name(
         static = onnx_info.inputs[0].shape[0] if onnx_info is not None else None
         profile = (static, static, static) if static else None
     nms = (onnx_info.nms or None) if onnx_info is not None else nms_mode(backend, end2end)
-    suffix = ".engine" if backend == "tensorrt" else ".onnx"
-    return artifact_name(model, digest, imgsz, precision, suffix, profile, nms, multi_label, dynamic_hw)
+    return artifact_name(model, digest, imgsz, precision, BUILD_SUFFIXES[backend], profile, nms, multi_label, dynamic_hw)
 
 
 def check_replaceable(artifact: Path, source_sha256: str) -> None:

@@ -34,8 +34,8 @@ def check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
 def resolve_backend(backend: str) -> tuple[BackendKind, str]:
     if backend != "auto" and backend not in BUILD_BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(('auto', *BUILD_BACKENDS))}, got {backend!r}")
-    if backend == "onnxruntime":
-        return backend, "asked"
+    if backend in ("onnxruntime", "openvino"):
+        return backend, "asked"  # type: ignore[return-value]  # one of BUILD_BACKENDS
     has_trt = available("tensorrt")
     gpu = current_gpu() if has_trt else None
     if backend == "auto":
@@ -140,10 +140,15 @@ def check_backend_options(
 ) -> None:
     """Refuse what ``backend`` cannot make: fp16 for ONNX Runtime, a TensorRT batch list that is no profile,
     and int8 variants to be run in ONNX Runtime (``runs_variants``) that end in TensorRT's NMS plugin."""
-    if precision == "fp16" and backend == "onnxruntime":
+    if precision == "fp16" and backend in ("onnxruntime", "openvino"):
         raise BuildError(
-            "fp16 is not built for ONNX Runtime: its CPU provider runs fp16 graphs through float casts, slower "
-            "than fp32; build fp32 or int8 for the CPU, or fp16 with --backend tensorrt on an NVIDIA GPU"
+            f"fp16 is not built for {backend}: CPUs run fp16 graphs through float casts, slower than fp32; build "
+            "fp32 or int8 for the CPU (or bf16 with --backend openvino), or fp16 with --backend tensorrt on a GPU"
+        )
+    if precision == "bf16" and backend != "openvino":
+        raise BuildError(
+            f"bf16 is built for --backend openvino only (OpenVINO computes an fp32 IR in bf16 on CPUs with "
+            f"AVX512-BF16 or AMX), not {backend}; add --backend openvino or build fp32"
         )
     if backend != "tensorrt":
         return

@@ -7,8 +7,7 @@ backend asks for fp32 (``INFERENCE_PRECISION_HINT`` f32) unless the artifact rec
 :attr:`ModelInfo.precision` reports what runs ("bf16" for an fp32 graph run in bf16; int8 graphs report
 "int8", their float parts computed in the precision asked).
 
-The artifact's metadata comes from the IR's ``rt_info`` (section ``yolov6_sdk``, else the ``framework``
-section where OpenVINO keeps an ONNX file's ``metadata_props``) and is read by the same
+The artifact's metadata comes from the model's ``rt_info`` (:mod:`yolov6_sdk.artifact.ir_metadata`) and is read by the same
 :func:`~yolov6_sdk.artifact.model_info.graph_model_info` as ONNX Runtime's. Compiled models are cached in
 ``<artifact stem>.ov-cache/`` beside the artifact (OpenVINO's ``CACHE_DIR``), so a second process skips the
 compilation; a read-only folder just goes without the cache.
@@ -31,7 +30,7 @@ import numpy as np
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.model_info import graph_model_info
-from yolov6_sdk.artifact.sidecar import decode_metadata
+from yolov6_sdk.artifact.ir_metadata import read_ir_metadata
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
@@ -39,8 +38,6 @@ from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
 
-METADATA_SECTION = "yolov6_sdk"  # rt_info section of the IR the SDK writes
-_ONNX_METADATA_SECTION = "framework"  # where OpenVINO's ONNX reader keeps metadata_props
 _PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 MODES = ("latency", "throughput")
 
@@ -49,17 +46,6 @@ def cache_dir(artifact: str | Path) -> Path:
     """Where compiled forms of ``artifact`` are cached: ``<stem>.ov-cache/`` beside it."""
     artifact = Path(artifact)
     return artifact.with_name(f"{artifact.stem}.ov-cache")
-
-
-def read_rt_metadata(model: Any) -> dict[str, Any]:
-    """The SDK metadata an ``openvino.Model`` carries, decoded as ONNX metadata is (empty when none)."""
-    info = model.get_rt_info()
-    for section in (METADATA_SECTION, _ONNX_METADATA_SECTION):
-        if section in info.keys():
-            values = info[section]
-            items = values.items() if isinstance(values, dict) else values.astype(dict).items()
-            return decode_metadata({str(key): value.astype(str) for key, value in items})
-    return {}
 
 
 def bf16_supported(core: Any) -> bool:
@@ -99,7 +85,7 @@ class OpenVINOBackend(Backend):
         suffixes=(".onnx", ".xml"),
         options=("threads", "imgsz", "precision", "mode"),
         modules=("openvino",),
-        install="pip install 'yolov6-sdk[openvino]'",
+        install="pip install openvino",
         devices=("cpu",),
         precisions=("fp32", "bf16", "int8"),
     )
@@ -125,7 +111,7 @@ class OpenVINOBackend(Backend):
         self._ov = require("openvino")
         self._core = self._ov.Core()
         model = self._read()
-        meta = read_rt_metadata(model)
+        meta = read_ir_metadata(model)
         if not meta:
             LOGGER.warning("%s records no SDK metadata; its contract is read from the graph's shapes", self.path)
         compute = self._compute_precision(precision, str(meta.get("precision", "fp32")))
