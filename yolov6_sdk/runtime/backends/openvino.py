@@ -121,8 +121,9 @@ class OpenVINOBackend(Backend):
         self._outputs = tuple(_port_spec(port, (*END2END_OUTPUTS, RAW_OUTPUT_NAME)) for port in self._compiled.outputs)
         self._local = threading.local()
         info = graph_model_info(str(self.path), meta, self._inputs, self._outputs, imgsz, self._probe)
-        runs = "bf16" if compute == "bf16" and info.precision == "fp32" else info.precision
-        self._info = dataclasses.replace(info, precision=runs, extra={**info.extra, "compute": compute})
+        computes = self.inference_precision  # what the compiled model reports, not what was asked
+        runs = "bf16" if computes == "bf16" and info.precision == "fp32" else info.precision
+        self._info = dataclasses.replace(info, precision=runs, extra={**info.extra, "compute": computes})
         LOGGER.info("loaded %s in OpenVINO %s (%s, %s mode)", self.path, self._ov.__version__, runs, mode)
 
     def _read(self) -> Any:
@@ -173,6 +174,12 @@ class OpenVINOBackend(Backend):
                 f"OpenVINO cannot compile {str(self.path)!r} for the CPU ({str(exc).strip().splitlines()[0]}); "
                 "an operator it does not support? run it with backend='onnxruntime'"
             ) from exc
+
+    @property
+    def inference_precision(self) -> str:
+        """The float precision the compiled model computes in, as OpenVINO reports it: "fp32" or "bf16"."""
+        reported = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        return {"f32": "fp32", "bf16": "bf16"}.get(reported, reported)
 
     def _probe(self, size: tuple[int, int]) -> tuple[int, int]:
         batch = self._inputs[0].shape[0] or 1
