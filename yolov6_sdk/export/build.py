@@ -331,6 +331,17 @@ def _key_fields(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> di
     return fields
 
 
+def calibration_set(plan: BuildPlan) -> calibration.CalibrationSet | None:
+    """The calibration images of a calibrated int8 build (None for any other build).
+
+    Raises:
+        CalibrationError: the folder holds no readable image.
+    """
+    if plan.calib is None:
+        return None
+    return calibration.load_calibration_set(plan.calib, plan.imgsz, plan.options.calib_size, plan.options.calib_batch)
+
+
 def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str:
     """sha256 hex over everything that decides the artifact's content (every field not in :data:`NOT_CONTENT`)."""
     return hashlib.sha256(json.dumps(_key_fields(plan, calib), sort_keys=True, default=str).encode()).hexdigest()
@@ -412,8 +423,7 @@ def run_build(
     evaluate = evaluate if options.val is not None else None
     state = _State(plan, progress)
     prepare_output_folder(plan.artifact.parent)
-    if plan.calib is not None:  # a bad calibration folder fails before any export
-        state.calib = calibration.load_calibration_set(plan.calib, plan.imgsz, options.calib_size, options.calib_batch)
+    state.calib = calibration_set(plan)  # a bad calibration folder fails before any export
     state.build_key = _build_key(plan, state.calib)
     existing = _up_to_date(plan, state.build_key)
     if existing is not None:

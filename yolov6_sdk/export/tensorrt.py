@@ -44,11 +44,12 @@ from yolov6_sdk.artifact.sidecar import (
 )
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
+from yolov6_sdk.export.options import HARDWARE_COMPAT
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
-HARDWARE_COMPATIBILITY = ("none", *trt_compat.HARDWARE_LEVELS)
+HARDWARE_COMPATIBILITY = HARDWARE_COMPAT
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
