@@ -1,7 +1,8 @@
 """``yolov6-build`` as a library: checkpoint or ONNX in, a deployable artifact plus its sidecar ``.json`` out.
 
-:func:`~yolov6_sdk.export.plan.plan_build` checks the options and decides what will be made (backend, names,
-quantisation target); :func:`run_build` makes it; :func:`build` does both. Every command that needs an artifact
+:func:`~yolov6_sdk.export.plan.plan_build` decides what checked
+:class:`~yolov6_sdk.export.options.BuildOptions` will make (backend, names, quantisation target);
+:func:`run_build` makes it; :func:`build` does both from keyword options. Every command that needs an artifact
 (``yolov6-build``, ``yolov6-bench``) gets it here. Artifacts are named by what they contain
 (:func:`yolov6_sdk.artifact.naming.artifact_name`), e.g. ``<out>/yolov6n-3f2a9c1d-640-int8.onnx`` (ONNX Runtime)
 or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the caller names the file.
@@ -16,12 +17,14 @@ or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the call
   export is used as it is.
 * ``backend="auto"``: TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime.
 
-Reuse: an artifact whose sidecar records the same build key (source hash, model, precision, backend, input
-size, NMS and its multi-label choice, engine batch profile, calibration images and settings, float layers, SDK
-and ONNX Runtime versions; for engines also the running TensorRT and GPU) is returned as it is, unless ``val``
-or ``sensitivity`` asks for reports. Otherwise these caches, kept beside the artifact, are reused: the fp32
-export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export
-options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
+Reuse: an artifact whose sidecar records the same build key is returned as it is (for engines, when it also
+matches the running TensorRT and GPU), unless ``val`` or ``sensitivity`` asks for reports. The key hashes every
+field of the plan and of its :class:`~yolov6_sdk.export.options.BuildOptions` except those :data:`NOT_CONTENT`
+names (where the artifact goes, source paths whose content is hashed instead, reports, the TensorRT builder's
+memory and timing cache), plus the SDK and ONNX Runtime versions and the calibration images' fingerprint; a new
+option is in the key unless it is added there. Otherwise these caches, kept beside the artifact, are reused: the
+fp32 export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and
+export options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
 the fp32 ONNX hash, the calibration images and method).
 Every file is written atomically, so an interrupted build leaves no artifact behind; the artifact and its sidecar
 are published together (:func:`yolov6_sdk.artifact.sidecar.publish_artifact`), so a killed build leaves the

@@ -89,15 +89,17 @@ def _count(name: str) -> Check:
     return check
 
 
-def _number(name: str, low: float, high: float | None = None) -> Check:
-    """A float ``low <= value`` (``< high`` when given); None passes (the option then has its own default)."""
+def _number(name: str, low: float, high: float | None = None, above: bool = False) -> Check:
+    """A float from ``low`` (excluded when ``above``) up to ``high`` (excluded); None passes (the option then has
+    its own default)."""
 
     def check(value: Any) -> float | None:
         if value is None:
             return None
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not low <= value or (high is not None and not value < high):
-            bound = f"from {low} up to {high} (excluded)" if high is not None else f"of at least {low}"
+        too_low = number and (value <= low if above else value < low)
+        if not number or too_low or (high is not None and not value < high):
+            bound = f"{'>' if above else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
             raise ConfigError(f"{name} takes a number {bound}, got {value!r}")
         return float(value)
 
@@ -144,72 +146,172 @@ class BuildOptions:
     are checked and normalised on construction, ConfigError names a bad one.
     """
 
-    weights: Path | None = _option(None, "checkpoint (.pt, SDK or official); default weights/yolov6n-shapes.pt",
-                                   _path("--weights"), "source", metavar="PT", type=Path)  # fmt: skip
-    onnx: Path | None = _option(None, "an fp32 ONNX export (or a QAT Q/DQ export) instead of a checkpoint",
-                                _path("--onnx"), "source", type=Path)  # fmt: skip
-    qat: Path | None = _option(None, "a yolov6-train --qat checkpoint: int8 from its trained ranges, no calibration",
-                               _path("--qat"), "source", metavar="CKPT", type=Path)  # fmt: skip
-    model: str | None = _option(None, "zoo name (with --random-weights; checked against the checkpoint otherwise)",
-                                _text("--model"), "source")  # fmt: skip
+    weights: Path | None = _option(
+        None,
+        "checkpoint (.pt, SDK or official); default weights/yolov6n-shapes.pt",
+        _path("--weights"),
+        "source",
+        metavar="PT",
+        type=Path,
+    )
+    onnx: Path | None = _option(
+        None, "an fp32 ONNX export (or a QAT Q/DQ export) instead of a checkpoint", _path("--onnx"), "source", type=Path
+    )
+    qat: Path | None = _option(
+        None,
+        "a yolov6-train --qat checkpoint: int8 from its trained ranges, no calibration",
+        _path("--qat"),
+        "source",
+        metavar="CKPT",
+        type=Path,
+    )
+    model: str | None = _option(
+        None, "zoo name (with --random-weights; checked against the checkpoint otherwise)", _text("--model"), "source"
+    )
     random_weights: bool = _option(False, "untrained network, for timing only", _switch("random_weights"), "source")
-    precision: str = _option("fp32", "numeric precision of the artifact; int8 calibrates on --calib",
-                             _choice("precision", PRECISIONS), choices=PRECISIONS)  # fmt: skip
-    backend: str = _option("auto", "runtime the artifact is for: onnxruntime (.onnx) or tensorrt (.engine); auto: "
-                           "tensorrt when TensorRT and a GPU are here, else onnxruntime",
-                           _choice("backend", ("auto", *BUILD_BACKENDS)), choices=("auto", *BUILD_BACKENDS))  # fmt: skip
-    batch_sizes: tuple[int, ...] = _option((1,), "batch sizes to serve: N, or MIN [OPT] MAX for a TensorRT profile",
-                                           check_batches, flags=("--batch", "--bs"), type=int, nargs="+",
-                                           metavar="N")  # fmt: skip
-    imgsz: tuple[int, int] | None = _option(None, "H [W], multiples of 32 (default: the checkpoint's training size, "
-                                            "else 640)", _imgsz, type=int, nargs="+", metavar="PX")  # fmt: skip
+    precision: str = _option(
+        "fp32",
+        "numeric precision of the artifact; int8 calibrates on --calib",
+        _choice("precision", PRECISIONS),
+        choices=PRECISIONS,
+    )
+    backend: str = _option(
+        "auto",
+        "runtime the artifact is for: onnxruntime (.onnx) or tensorrt (.engine); auto: "
+        "tensorrt when TensorRT and a GPU are here, else onnxruntime",
+        _choice("backend", ("auto", *BUILD_BACKENDS)),
+        choices=("auto", *BUILD_BACKENDS),
+    )
+    batch_sizes: tuple[int, ...] = _option(
+        (1,),
+        "batch sizes to serve: N, or MIN [OPT] MAX for a TensorRT profile",
+        check_batches,
+        flags=("--batch", "--bs"),
+        type=int,
+        nargs="+",
+        metavar="N",
+    )
+    imgsz: tuple[int, int] | None = _option(
+        None,
+        "H [W], multiples of 32 (default: the checkpoint's training size, else 640)",
+        _imgsz,
+        type=int,
+        nargs="+",
+        metavar="PX",
+    )
     end2end: bool = _option(False, "NMS inside the graph (EfficientNMS outputs)", _switch("end2end"))
-    multi_label: bool | None = _option(None, "NMS keeps a box once per class above conf (COCO evaluation); default: "
-                                       "each box's best class only (an --onnx source keeps what it records)",
-                                       _switch("multi_label", optional=True))  # fmt: skip
-    dynamic_hw: bool = _option(False, "dynamic input height and width up to --imgsz: the Detector letterboxes each "
-                               "batch to the smallest multiple-of-32 rectangle (a 640x480 picture runs on 480x640); "
-                               "TensorRT gets a min/opt/max profile (an --onnx source keeps what it records)",
-                               _switch("dynamic_hw"))  # fmt: skip
-    output: Path = _option(Path("engines"), "output folder", _path("--output", optional=False),
-                           flags=("-o", "--output"), type=Path, metavar="DIR")  # fmt: skip
-    name: str | None = _option(None, "artifact file name in the output folder, suffix optional (default: from what "
-                               "it holds, e.g. yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, "
-                               "precision[, batch profile][, NMS][, -ml])", _text("--name"))  # fmt: skip
-    force: bool = _option(False, "replace an existing artifact of that name built from other weights",
-                          _switch("force"))  # fmt: skip
-    workspace_gib: float | None = _option(None, f"builder workspace memory pool limit in GiB (default "
-                                          f"{DEFAULT_WORKSPACE_GIB:g})", _number("--workspace", 1e-9), "tensorrt",
-                                          ("--workspace",), type=float, metavar="GIB")  # fmt: skip
-    timing_cache: Path | None = _option(None, "timing cache to read and update (default: "
-                                        "timing-trt<version>-sm<cc>.cache beside the engine)",
-                                        _path("--timing-cache"), "tensorrt", type=Path, metavar="FILE")  # fmt: skip
-    hardware_compat: str = _option("none", "engine runs on other GPUs too: ampere_plus (any Ampere or newer) or "
-                                   "same_compute_capability (none: this GPU's kind only)",
-                                   _choice("--hardware-compat", HARDWARE_COMPAT), "tensorrt",
-                                   choices=HARDWARE_COMPAT)  # fmt: skip
-    opset: int | None = _option(None, f"ONNX opset of the export from --weights (default {DEFAULT_OPSET}; "
-                                f"{DEFAULT_OPSET} or newer)", _opset, "tensorrt", type=int, metavar="N")  # fmt: skip
-    calib: Path | None = _option(None, "folder of calibration images, searched recursively (default calib/)",
-                                 _path("--calib"), "int8", type=Path)  # fmt: skip
-    calib_method: str = _option("minmax", "how activation ranges are chosen from the calibration images",
-                                _choice("calibration method", CALIB_METHODS), "int8", choices=CALIB_METHODS)  # fmt: skip
-    calib_size: int = _option(DEFAULT_CALIB_SIZE, "images used, evenly sampled", _count("--calib-size"), "int8",
-                              type=int)  # fmt: skip
-    calib_batch: int = _option(8, "images per calibration batch", _count("--calib-batch"), "int8", type=int)
-    sensitivity: bool = _option(False, "rank layers by INT8 sensitivity and print them", _switch("sensitivity"),
-                                "int8")  # fmt: skip
-    exclude: tuple[str, ...] = _option((), "layers kept float: module paths (wildcards allowed) or 'auto'",
-                                       _exclude, "int8", nargs="+", metavar="NAME")  # fmt: skip
-    max_ap_drop: float = _option(0.01, "--exclude auto budget with --val: mAP50-95 the artifact may lose, as a "
-                                 "fraction like every mAP the SDK prints (0.01 = one point)",
-                                 _number("--max-ap-drop (a fraction of mAP, like every mAP the SDK prints)", 0.0, 1.0),
-                                 "int8", type=float, metavar="FRACTION")  # fmt: skip
-    max_error: float = _option(0.02, "--exclude auto budget without --val: output error against fp32, as "
-                               "--sensitivity measures it", _number("--max-error", 0.0), "int8", type=float)  # fmt: skip
-    val: Path | None = _option(None, "dataset (COCO root or YOLO data.yaml) to report mAP of fp32 and the artifact "
-                               "on; with --sensitivity it also measures mAP once per layer (slow on a large set)",
-                               _path("--val"), "validation", type=Path)  # fmt: skip
+    multi_label: bool | None = _option(
+        None,
+        "NMS keeps a box once per class above conf (COCO evaluation); default: "
+        "each box's best class only (an --onnx source keeps what it records)",
+        _switch("multi_label", optional=True),
+    )
+    dynamic_hw: bool = _option(
+        False,
+        "dynamic input height and width up to --imgsz: the Detector letterboxes each "
+        "batch to the smallest multiple-of-32 rectangle (a 640x480 picture runs on 480x640); "
+        "TensorRT gets a min/opt/max profile (an --onnx source keeps what it records)",
+        _switch("dynamic_hw"),
+    )
+    output: Path = _option(
+        Path("engines"),
+        "output folder",
+        _path("--output", optional=False),
+        flags=("-o", "--output"),
+        type=Path,
+        metavar="DIR",
+    )
+    name: str | None = _option(
+        None,
+        "artifact file name in the output folder, suffix optional (default: from what "
+        "it holds, e.g. yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, "
+        "precision[, batch profile][, NMS][, -ml])",
+        _text("--name"),
+    )
+    force: bool = _option(False, "replace an existing artifact of that name built from other weights", _switch("force"))
+    workspace_gib: float | None = _option(
+        None,
+        f"builder workspace memory pool limit in GiB (default {DEFAULT_WORKSPACE_GIB:g})",
+        _number("--workspace", 0.0, above=True),
+        "tensorrt",
+        flags=("--workspace",),
+        type=float,
+        metavar="GIB",
+    )
+    timing_cache: Path | None = _option(
+        None,
+        "timing cache to read and update (default: timing-trt<version>-sm<cc>.cache beside the engine)",
+        _path("--timing-cache"),
+        "tensorrt",
+        type=Path,
+        metavar="FILE",
+    )
+    hardware_compat: str = _option(
+        "none",
+        "engine runs on other GPUs too: ampere_plus (any Ampere or newer) or "
+        "same_compute_capability (none: this GPU's kind only)",
+        _choice("--hardware-compat", HARDWARE_COMPAT),
+        "tensorrt",
+        choices=HARDWARE_COMPAT,
+    )
+    opset: int | None = _option(
+        None,
+        f"ONNX opset of the export from --weights (default {DEFAULT_OPSET}; {DEFAULT_OPSET} or newer)",
+        _opset,
+        "tensorrt",
+        type=int,
+        metavar="N",
+    )
+    calib: Path | None = _option(
+        None,
+        "folder of calibration images, searched recursively (default calib/)",
+        _path("--calib"),
+        "int8",
+        type=Path,
+        metavar="DIR",
+    )
+    calib_method: str = _option(
+        "minmax",
+        "how activation ranges are chosen from the calibration images",
+        _choice("calibration method", CALIB_METHODS),
+        "int8",
+        choices=CALIB_METHODS,
+    )
+    calib_size: int = _option(
+        DEFAULT_CALIB_SIZE, "images used, evenly sampled", _count("--calib-size"), "int8", type=int, metavar="N"
+    )
+    calib_batch: int = _option(
+        8, "images per calibration batch", _count("--calib-batch"), "int8", type=int, metavar="N"
+    )
+    sensitivity: bool = _option(False, "rank layers by INT8 sensitivity and print them", _switch("sensitivity"), "int8")
+    exclude: tuple[str, ...] = _option(
+        (), "layers kept float: module paths (wildcards allowed) or 'auto'", _exclude, "int8", nargs="+", metavar="NAME"
+    )
+    max_ap_drop: float = _option(
+        0.01,
+        "--exclude auto budget with --val: mAP50-95 the artifact may lose, as a "
+        "fraction like every mAP the SDK prints (0.01 = one point)",
+        _number("--max-ap-drop (a fraction of mAP, like every mAP the SDK prints)", 0.0, 1.0),
+        "int8",
+        type=float,
+        metavar="FRACTION",
+    )
+    max_error: float = _option(
+        0.02,
+        "--exclude auto budget without --val: output error against fp32, as --sensitivity measures it",
+        _number("--max-error", 0.0),
+        "int8",
+        type=float,
+    )
+    val: Path | None = _option(
+        None,
+        "dataset (COCO root or YOLO data.yaml) to report mAP of fp32 and the artifact "
+        "on; with --sensitivity it also measures mAP once per layer (slow on a large set)",
+        _path("--val"),
+        "validation",
+        type=Path,
+        metavar="DATA",
+    )
 
     def __post_init__(self) -> None:
         for option in fields(self):
