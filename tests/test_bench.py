@@ -145,8 +145,10 @@ def test_a_row_runs_its_whole_batch_in_one_backend_call(tiny_run: TinyRun, tmp_p
 
 def test_skip_reasons_name_the_missing_piece() -> None:
     assert "fp16 needs a CUDA device" in skip_reason(Job("yolov6n", "onnxruntime", "fp16", 1), "cpu")
-    assert "int8 runs on onnxruntime or tensorrt" in skip_reason(Job("yolov6n", "torch", "int8", 1), "cuda")
-    expected = "TensorRT is not installed" if not available("tensorrt") else "needs a CUDA GPU"
+    assert "the torch backend runs fp32/fp16 only" in skip_reason(Job("yolov6n", "torch", "int8", 1), "cuda")
+    assert "openvino runs on cpu; this run is on the cuda" in skip_reason(Job("yolov6n", "openvino", "fp32", 1), "cuda")
+    assert "runs fp32/fp16/int8 only" in skip_reason(Job("yolov6n", "onnxruntime", "bf16", 1), "cpu")
+    expected = "tensorrt is not installed" if not available("tensorrt") else "runs on cuda; this run is on the cpu"
     assert expected in skip_reason(Job("yolov6n", "tensorrt", "fp32", 1), "cpu")
     assert skip_reason(Job("yolov6n", "onnxruntime", "fp32", 32), "cpu") == ""
 
@@ -167,7 +169,7 @@ def test_jobs_cover_every_combination_in_table_order() -> None:
     "bad",
     [
         {"batch_sizes": (0,)},
-        {"backends": ("openvino",)},
+        {"backends": ("tflite",)},
         {"precisions": ("int4",)},
         {"imgsz": (640, 600)},
         {"iters": 0},

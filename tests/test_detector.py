@@ -301,7 +301,7 @@ def test_backend_is_chosen_from_the_suffix_and_tensorrt_is_imported_only_when_ch
     with pytest.raises(ArtifactError, match="torch backend does not read .onnx"):
         Detector(art.raw, backend="torch")
     with pytest.raises(ConfigError, match="backend must be"):
-        Detector(art.raw, backend="openvino")
+        Detector(art.raw, backend="tflite")
 
 
 def _record_runs(detector: Detector, monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from conftest import randomize_model
@@ -160,7 +161,7 @@ ALL_GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionPr
 
 
 def test_cuda_is_the_default_gpu_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: ALL_GPU)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ALL_GPU)
     for device, index in (("cuda:1", 1), ("auto", 0), ("0", 0)):
         providers, resolved = ort_backend.select_providers(device)
         assert providers == [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
@@ -169,7 +170,7 @@ def test_cuda_is_the_default_gpu_provider(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_tensorrt_provider_only_when_asked_and_with_its_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: ALL_GPU)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ALL_GPU)
     cache = ort_backend.trt_cache_dir(tmp_path / "m.onnx")
     providers, _ = ort_backend.select_providers("cuda", "tensorrt", cache)
     assert [p[0] if isinstance(p, tuple) else p for p in providers] == ALL_GPU
@@ -183,7 +184,7 @@ def test_tensorrt_provider_only_when_asked_and_with_its_caches(monkeypatch: pyte
 
 
 def test_a_missing_gpu_provider_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert ort_backend.select_providers("auto") == (["CPUExecutionProvider"], "cpu")
     with pytest.raises(MissingDependencyError, match="pip install onnxruntime-gpu"):
         ort_backend.select_providers("cuda")

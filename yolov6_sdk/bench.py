@@ -34,9 +34,10 @@ import numpy as np
 
 from yolov6_sdk._optional import available, require
 from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name
-from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS, SUFFIX_BACKENDS, BackendKind, Precision
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BACKENDS, PRECISIONS, BackendKind, Precision
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.machine import machine_info
+from yolov6_sdk.runtime.backends.registry import backend_classes, backend_specs, installed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ class BenchOptions:
                 raise ConfigError(f"{label} must be a positive int or None (adaptive), got {value!r}")
         if not self.artifacts and not self.models:
             raise ConfigError("name models (e.g. yolov6n yolov6s) or artifact files to benchmark")
-        bad = [a for a in self.artifacts if a.suffix not in SUFFIX_BACKENDS]
+        bad = [a for a in self.artifacts if a.suffix not in ARTIFACT_SUFFIXES]
         if bad:
-            raise ConfigError(f"artifacts must be {', '.join(SUFFIX_BACKENDS)} files, got {[str(a) for a in bad]}")
+            raise ConfigError(f"artifacts must be {', '.join(ARTIFACT_SUFFIXES)} files, got {[str(a) for a in bad]}")
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,10 @@ def plan_jobs(options: BenchOptions) -> list[Job]:
     if options.artifacts:
         jobs = []
         for path in options.artifacts:
-            backend, precision = SUFFIX_BACKENDS[path.suffix], _artifact_precision(path)
-            jobs += [Job(path.stem, backend, precision, b, path) for b in options.batch_sizes]
+            precision = _artifact_precision(path)
+            readers = [spec.name for spec in backend_specs() if path.suffix.lower() in spec.suffixes]
+            for backend in [name for name in readers if name in options.backends] or readers[:1]:
+                jobs += [Job(path.stem, backend, precision, b, path) for b in options.batch_sizes]
         return jobs
     return [
         Job(model, backend, precision, batch)
@@ -211,20 +214,28 @@ def _artifact_precision(path: Path) -> str:
 
 
 def skip_reason(job: Job, device: str) -> str:
-    """Why this machine cannot run ``job`` ("" when it can)."""
-    on_cpu = not device.startswith("cuda")
-    if job.backend == "tensorrt":
-        if not available("tensorrt"):
-            return "TensorRT is not installed (pip install 'yolov6-sdk[trt]')"
-        if on_cpu:
-            return "TensorRT needs a CUDA GPU; this run is on the CPU"
-    if job.precision == "fp16" and on_cpu:
+    """Why this machine cannot run ``job`` ("" when it can), from the backend's declaration."""
+    spec = backend_classes()[job.backend].spec
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if not installed(spec):
+        return f"{job.backend} is not installed ({spec.install})"
+    if device_type not in spec.devices:
+        return f"{job.backend} runs on {' or '.join(spec.devices)}; this run is on the {device_type}"
+    if job.precision not in spec.precisions:
+        return f"the {job.backend} backend runs {'/'.join(spec.precisions)} only"
+    if job.precision == "fp16" and device_type == "cpu":
         return "fp16 needs a CUDA device; this run is on the CPU"
-    if job.precision == "int8" and job.backend == "torch":
-        return "the torch backend runs fp32/fp16 only; int8 runs on onnxruntime or tensorrt"
+    if job.precision == "bf16" and not _cpu_has_bf16():
+        return "bf16 needs a CPU with AVX512-BF16 or AMX"
     if job.precision == "fp16" and job.backend == "onnxruntime" and job.artifact is None:
         return "yolov6-build makes no fp16 ONNX for ONNX Runtime; fp16 runs on tensorrt or torch"
     return ""
+
+
+def _cpu_has_bf16() -> bool:
+    from yolov6_sdk.machine import cpu_features
+
+    return "AVX512-BF16" in cpu_features() or "AMX" in cpu_features()
 
 
 # ------------------------------------------------------------------------------------------- timing

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolov6_sdk.artifact.spec import SUFFIX_BACKENDS
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, EvalSet, evaluate, load_eval_set
 from yolov6_sdk.labels import DetectionSet
@@ -61,8 +60,7 @@ def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Callable[[Path], 
     eval_set = load_eval_set(data)
 
     def measure(path: Path) -> float:
-        backend = SUFFIX_BACKENDS.get(Path(path).suffix, "onnxruntime")
-        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend=backend)["mAP50-95"])
+        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend="auto")["mAP50-95"])
 
     return measure
 

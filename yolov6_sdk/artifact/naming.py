@@ -27,7 +27,7 @@ from pathlib import Path
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
-from yolov6_sdk.artifact.spec import NMS_MODES, PRECISIONS, SUFFIX_BACKENDS
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, NMS_MODES, PRECISIONS
 from yolov6_sdk.errors import ArtifactError, ConfigError
 
 RANDOM_SOURCE = "random-init"  # the source hash recorded for untrained (randomly initialised) weights
@@ -76,7 +76,7 @@ def artifact_name(
         source_sha256: sha256 hex digest of the source file, or :data:`RANDOM_SOURCE`.
         imgsz: input (H, W) in pixels.
         precision: "fp32", "fp16" or "int8".
-        suffix: ".onnx", ".engine" or ".pt" (any suffix of :data:`~yolov6_sdk.artifact.spec.SUFFIX_BACKENDS`).
+        suffix: ".onnx", ".engine" or ".pt" (any suffix of :data:`~yolov6_sdk.artifact.spec.ARTIFACT_SUFFIXES`).
         batch_profile: (min, opt, max) batch sizes served; None for a dynamic batch.
         nms: end-to-end NMS mode ("ort", "trt") or None for raw outputs.
         multi_label: the artifact runs (end-to-end) or records (raw) multi-label NMS; adds ``-ml``.
@@ -91,9 +91,9 @@ def artifact_name(
         raise ConfigError(
             f"model name must be letters, digits, '.', '_' and '-' (e.g. yolov6n), got {model!r}; pass --model NAME"
         )
-    if precision not in PRECISIONS or suffix not in SUFFIX_BACKENDS or (nms is not None and nms not in NMS_MODES):
+    if precision not in PRECISIONS or suffix not in ARTIFACT_SUFFIXES or (nms is not None and nms not in NMS_MODES):
         raise ConfigError(
-            f"expected precision in {PRECISIONS}, suffix in {tuple(SUFFIX_BACKENDS)}, nms in {NMS_MODES} or None; "
+            f"expected precision in {PRECISIONS}, suffix in {tuple(ARTIFACT_SUFFIXES)}, nms in {NMS_MODES} or None; "
             f"got {precision!r}, {suffix!r}, {nms!r}"
         )
     if not isinstance(multi_label, bool) or not isinstance(dynamic_hw, bool):

@@ -47,7 +47,7 @@ from yolov6_sdk.fileio import publish, write_text
 LOGGER = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "yolov6-sdk-sidecar/1"
-KINDS = ("onnx", "engine")
+KINDS = ("onnx", "engine", "openvino")
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from yolov6_sdk.artifact.spec import BACKENDS, PRECISIONS, SUFFIX_BACKENDS
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BACKENDS, PRECISIONS
 from yolov6_sdk.cli.options import ListThenPositionals, add_device, parse, parse_imgsz_option
 from yolov6_sdk.errors import YOLOv6Error
 
 
 def _model_name(text: str) -> str:
     """A zoo name for ``--models``; an artifact file name is refused (it belongs to the positionals)."""
-    if Path(text).suffix.lower() in SUFFIX_BACKENDS:
+    if Path(text).suffix.lower() in ARTIFACT_SUFFIXES:
         raise ValueError(f"{text!r} is an artifact file, not a model name")
     return text
 

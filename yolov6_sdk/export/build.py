@@ -281,6 +281,25 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
     }
 
 
+def _finish_ir(state: _State, onnx_path: Path, work: Path) -> Path:
+    """Convert ``onnx_path`` to the OpenVINO IR ``work`` (+ ``.bin``), then publish it with its sidecar."""
+    import openvino
+
+    from yolov6_sdk.export.openvino import ir_sidecar, publish_ir, write_ir
+
+    plan, started = state.plan, time.perf_counter()
+    write_ir(onnx_path, work, plan.precision)
+    state.timed("convert", started)
+    sidecar = ir_sidecar(
+        onnx_path, work, plan.precision,
+        calibration_method=plan.calib_method if plan.precision == "int8" else "",
+        calibration_images=state.calibration_images,
+        source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
+    )  # fmt: skip
+    extra = {**_sidecar_extra(state), "openvino_version": openvino.__version__}
+    return publish_ir(work, plan.artifact, dataclasses.replace(sidecar, extra=extra))
+
+
 def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
     """Build the engine into ``work`` (its builder writes a sidecar beside it), then publish both."""
     from yolov6_sdk.export.tensorrt import build_engine
@@ -367,6 +386,9 @@ def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
             from yolov6_sdk.artifact import trt_compat
 
             check_compatible(car, trt_compat.load_tensorrt().__version__, *(current_gpu() or ("", "0.0")))
+        elif plan.backend == "openvino":
+            if car.source_hashes.get("bin") != file_sha256(plan.artifact.with_suffix(".bin")):
+                return None
         elif car.source_hashes.get("onnx") != file_sha256(plan.artifact):
             return None
     except YOLOv6Error as exc:  # unreadable sidecar, or an engine from another TensorRT / GPU: build again
@@ -435,7 +457,7 @@ def run_build(
     try:
         plan.artifact.parent.mkdir(parents=True, exist_ok=True)
         fp32, final_onnx = _prepare_onnx(state, evaluate, work)
-        finish = _build_engine if plan.backend == "tensorrt" else _finish_onnx
+        finish = {"tensorrt": _build_engine, "openvino": _finish_ir}.get(plan.backend, _finish_onnx)
         sidecar_file = finish(state, final_onnx, work)
     except OSError as exc:  # a full disk, or the folder changed under the build
         raise BuildError(
@@ -443,8 +465,8 @@ def run_build(
             "output folder"
         ) from exc
     finally:
-        work.unlink(missing_ok=True)
-        sidecar_path(work).unlink(missing_ok=True)
+        for leftover in (work, sidecar_path(work), work.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
     maps = _validate(state, evaluate, fp32) if evaluate is not None else {}
     return BuildResult(
         artifact=plan.artifact,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS
+from yolov6_sdk.artifact.spec import BUILD_BACKENDS, BUILD_SUFFIXES, PRECISIONS
 from yolov6_sdk.artifact.trt_compat import HARDWARE_LEVELS
 from yolov6_sdk.errors import ConfigError
 
@@ -177,8 +177,9 @@ class BuildOptions:
     )
     backend: str = _option(
         "auto",
-        "runtime the artifact is for: onnxruntime (.onnx) or tensorrt (.engine); auto: "
-        "tensorrt when TensorRT and a GPU are here, else onnxruntime",
+        "runtime the artifact is for: "
+        + ", ".join(f"{backend} ({suffix})" for backend, suffix in BUILD_SUFFIXES.items())
+        + "; auto: tensorrt when TensorRT and a GPU are here, else onnxruntime",
         _choice("backend", ("auto", *BUILD_BACKENDS)),
         choices=("auto", *BUILD_BACKENDS),
     )

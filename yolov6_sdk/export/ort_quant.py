@@ -1,6 +1,6 @@
 """Post-training INT8 quantisation of a YOLOv6 ONNX into a Q/DQ ONNX, with onnxruntime.quantization.
 
-One code path serves both targets; :data:`TARGETS` holds what differs:
+One code path serves every target; :data:`TARGETS` holds what differs:
 
 * ``"onnxruntime-cpu"``: uint8 asymmetric activations, int8 symmetric per-channel weights. On an AVX2 CPU
   without VNNI, ONNX Runtime ran a YOLOv6-N Q/DQ model about 1.7x faster than fp32 with u8 activations but
@@ -9,8 +9,10 @@ One code path serves both targets; :data:`TARGETS` holds what differs:
   (quantising the SiLUs measured 5-9 % faster at equal output error).
 * ``"tensorrt"``: int8 symmetric activations (zero point 0) and weights, Q/DQ only on the inputs of the
   quantised ops (TensorRT's recommended placement; it fuses the conv activations itself).
+* ``"openvino"``: the TensorRT flavour, for OpenVINO IR builds (OpenVINO folds the pairs into its int8
+  kernels; see the entry in :data:`TARGETS` for why this flavour).
 
-Weights are per-channel symmetric int8 for both. Activations are per-tensor, ranges from
+Weights are per-channel symmetric int8 for all. Activations are per-tensor, ranges from
 :func:`calibrate` (MinMax, Entropy or Percentile over the calibration images, run on the body subgraph
 :func:`~yolov6_sdk.export.qdq.body_model`). The head's float part (sigmoid, decode, DFL, NMS) is never
 quantised; the predictor convs keep int8 inputs and weights but float outputs (:data:`PREDS_FLOAT_OUTPUT`).
@@ -101,7 +103,7 @@ class QuantTarget:
     """How Q/DQ nodes are written for one runtime.
 
     Attributes:
-        name: "onnxruntime-cpu" or "tensorrt".
+        name: "onnxruntime-cpu", "tensorrt" or "openvino".
         activation_type: QUInt8 (asymmetric) or QInt8 (symmetric, zero point 0).
         symmetric: activation ranges made symmetric around 0.
         op_types: op types that get Q/DQ.
@@ -124,6 +126,9 @@ TARGETS = {
     ),
     # TensorRT fuses a conv's activation itself; Q/DQ go on the inputs of the quantised ops only.
     "tensorrt": QuantTarget("tensorrt", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose")),
+    # OpenVINO folds Q/DQ pairs into its own int8 convolutions; measured faster with symmetric int8
+    # activations placed as for TensorRT than with ONNX Runtime's uint8 flavour (benchmarks/openvino_cpu.md).
+    "openvino": QuantTarget("openvino", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose")),
 }
 
 

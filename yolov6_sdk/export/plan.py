@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from yolov6_sdk.artifact.naming import RANDOM_SOURCE, artifact_name, recorded_source, source_tag
 from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.spec import BackendKind, NmsMode, Precision
+from yolov6_sdk.artifact.spec import BUILD_SUFFIXES, BackendKind, NmsMode, Precision
 from yolov6_sdk.errors import BuildError, ConfigError
 from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan_options import (
@@ -78,8 +78,8 @@ class BuildPlan:
 
     @property
     def target(self) -> str:
-        """Quantisation target: "tensorrt" or "onnxruntime-cpu" (a QAT source's own target)."""
-        return self.qat_target or ("tensorrt" if self.backend == "tensorrt" else "onnxruntime-cpu")
+        """Quantisation target: "tensorrt", "openvino" or "onnxruntime-cpu" (a QAT source's own target)."""
+        return self.qat_target or {"tensorrt": "tensorrt", "openvino": "openvino"}.get(self.backend, "onnxruntime-cpu")
 
     @property
     def nms(self) -> NmsMode | None:
@@ -180,7 +180,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     dynamic_hw = resolve_dynamic_hw(options.dynamic_hw, source.onnx_info)
     if source.onnx_info is not None:
         check_static_batch(source.onnx, source.onnx_info, options.batch_sizes)
-    named = own_name(options.name, ".engine" if backend == "tensorrt" else ".onnx")
+    named = own_name(options.name, BUILD_SUFFIXES[backend])
     artifact = options.output / (named or _content_name(
         model, source, imgsz, precision, backend, options, multi_label, dynamic_hw
     ))  # fmt: skip
@@ -239,7 +239,7 @@ def _content_name(
         static = info.inputs[0].shape[0] if info is not None else None
         profile = (static, static, static) if static else None
     nms = (info.nms or None) if info is not None else nms_mode(backend, options.end2end)
-    suffix = ".engine" if backend == "tensorrt" else ".onnx"
+    suffix = BUILD_SUFFIXES[backend]
     return artifact_name(model, source.sha256, imgsz, precision, suffix, profile, nms, multi_label, dynamic_hw)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from yolov6_sdk._optional import available
 from yolov6_sdk.artifact.sidecar import current_gpu, recorded_multi_label
-from yolov6_sdk.artifact.spec import SUFFIX_BACKENDS, BackendKind, NmsMode
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BackendKind, NmsMode
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export.options import DEFAULT_OPSET, DEFAULT_WORKSPACE_GIB, BuildOptions
 
@@ -25,8 +25,8 @@ def nms_mode(backend: str, end2end: bool) -> NmsMode | None:
 def resolve_backend(backend: str) -> tuple[BackendKind, str]:
     """The backend ``backend`` (checked by :class:`BuildOptions`: "auto" or a build backend) resolves to on this
     machine, and why."""
-    if backend == "onnxruntime":
-        return backend, "asked"
+    if backend in ("onnxruntime", "openvino"):
+        return backend, "asked"  # type: ignore[return-value]  # one of BUILD_BACKENDS
     has_trt = available("tensorrt")
     gpu = current_gpu() if has_trt else None
     if backend == "auto":
@@ -116,7 +116,7 @@ def own_name(name: str | None, suffix: str) -> str | None:
     path = Path(name)
     if not path.name or path.name != name or path.name in (".", ".."):
         raise ConfigError(f"--name takes a file name without a folder, got {name!r}; choose the folder with -o DIR")
-    if path.suffix in SUFFIX_BACKENDS and path.suffix != suffix:
+    if path.suffix in ARTIFACT_SUFFIXES and path.suffix != suffix:
         raise ConfigError(f"--name {name} ends in {path.suffix}, but this build makes a {suffix} file")
     return path.stem + suffix if path.suffix == suffix else name + suffix
 
@@ -126,10 +126,15 @@ def check_backend_options(
 ) -> None:
     """Refuse what ``backend`` cannot make: fp16 for ONNX Runtime, a TensorRT batch list that is no profile,
     and int8 variants to be run in ONNX Runtime (``runs_variants``) that end in TensorRT's NMS plugin."""
-    if precision == "fp16" and backend == "onnxruntime":
+    if precision == "fp16" and backend in ("onnxruntime", "openvino"):
         raise BuildError(
-            "fp16 is not built for ONNX Runtime: its CPU provider runs fp16 graphs through float casts, slower "
-            "than fp32; build fp32 or int8 for the CPU, or fp16 with --backend tensorrt on an NVIDIA GPU"
+            f"fp16 is not built for {backend}: CPUs run fp16 graphs through float casts, slower than fp32; build "
+            "fp32 or int8 for the CPU (or bf16 with --backend openvino), or fp16 with --backend tensorrt on a GPU"
+        )
+    if precision == "bf16" and backend != "openvino":
+        raise BuildError(
+            f"bf16 is built for --backend openvino only (OpenVINO computes an fp32 IR in bf16 on CPUs with "
+            f"AVX512-BF16 or AMX), not {backend}; add --backend openvino or build fp32"
         )
     if backend != "tensorrt":
         return

@@ -1,7 +1,8 @@
 """The Detector facade: one artifact in, :class:`~yolov6_sdk.runtime.results.Results` out.
 
-``Detector(path)`` picks the backend from the artifact's suffix (``.onnx`` ONNX Runtime, ``.engine`` /
-``.plan`` TensorRT, ``.pt`` / ``.pth`` torch), letterboxes images to the artifact's input size, runs them in
+``Detector(path)`` picks the backend from the artifact's suffix (``.onnx`` ONNX Runtime or OpenVINO, whichever
+was measured faster on this CPU, ONNX Runtime on a GPU; ``.xml`` OpenVINO; ``.engine`` / ``.plan`` TensorRT;
+``.pt`` / ``.pth`` torch; see :mod:`yolov6_sdk.runtime.backends.registry`), letterboxes images to the artifact's input size, runs them in
 batches the artifact serves, decodes the outputs (NMS for raw exports, the EfficientNMS outputs of
 end-to-end ones) and maps boxes back to original-image pixels (xyxy, clipped to the image).
 
@@ -40,7 +41,7 @@ from yolov6_sdk.artifact.preprocess import (
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
-from yolov6_sdk.runtime.backends.registry import backend_kind, open_backend
+from yolov6_sdk.runtime.backends.registry import open_backend
 from yolov6_sdk.runtime.names import class_names
 from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, prefetched_values
 from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
@@ -56,9 +57,9 @@ class Detector:
     """Run a YOLOv6 artifact on images and videos.
 
     Args:
-        path: ``.onnx``, ``.engine`` / ``.plan`` or ``.pt`` / ``.pth`` file.
+        path: ``.onnx``, ``.xml`` (OpenVINO IR), ``.engine`` / ``.plan`` or ``.pt`` / ``.pth`` file.
         device: "auto", "cpu", "cuda" or "cuda:N".
-        backend: "auto" (from the suffix), "onnxruntime", "tensorrt" or "torch".
+        backend: "auto" (see the module docstring), "onnxruntime", "openvino", "tensorrt" or "torch".
         conf: score threshold (0..1). End-to-end artifacts apply their exported threshold first.
         iou: NMS IoU threshold (raw artifacts; end-to-end ones use their exported value).
         max_det: detections kept per image.
@@ -84,6 +85,12 @@ class Detector:
             such as an engine built by trtexec. None: the artifact's names (numbers when it records none).
         ort_provider: ONNX Runtime's GPU provider, "cuda" or "tensorrt" (its TensorRT EP, with engine and timing
             caches beside the model); None: CUDA. ``.onnx`` files only.
+        precision: the precision OpenVINO computes an fp32 or int8 artifact's float parts in, "fp32" or "bf16"
+            (bf16 needs a CPU with AVX512-BF16 or AMX); None: what the artifact records (bf16 artifacts run bf16,
+            others fp32). OpenVINO only.
+
+    An option the chosen backend does not take (``threads`` for a ``.pt``, ``cuda_graph`` for ONNX Runtime) is
+    refused with a :class:`ConfigError` naming the backends that take it.
 
     Raises:
         ArtifactError: missing, empty, corrupt or unknown artifact.
@@ -108,34 +115,16 @@ class Detector:
         rect: bool | None = None,
         names: Sequence[str] | str | Path | None = None,
         ort_provider: str | None = None,
+        precision: str | None = None,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         if multi_label is not None and not isinstance(multi_label, bool):
             raise ConfigError(f"multi_label must be True, False or None (the artifact's choice), got {multi_label!r}")
-        kind = backend_kind(path, backend)
-        options: dict[str, Any] = {}
-        if threads is not None:
-            if kind != "onnxruntime":
-                raise ConfigError(f"threads applies to the onnxruntime backend only, not {kind} ({path})")
-            options["threads"] = threads
-        if half:
-            if kind != "torch":
-                raise ConfigError(f"half applies to .pt checkpoints; export {path} in fp16 instead")
-            options["half"] = True
-        if cuda_graph:
-            if kind == "onnxruntime":
-                raise ConfigError(
-                    f"cuda_graph applies to .pt checkpoints and TensorRT engines, not ONNX Runtime ({path}); "
-                    "build an engine with yolov6-build or drop cuda_graph"
-                )
-            options["cuda_graph"] = True
-        if imgsz is not None and kind == "onnxruntime":
-            options["imgsz"] = imgsz
-        if ort_provider is not None:
-            if kind != "onnxruntime":
-                raise ConfigError(f"ort_provider applies to .onnx models run by ONNX Runtime, not {kind} ({path})")
-            options["provider"] = ort_provider
-        self.backend: Backend = open_backend(path, kind, device, options)
+        options = {"threads": threads, "half": half or None, "cuda_graph": cuda_graph or None,
+                   "ort_provider": ort_provider, "precision": precision}  # fmt: skip
+        self.backend: Backend = open_backend(
+            path, backend, device, {key: value for key, value in options.items() if value is not None}, {"imgsz": imgsz}
+        )
         self.info: ModelInfo = self.backend.info
         try:
             self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz

@@ -2,45 +2,56 @@
 
 A backend loads one artifact, tells what it expects (:class:`ModelInfo`), runs a pre-processed batch and
 returns the artifact's named outputs. Pre- and post-processing live outside the backends, shared by all.
+Each backend class declares what it reads and takes in a :class:`BackendSpec`; the registry, the Detector and
+the benchmark read those declarations, so a new backend is one module plus one registry line.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from yolov6_sdk.artifact.spec import IOSpec, Precision
+from yolov6_sdk.artifact.model_info import ModelInfo
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, Precision
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What the runtime needs to know about an artifact.
+class BackendSpec:
+    """What one backend reads, takes and can do, declared on its class as ``spec``.
 
     Attributes:
-        names: class names, index = class id.
-        imgsz: (H, W) the artifact was exported for.
-        end2end: the artifact emits the EfficientNMS outputs (NMS inside) instead of ``outputs`` [B, A, 5+nc].
-        multi_label: the NMS semantics the artifact records (a box once per class above conf, or only its
-            best class); see :func:`~yolov6_sdk.artifact.sidecar.recorded_multi_label`.
-        precision: "fp32", "fp16" or "int8".
-        max_batch: largest batch the artifact serves (None: unbounded).
-        min_batch: smallest batch it serves.
-        inputs, outputs: tensor specs (:class:`~yolov6_sdk.artifact.spec.IOSpec`).
-        extra: anything else the artifact recorded (metadata_props, sidecar fields).
+        name: the name users pass as ``backend=`` (e.g. "openvino").
+        suffixes: artifact suffixes it reads (keys of :data:`~yolov6_sdk.artifact.spec.ARTIFACT_SUFFIXES`);
+            several backends may read one suffix.
+        options: keyword options its constructor takes besides ``path`` and ``device``; the Detector passes it
+            only these and refuses the others with one clear error.
+        modules: Python modules it imports (checked installed before the class is chosen).
+        install: the command that installs them.
+        devices: device types it runs on ("cpu", "cuda").
+        precisions: precisions it runs.
+        dynamic_shapes: it serves artifacts with dynamic batch, height and width.
+        torch_tensors: ``infer`` may take torch tensors on its device (GPU pre- and post-processing).
     """
 
-    names: list[str]
-    imgsz: tuple[int, int]
-    end2end: bool
-    multi_label: bool = False
-    precision: Precision = "fp32"
-    max_batch: int | None = None
-    min_batch: int = 1
-    inputs: tuple[IOSpec, ...] = ()
-    outputs: tuple[IOSpec, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    name: str
+    suffixes: tuple[str, ...]
+    options: tuple[str, ...]
+    modules: tuple[str, ...]
+    install: str
+    devices: tuple[str, ...]
+    precisions: tuple[Precision, ...]
+    dynamic_shapes: bool = True
+    torch_tensors: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [suffix for suffix in self.suffixes if suffix not in ARTIFACT_SUFFIXES]
+        if unknown:
+            raise ValueError(f"backend {self.name!r} declares suffixes {unknown} outside ARTIFACT_SUFFIXES")
+
+
+__all__ = ["Backend", "BackendSpec", "ModelInfo"]
 
 
 class Backend(abc.ABC):
@@ -51,7 +62,7 @@ class Backend(abc.ABC):
     backends return tensors on their device so post-processing can stay there.
     """
 
-    kind: str = ""
+    spec: ClassVar[BackendSpec]
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         self.path = Path(path)
@@ -70,6 +81,11 @@ class Backend(abc.ABC):
     def wants_torch(self) -> bool:
         """True when :meth:`infer` takes torch tensors on :attr:`device` (so pre-processing runs there)."""
         return False
+
+    @property
+    def kind(self) -> str:
+        """The backend's name (:attr:`BackendSpec.name`), e.g. "onnxruntime"."""
+        return self.spec.name
 
     def close(self) -> None:  # noqa: B027  (optional hook, nothing to release by default)
         """Release sessions, contexts and device memory."""

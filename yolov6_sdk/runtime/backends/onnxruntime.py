@@ -2,7 +2,7 @@
 
 The session runs with graph optimisation level ALL. Providers follow the device asked: "cpu" -> CPU;
 "cuda[:N]" -> the CUDA EP, then CPU for unsupported nodes; "auto" -> CUDA when this onnxruntime has it, else
-CPU. ``provider="tensorrt"`` puts ONNX Runtime's TensorRT EP first (CUDA, then CPU behind it) with its engine
+CPU. ``ort_provider="tensorrt"`` puts ONNX Runtime's TensorRT EP first (CUDA, then CPU behind it) with its engine
 and timing caches on, in a ``<model stem>.ort-trt-cache`` folder beside the model, so the engine TensorRT
 builds is reused by the next process; it refuses models quantised for the CPU (uint8 asymmetric Q/DQ, which
 TensorRT does not run). What the model is comes from the export's ``metadata_props`` and, for ONNX files from
@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.sidecar import decode_metadata, recorded_multi_label
-from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
+from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.model_info import graph_model_info
+from yolov6_sdk.artifact.sidecar import decode_metadata
+from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
 from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
 
-_STRIDE_SETS = ((8, 16, 32), (8, 16, 32, 64))  # output strides of YOLOv6 P5 and P6 models
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 PROVIDERS = ("auto", "cuda", "tensorrt")  # the GPU provider choice; "auto" = CUDA
 # distributions that each install the ``onnxruntime`` module
@@ -90,6 +89,7 @@ def select_providers(device: str, provider: str = "auto", cache_dir: Path | None
         raise ConfigError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     if provider == "tensorrt" and kind == "cpu":
         raise ConfigError("provider='tensorrt' runs on a GPU; use device='cuda' (or 'auto') or drop the provider")
+    ort = require("onnxruntime")
     installed = ort.get_available_providers()
     wanted = (
         ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if provider == "tensorrt" else ["CUDAExecutionProvider"]
@@ -149,13 +149,21 @@ class OnnxRuntimeBackend(Backend):
         threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
         imgsz: input (H, W) for a model whose input size is neither fixed in the graph nor recorded in its
             metadata; must agree with a fixed size.
-        provider: the GPU provider, "auto" (CUDA), "cuda" or "tensorrt" (see the module docstring).
+        ort_provider: the GPU provider, "auto" (CUDA), "cuda" or "tensorrt" (see the module docstring).
 
     ``infer`` takes a numpy ``[B, 3, H, W]`` float array (cast to the graph's input dtype, e.g. fp16) and
     returns ``{output name: numpy array}``.
     """
 
-    kind = "onnxruntime"
+    spec = BackendSpec(
+        name="onnxruntime",
+        suffixes=(".onnx",),
+        options=("threads", "imgsz", "ort_provider"),
+        modules=("onnxruntime",),
+        install="pip install onnxruntime (CPU) or onnxruntime-gpu (NVIDIA GPU)",
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "fp16", "int8"),
+    )
 
     def __init__(
         self,
@@ -163,10 +171,10 @@ class OnnxRuntimeBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         imgsz: int | tuple[int, int] | None = None,
-        provider: str = "auto",
+        ort_provider: str = "auto",
     ) -> None:
         check_one_onnxruntime()
-        providers, resolved = select_providers(device, provider, trt_cache_dir(path))
+        providers, resolved = select_providers(device, ort_provider, trt_cache_dir(path))
         if any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
             refuse_asymmetric_qdq(Path(path))
         super().__init__(path, resolved)
@@ -177,14 +185,15 @@ class OnnxRuntimeBackend(Backend):
         if resolved != "cpu" and not any(name in active for name in _GPU_PROVIDERS):
             raise ArtifactError(
                 f"ONNX Runtime could not start a GPU provider for {self.path} (active: {active}); check the CUDA "
-                f"and cuDNN libraries onnxruntime-gpu {ort.__version__} needs, or use device='cpu'"
+                f"and cuDNN libraries onnxruntime-gpu {require('onnxruntime').__version__} needs, or use device='cpu'"
             )
         self._info = self._read_info(session, imgsz)
         self._input_dtype = np.dtype(self._info.inputs[0].dtype)
-        self.session: ort.InferenceSession | None = session
+        self.session: Any = session
         LOGGER.info("loaded %s on %s (providers %s)", self.path, self.device, active)
 
-    def _open(self, providers: list[Any], threads: int | None) -> ort.InferenceSession:
+    def _open(self, providers: list[Any], threads: int | None) -> Any:
+        ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only; the library logger reports the rest
@@ -202,72 +211,17 @@ class OnnxRuntimeBackend(Backend):
     def info(self) -> ModelInfo:
         return self._info
 
-    def _read_info(self, session: ort.InferenceSession, imgsz: int | tuple[int, int] | None) -> ModelInfo:
+    def _read_info(self, session: Any, imgsz: int | tuple[int, int] | None) -> ModelInfo:
         meta = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
         inputs = tuple(_spec(arg) for arg in session.get_inputs())
         outputs = tuple(_spec(arg) for arg in session.get_outputs())
-        end2end = {spec.name for spec in outputs} >= set(END2END_OUTPUTS)
-        if not end2end and len(outputs[0].shape) != 3:
-            raise ArtifactError(
-                f"{self.path} is not a YOLOv6 export: expected output [B, anchors, 5 + classes] or the "
-                f"{', '.join(END2END_OUTPUTS)} outputs, got {[(s.name, s.shape) for s in outputs]}"
-            )
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, None):
-            raise ArtifactError(f"{self.path}: expected one input [B, 3, H, W], got {[s.shape for s in inputs]}")
-        if inputs[0].dtype not in ("float32", "float16"):
-            raise ArtifactError(f"{self.path}: expected a float32 or float16 input, got {inputs[0].dtype}")
-        batch = inputs[0].shape[0]
-        precision = meta.get("precision") or ("fp16" if inputs[0].dtype == "float16" else "fp32")
-        size = self._imgsz(meta, inputs[0], imgsz)
-        return ModelInfo(
-            names=self._names(meta, session, size, end2end),
-            imgsz=size,
-            end2end=end2end,
-            multi_label=recorded_multi_label(meta, end2end, str(self.path)),
-            precision=str(precision),
-            max_batch=batch,
-            min_batch=batch or 1,
-            inputs=inputs,
-            outputs=outputs,
-            extra=meta,
-        )
 
-    def _names(
-        self, meta: dict[str, Any], session: ort.InferenceSession, imgsz: tuple[int, int], end2end: bool
-    ) -> list[str]:
-        """Recorded class names, else "0".."nc-1" with nc from the raw output's last axis (whose shape must then
-        be a YOLOv6 model's, see :func:`_check_unrecorded_raw_output`)."""
-        names = meta.get("names")
-        if isinstance(names, list) and names:
-            return [str(name) for name in names]
-        if end2end:
-            LOGGER.warning("%s records no class names; classes are shown by number", self.path)
-            return []
-        anchors, columns = _spec(session.get_outputs()[0]).shape[1:]
-        if anchors is None or columns is None:  # symbolic in the graph: run one gray image to learn them
-            spec = _spec(session.get_inputs()[0])
-            probe = np.full((spec.shape[0] or 1, 3, *imgsz), 114 / 255, dtype=spec.dtype)
-            anchors, columns = session.run(None, {spec.name: probe})[0].shape[1:]
-        _check_unrecorded_raw_output(self.path, anchors, columns, imgsz)
-        return [str(i) for i in range(columns - 5)]
+        def probe(size: tuple[int, int]) -> tuple[int, int]:
+            shape = (inputs[0].shape[0] or 1, 3, *size)
+            anchors, columns = session.run(None, {inputs[0].name: np.full(shape, 114 / 255, inputs[0].dtype)})[0].shape[1:]
+            return int(anchors), int(columns)
 
-    def _imgsz(self, meta: dict[str, Any], spec: IOSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
-        fixed = spec.shape[2:]
-        recorded = meta.get("imgsz")
-        if isinstance(recorded, list) and len(recorded) == 2:
-            known: tuple[int, int] | None = (int(recorded[0]), int(recorded[1]))
-        else:
-            known = (int(fixed[0]), int(fixed[1])) if None not in fixed else None
-        if asked is None:
-            if known is None:
-                raise ConfigError(
-                    f"{self.path} has a dynamic input size and records no imgsz; pass imgsz=(H, W), multiples of 32"
-                )
-            return known
-        size = check_imgsz(asked)
-        if None not in fixed and size != tuple(fixed):
-            raise ConfigError(f"{self.path} takes input {tuple(fixed)} only, got imgsz={asked!r}; drop imgsz")
-        return size
+        return graph_model_info(str(self.path), meta, inputs, outputs, imgsz, probe)
 
     def infer(self, images: Any) -> dict[str, Any]:
         """Run ``images`` [B, 3, H, W] (numpy); returns ``{output name: numpy array}``."""
@@ -288,19 +242,3 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         self.session = None
 
-
-def _check_unrecorded_raw_output(path: Path, anchors: int, columns: int, imgsz: tuple[int, int]) -> None:
-    """Refuse a raw ``[B, anchors, columns]`` output that no YOLOv6 model gives at input ``imgsz`` (H, W):
-    one row per anchor point of the strides 8, 16, 32 (P5 models) or 8..64 (P6), and 5 + classes columns.
-
-    Raises:
-        ArtifactError: another shape; the model is not a YOLOv6 export.
-    """
-    height, width = imgsz
-    expected = sorted({sum((height // s) * (width // s) for s in strides) for strides in _STRIDE_SETS})
-    if anchors not in expected or columns < 6:
-        raise ArtifactError(
-            f"{path} is not a YOLOv6 export: its output is [B, {anchors}, {columns}], but a YOLOv6 model at input "
-            f"{height}x{width} gives [B, {' or '.join(map(str, expected))}, 5 + classes]; export the model with "
-            "yolov6-build (it records the class names), or pass the imgsz it was exported at"
-        )

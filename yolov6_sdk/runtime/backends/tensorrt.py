@@ -32,7 +32,7 @@ from yolov6_sdk.artifact import trt_compat
 from yolov6_sdk.artifact.sidecar import Sidecar, check_compatible, read_sidecar, sidecar_path
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, YOLOv6Error
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
 
 LOGGER = logging.getLogger(__name__)
 
@@ -133,7 +133,16 @@ class _Slot:
 class TensorRTBackend(Backend):
     """A serialised TensorRT engine on one CUDA device (see the module docstring)."""
 
-    kind = "tensorrt"
+    spec = BackendSpec(
+        name="tensorrt",
+        suffixes=(".engine", ".plan"),
+        options=("cuda_graph",),
+        modules=("tensorrt", "torch"),
+        install="pip install 'yolov6-sdk[trt]' (TensorRT from NVIDIA's index, see the README)",
+        devices=("cuda",),
+        precisions=("fp32", "fp16", "int8"),
+        torch_tensors=True,
+    )
 
     def __init__(self, path: str | Path, device: str = "cuda", cuda_graph: bool = False) -> None:
         torch = require("torch")

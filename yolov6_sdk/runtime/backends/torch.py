@@ -24,7 +24,7 @@ from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.sidecar import recorded_multi_label
 from yolov6_sdk.artifact.spec import INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
 from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
@@ -59,7 +59,16 @@ class TorchBackend(Backend):
         ConfigError: ``half`` or ``cuda_graph`` on the CPU, or a CUDA device torch cannot see.
     """
 
-    kind = "torch"
+    spec = BackendSpec(
+        name="torch",
+        suffixes=(".pt", ".pth"),
+        options=("half", "cuda_graph"),
+        modules=("torch",),
+        install="pip install torch==2.13.0 && pip install 'yolov6-sdk[train]'",
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "fp16"),
+        torch_tensors=True,
+    )
 
     def __init__(self, path: str | Path, device: str = "auto", half: bool = False, cuda_graph: bool = False) -> None:
         self._torch = require("torch")
