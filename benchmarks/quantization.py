@@ -29,11 +29,12 @@ from pathlib import Path
 
 import onnx
 
-from yolov6_sdk.evaluate import EvalSet, evaluate_artifact, load_eval_set
+from yolov6_sdk.evaluate import EvalSet, load_eval_set
 from yolov6_sdk.export import calibration, qdq
 from yolov6_sdk.export.build import build
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.machine import machine_info
+from yolov6_sdk.scoring import evaluate_artifact
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,6 +18,7 @@ from yolov6_sdk.export import ort_quant
 from yolov6_sdk.export import plan as plan_module
 from yolov6_sdk.export.build import build, run_build
 from yolov6_sdk.export.onnx import read_metadata
+from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import plan_build
 from yolov6_sdk.training.datagen import write_calibration_images
 
@@ -122,7 +123,7 @@ def test_fp32_build_is_the_export_itself(int8_build, tmp_path: Path) -> None:
 def test_empty_calibration_folder_fails_before_any_export(tmp_path: Path) -> None:
     empty = tmp_path / "calib"
     empty.mkdir()
-    plan = plan_build(**CPU, precision="int8", calib=empty, output=tmp_path / "out")
+    plan = plan_build(BuildOptions(**CPU, precision="int8", calib=empty, output=tmp_path / "out"))
     with pytest.raises(CalibrationError, match="holds no image file"):
         run_build(plan)
     assert not (tmp_path / "out").exists()
@@ -131,7 +132,7 @@ def test_empty_calibration_folder_fails_before_any_export(tmp_path: Path) -> Non
 def test_int8_calibrates_on_the_shipped_calib_folder_by_default(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "calib").mkdir()
-    plan = plan_build(**CPU, precision="int8", output=tmp_path / "out")
+    plan = plan_build(BuildOptions(**CPU, precision="int8", output=tmp_path / "out"))
     assert plan.calib == Path("calib")
     with pytest.raises(CalibrationError, match="'calib' holds no image file"):
         run_build(plan)
@@ -140,7 +141,7 @@ def test_int8_calibrates_on_the_shipped_calib_folder_by_default(tmp_path: Path, 
 @pytest.mark.parametrize("sizes", [[0], [1, -4]])
 def test_non_positive_batch_sizes_are_refused(sizes: list[int], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--batch takes positive batch sizes"):
-        plan_build(**CPU, batch_sizes=sizes, output=tmp_path)
+        plan_build(BuildOptions(**CPU, batch_sizes=sizes, output=tmp_path))
 
 
 def test_static_onnx_cannot_serve_other_batch_sizes(int8_build, tmp_path: Path) -> None:
@@ -149,66 +150,70 @@ def test_static_onnx_cannot_serve_other_batch_sizes(int8_build, tmp_path: Path) 
     static = tmp_path / "static.onnx"
     onnx.save(proto, str(static))
     with pytest.raises(BuildError, match="fixed batch of 1 and cannot serve --batch 1 32"):
-        plan_build(onnx=static, batch_sizes=[1, 32], backend="onnxruntime", output=tmp_path)
-    plan = plan_build(onnx=static, batch_sizes=[1], backend="onnxruntime", output=tmp_path)
+        plan_build(BuildOptions(onnx=static, batch_sizes=[1, 32], backend="onnxruntime", output=tmp_path))
+    plan = plan_build(BuildOptions(onnx=static, batch_sizes=[1], backend="onnxruntime", output=tmp_path))
     assert plan.artifact.name == f"yolov6n-{file_sha256(static)[:8]}-160-fp32-bs1.onnx"  # a fixed batch is named
 
 
 def test_dynamic_onnx_serves_any_batch_list(int8_build, tmp_path: Path) -> None:
     source = int8_build.artifact.with_suffix(".fp32.onnx")
-    plan = plan_build(onnx=source, batch_sizes=[1, 8, 32], backend="onnxruntime", output=tmp_path)
-    assert plan.artifact.name == f"yolov6n-{file_sha256(source)[:8]}-160-fp32.onnx" and plan.batch_sizes == (1, 8, 32)
+    plan = plan_build(BuildOptions(onnx=source, batch_sizes=[1, 8, 32], backend="onnxruntime", output=tmp_path))
+    assert plan.artifact.name == f"yolov6n-{file_sha256(source)[:8]}-160-fp32.onnx" and plan.options.batch_sizes == (
+        1,
+        8,
+        32,
+    )
 
 
 def test_truncated_or_inputless_onnx_source_is_one_clear_error(int8_build, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(int8_build.artifact.with_suffix(".fp32.onnx").read_bytes()[:1000])
     with pytest.raises(ArtifactError, match="truncated.onnx: not a readable ONNX file"):
-        plan_build(onnx=truncated, backend="onnxruntime", output=tmp_path)
+        plan_build(BuildOptions(onnx=truncated, backend="onnxruntime", output=tmp_path))
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     with pytest.raises(BuildError, match=r"empty.onnx: expected one \[B, 3, H, W\] image input"):
-        plan_build(onnx=empty, backend="onnxruntime", output=tmp_path)
+        plan_build(BuildOptions(onnx=empty, backend="onnxruntime", output=tmp_path))
 
 
 @pytest.mark.skipif(available("tensorrt"), reason="TensorRT is installed here")
 def test_tensorrt_backend_without_tensorrt_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError) as info:
-        plan_build(**{**CPU, "backend": "tensorrt"}, output=tmp_path)
+        plan_build(BuildOptions(**{**CPU, "backend": "tensorrt"}, output=tmp_path))
     assert "yolov6-sdk[trt]" in str(info.value) and "GPU" in str(info.value)
 
 
 def test_tensorrt_batch_profile_is_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(plan_module, "resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
     with pytest.raises(ConfigError, match="ascending"):
-        plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path)
-    plan = plan_build(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path)
+        plan_build(BuildOptions(**{**CPU, "backend": "tensorrt"}, batch_sizes=[32, 1], output=tmp_path))
+    plan = plan_build(BuildOptions(**{**CPU, "backend": "tensorrt"}, batch_sizes=[1, 8, 32], output=tmp_path))
     assert plan.artifact.name == "yolov6n-random-160-fp32-bs1_8_32.engine" and plan.target == "tensorrt"
 
 
 def test_fp16_for_onnx_runtime_on_the_cpu_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="fp16 is not built for ONNX Runtime"):
-        plan_build(**CPU, precision="fp16", output=tmp_path)
+        plan_build(BuildOptions(**CPU, precision="fp16", output=tmp_path))
 
 
 def test_missing_default_weights_says_what_to_pass(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(plan_module, "DEFAULT_WEIGHTS", Path("weights/not-shipped.pt"))
     with pytest.raises(BuildError, match="--random-weights") as info:
-        plan_build(output=tmp_path, backend="onnxruntime")
+        plan_build(BuildOptions(output=tmp_path, backend="onnxruntime"))
     assert "--weights" in str(info.value) and "--onnx" in str(info.value)
 
 
 def test_options_that_contradict_each_other_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="either --weights or --onnx"):
-        plan_build(weights=tmp_path / "a.pt", onnx=tmp_path / "a.onnx", output=tmp_path)
+        plan_build(BuildOptions(weights=tmp_path / "a.pt", onnx=tmp_path / "a.onnx", output=tmp_path))
     with pytest.raises(ConfigError, match="int8 builds only"):
-        plan_build(**CPU, exclude=["auto"], output=tmp_path)
+        plan_build(BuildOptions(**CPU, exclude=["auto"], output=tmp_path))
     with pytest.raises(ConfigError, match="calibration method"):
-        plan_build(**CPU, precision="int8", calib=tmp_path, calib_method="kl", output=tmp_path)
+        plan_build(BuildOptions(**CPU, precision="int8", calib=tmp_path, calib_method="kl", output=tmp_path))
 
 
 def test_auto_backend_falls_back_to_onnx_runtime_without_a_gpu(tmp_path: Path) -> None:
-    plan = plan_build(**{**CPU, "backend": "auto"}, output=tmp_path)
+    plan = plan_build(BuildOptions(**{**CPU, "backend": "auto"}, output=tmp_path))
     if plan.backend == "onnxruntime":
         assert plan.backend_reason.startswith("auto:") and plan.artifact.suffix == ".onnx"
     else:
@@ -242,8 +247,11 @@ def test_val_reports_map_of_fp32_and_the_artifact_side_by_side(tmp_path: Path, c
     data = generate_dataset(tmp_path / "data", num_train=1, num_val=3, imgsz=(120, 200), num_classes=3)
     model = randomize_model(build_model("yolov6n", num_classes=3).eval(), seed=5)
     weights = save_checkpoint(tmp_path / "three.pt", model, imgsz=IMGSZ)
+    from yolov6_sdk.scoring import map_evaluator
+
     result = build(weights=weights, imgsz=IMGSZ, backend="onnxruntime", precision="int8", calib=calib_dir,
-                   calib_size=4, val=data, output=tmp_path / "out")  # fmt: skip
+                   calib_size=4, val=data, output=tmp_path / "out",
+                   evaluate=map_evaluator(data, (IMGSZ, IMGSZ)))  # fmt: skip
     assert set(result.maps) == {"fp32 (onnx)", "int8 (onnx)"}
     assert all(0.0 <= value <= 1.0 for value in result.maps.values()) and "validate" in result.seconds
 
@@ -304,11 +312,11 @@ def test_replacing_an_artifact_of_other_weights_is_refused_unless_forced(
 def test_a_file_that_records_no_weights_is_not_replaced(two_checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "mine.onnx").write_bytes(b"someone else's model")
     with pytest.raises(BuildError, match=r"mine.onnx exists and was built from unrecorded weights.*--force"):
-        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.onnx")
+        plan_build(BuildOptions(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.onnx"))
     with pytest.raises(ConfigError, match="without a folder"):
-        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="sub/mine")
+        plan_build(BuildOptions(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="sub/mine"))
     with pytest.raises(ConfigError, match=r"ends in \.engine"):
-        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.engine")
+        plan_build(BuildOptions(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, name="mine.engine"))
 
 
 def test_multi_label_build_records_it_and_is_named_apart_from_the_default_build(
@@ -344,12 +352,12 @@ def test_onnx_source_keeps_its_multi_label_choice_and_refuses_the_other(
     two_checkpoints: tuple[Path, Path], tmp_path: Path
 ) -> None:
     multi = build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path / "a", multi_label=True)
-    plan = plan_build(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b")
+    plan = plan_build(BuildOptions(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b"))
     assert plan.multi_label is True and plan.artifact.name.endswith("-64-fp32-ml.onnx")
     with pytest.raises(BuildError, match="exported with multi-label NMS, not single-label"):
-        plan_build(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b", multi_label=False)
+        plan_build(BuildOptions(onnx=multi.artifact, backend="onnxruntime", output=tmp_path / "b", multi_label=False))
     with pytest.raises(ConfigError, match="multi_label must be"):
-        plan_build(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, multi_label="yes")
+        plan_build(BuildOptions(weights=two_checkpoints[0], backend="onnxruntime", output=tmp_path, multi_label="yes"))
 
 
 def test_engine_sidecar_records_the_multi_label_choice_of_an_end2end_build(

@@ -15,6 +15,7 @@ import tomllib
 from yolov6_sdk.cli import bench, build, detect, info, main, train
 from yolov6_sdk.cli import eval as eval_cli
 from yolov6_sdk.errors import ConfigError
+from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import plan_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,9 @@ def test_batch_and_bs_are_one_option(name: str) -> None:
     values = ["4"] if single else ["1", "8"]
     want = 4 if single else [1, 8]
     base = REQUIRED.get(name, [])
-    assert _parse(name, [*base, "--batch", *values]).batch == want == _parse(name, [*base, "--bs", *values]).batch
+    dest = "batch_sizes" if name == "yolov6-build" else "batch"  # yolov6-build's options are BuildOptions fields
+    batch, bs = (getattr(_parse(name, [*base, flag, *values]), dest) for flag in ("--batch", "--bs"))
+    assert batch == want == bs
 
 
 @pytest.mark.parametrize("name", ["yolov6-detect", "yolov6-bench", "yolov6-eval", "yolov6-train"])
@@ -199,13 +202,16 @@ def test_build_summary_prints_map_as_a_fraction() -> None:
 
 def test_max_ap_drop_is_a_fraction(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="fraction"):
-        plan_build(random_weights=True, model="yolov6n", max_ap_drop=1.0, output=tmp_path, backend="onnxruntime")
-    assert plan_build(random_weights=True, model="yolov6n", output=tmp_path, backend="onnxruntime").max_ap_drop == 0.01
+        plan_build(
+            BuildOptions(random_weights=True, model="yolov6n", max_ap_drop=1.0, output=tmp_path, backend="onnxruntime")
+        )
+    plan = plan_build(BuildOptions(random_weights=True, model="yolov6n", output=tmp_path, backend="onnxruntime"))
+    assert plan.options.max_ap_drop == 0.01
 
 
 def test_model_without_weights_says_how_to_get_them(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info_:
-        plan_build(model="yolov6s", output=tmp_path, backend="onnxruntime")
+        plan_build(BuildOptions(model="yolov6s", output=tmp_path, backend="onnxruntime"))
     message = str(info_.value)
     assert "--random-weights" in message and "releases/download" in message and "yolov6s.pt" in message
 
@@ -213,14 +219,14 @@ def test_model_without_weights_says_how_to_get_them(tmp_path: Path) -> None:
 def test_tensorrt_builder_options_reach_the_plan_and_are_refused_elsewhere(tmp_path: Path) -> None:
     args = _parse("yolov6-build", ["--workspace", "8", "--timing-cache", "t.cache", "--hardware-compat",
                                    "ampere_plus", "--opset", "17"])  # fmt: skip
-    assert (args.workspace, args.timing_cache, args.hardware_compat, args.opset) == (8.0, Path("t.cache"),
+    assert (args.workspace_gib, args.timing_cache, args.hardware_compat, args.opset) == (8.0, Path("t.cache"),
                                                                                      "ampere_plus", 17)  # fmt: skip
     common = {"random_weights": True, "model": "yolov6n", "output": tmp_path, "backend": "onnxruntime"}
     with pytest.raises(ConfigError, match="--workspace, --hardware-compat set the TensorRT builder"):
-        plan_build(**common, workspace_gib=8, hardware_compat="ampere_plus")
+        plan_build(BuildOptions(**common, workspace_gib=8, hardware_compat="ampere_plus"))
     with pytest.raises(ConfigError, match="13 or newer"):
-        plan_build(**common, opset=11)
-    assert plan_build(**common, opset=17).opset == 17 and plan_build(**common).opset == 13
+        plan_build(BuildOptions(**common, opset=11))
+    assert plan_build(BuildOptions(**common, opset=17)).opset == 17 and plan_build(BuildOptions(**common)).opset == 13
 
 
 def test_engine_config_carries_the_builder_options() -> None:

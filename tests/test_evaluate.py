@@ -16,11 +16,11 @@ from yolov6_sdk.evaluate import (
     coco_ground_truth,
     coco_map,
     evaluate,
-    evaluate_artifact,
     load_eval_set,
 )
 from yolov6_sdk.models import build_model
 from yolov6_sdk.runtime.postprocess import Detections
+from yolov6_sdk.scoring import evaluate_artifact
 from yolov6_sdk.training.datagen import generate_dataset
 from yolov6_sdk.training.validate import evaluate_model
 from yolov6_sdk.weights import save_checkpoint

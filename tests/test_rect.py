@@ -15,6 +15,7 @@ from yolov6_sdk.artifact.preprocess import letterbox_info, preprocess_batch, rec
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.export.build import run_build
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx, read_metadata
+from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import plan_build
 from yolov6_sdk.export.tensorrt import BuildConfig, input_profile
 from yolov6_sdk.models import fuse
@@ -157,15 +158,19 @@ def test_a_mixed_batch_runs_on_the_canvas_of_its_largest_member(art: SimpleNames
 def test_build_dynamic_hw_makes_a_named_rect_artifact_and_refuses_a_fixed_onnx_source(
     art: SimpleNamespace, tmp_path: Path
 ) -> None:
-    plan = plan_build(weights=DEMO_WEIGHTS, precision="fp32", dynamic_hw=True, output=tmp_path, backend="onnxruntime")
+    plan = plan_build(
+        BuildOptions(weights=DEMO_WEIGHTS, precision="fp32", dynamic_hw=True, output=tmp_path, backend="onnxruntime")
+    )
     assert plan.dynamic_hw and plan.artifact.name.endswith("-dynhw.onnx")
     artifact = run_build(plan).artifact
     with Detector(artifact, device="cpu") as detector:
         assert detector.rect and detector.canvas_shape([art.image.shape[:2]]) == (128, 160)
-    from_onnx = plan_build(onnx=art.dynamic, precision="fp32", output=tmp_path / "o", backend="onnxruntime")
+    from_onnx = plan_build(
+        BuildOptions(onnx=art.dynamic, precision="fp32", output=tmp_path / "o", backend="onnxruntime")
+    )
     assert from_onnx.dynamic_hw and from_onnx.artifact.name.endswith("-dynhw.onnx")
     with pytest.raises(ConfigError, match="fixed input height and width.*--dynamic-hw"):
-        plan_build(onnx=art.fixed, dynamic_hw=True, output=tmp_path / "f", backend="onnxruntime")
+        plan_build(BuildOptions(onnx=art.fixed, dynamic_hw=True, output=tmp_path / "f", backend="onnxruntime"))
 
 
 # ------------------------------------------------------------------------------------------ TensorRT profile

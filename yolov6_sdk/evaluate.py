@@ -1,4 +1,4 @@
-"""COCO mAP evaluation of any artifact the Detector runs, or of any predictor's detections.
+"""COCO mAP of any predictor's detections: a Detector's over an artifact, or the trainer's over its torch model.
 
 Official settings by default (meituan/YOLOv6 tools/eval.py): confidence 0.03, NMS IoU 0.65, at most 300 boxes
 per image, multi-label NMS. Predictions are mapped back to original-image pixels and scored with
@@ -8,8 +8,9 @@ Ground truth: for a COCO-layout root the annotation file itself (crowd regions s
 the images the loader kept; for a YOLO ``data.yaml`` a COCO ground truth built in memory from the parsed labels
 (readers in :mod:`yolov6_sdk.labels`).
 
-torch is never imported here: a ``.pt`` artifact brings it in through its backend. The trainer scores the torch
-model it is training with :func:`yolov6_sdk.training.validate.evaluate_model`, on the same :func:`coco_map`.
+The predictor is handed in, so this module sits below export and runtime: :func:`yolov6_sdk.scoring.evaluate_artifact`
+runs an artifact through the Detector and scores it here, and the trainer scores the torch model it is training with
+:func:`yolov6_sdk.training.validate.evaluate_model`, on the same :func:`coco_map`. torch is never imported here.
 """
 
 from __future__ import annotations
@@ -214,43 +215,6 @@ def save_coco_results(detections: list[dict[str, Any]], path: str | Path) -> Pat
     return write_text(path, json.dumps(detections))
 
 
-def evaluate_artifact(
-    path: str | Path,
-    data: str | Path | DetectionSet | EvalSet,
-    split: str = "val",
-    imgsz: int | tuple[int, int] | None = None,
-    conf: float = EVAL_CONF,
-    iou: float = EVAL_IOU,
-    max_det: int = EVAL_MAX_DET,
-    batch: int = 8,
-    device: str = "auto",
-    backend: str = "auto",
-    progress: bool = False,
-    save_json: str | Path | None = None,
-) -> dict[str, Any]:
-    """mAP of a model artifact (.pt, .onnx, int8 .onnx, .engine) run by the :class:`~yolov6_sdk.Detector`.
-
-    ``imgsz`` None uses the artifact's own input size. ``save_json``: also write the COCO results there. The artifact's classes must be the dataset's. Raw
-    artifacts are decoded with multi-label NMS (the official protocol); end-to-end ones run the NMS they were
-    exported with (the Detector warns when that is single-label).
-    """
-    from yolov6_sdk.runtime.detector import Detector
-
-    eval_set = data if isinstance(data, EvalSet) else load_eval_set(data, split)
-    detector = Detector(
-        path, device=device, backend=backend, conf=conf, iou=iou, max_det=max_det, imgsz=imgsz, multi_label=True
-    )
-    try:
-        if detector.names and len(detector.names) != eval_set.data.num_classes:  # [] : an engine recording none
-            raise ConfigError(
-                f"{path} detects {len(detector.names)} classes but the dataset has {eval_set.data.num_classes}; "
-                "evaluate a model trained on this dataset's classes"
-            )
-        return evaluate(detector.predict_batch, eval_set, batch=batch, progress=progress, save_json=save_json)
-    finally:
-        detector.close()
-
-
 __all__ = [
     "EVAL_CONF",
     "EVAL_IOU",
@@ -261,7 +225,6 @@ __all__ = [
     "coco_ground_truth",
     "coco_map",
     "evaluate",
-    "evaluate_artifact",
     "load_eval_set",
     "load_split",
     "save_coco_results",

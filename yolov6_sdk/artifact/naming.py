@@ -35,7 +35,7 @@ DIGEST_CHARS = 8
 # source keys of a sidecar's ``source_hashes``, most specific first: "source" (every build since names carry
 # it), "source_onnx" (a build from an ONNX file), "weights_sha256" (the checkpoint an export came from)
 SOURCE_KEYS = ("source", "source_onnx", "weights_sha256")
-_DEFAULT_BATCH = {"tensorrt": (1, 1, 1)}  # backend kind -> batch profile left out of names (others: dynamic)
+_DEFAULT_BATCH = {"tensorrt-engine": (1, 1, 1)}  # artifact format -> batch profile left out of names (others: dynamic)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -101,7 +101,7 @@ def artifact_name(
     if source_sha256 != RANDOM_SOURCE and not re.fullmatch(r"[0-9a-f]{64}", source_sha256):
         raise ConfigError(f"source must be a sha256 hex digest or {RANDOM_SOURCE!r}, got {source_sha256!r}")
     parts = [model, source_tag(source_sha256), size_tag(imgsz), precision]
-    if batch_profile is not None and tuple(batch_profile) != _DEFAULT_BATCH.get(SUFFIX_BACKENDS[suffix]):
+    if batch_profile is not None and tuple(batch_profile) != _DEFAULT_BATCH.get(ARTIFACT_SUFFIXES[suffix]):
         parts.append(f"bs{batch_tag(tuple(batch_profile))}")
     if nms is not None:
         parts.append(f"nms_{nms}")

@@ -77,7 +77,9 @@ def check_imgsz(imgsz: int | Sequence[int], stride: int = STRIDE) -> tuple[int, 
         size = tuple(imgsz) if isinstance(imgsz, Sequence) else ()
     valid = len(size) == 2 and all(isinstance(v, (int, np.integer)) and v > 0 for v in size)
     if not valid:
-        raise ConfigError(f"imgsz must be an int or (height, width) of positive ints, got {imgsz!r}")
+        raise ConfigError(
+            f"imgsz must be an int or (height, width) of positive ints, multiples of {stride}, got {imgsz!r}"
+        )
     if any(v % stride for v in size):
         fixed = tuple(int(math.ceil(v / stride) * stride) for v in size)
         raise ConfigError(f"imgsz {tuple(size)} must be multiples of {stride}; use {fixed}")

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BACKENDS, PRECISIONS
-from yolov6_sdk.cli.options import ListThenPositionals, add_device, image_size, parse
+from yolov6_sdk.cli.options import ListThenPositionals, add_device, parse, parse_imgsz_option
 from yolov6_sdk.errors import YOLOv6Error
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv, positionals="artifacts")
     args.artifacts = [Path(a) for a in args.artifacts]
-    imgsz = image_size(parser, args.imgsz)
+    imgsz = parse_imgsz_option(parser, args.imgsz)
     if args.artifacts and args.models:
         parser.error("give either --models or artifact files, not both")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

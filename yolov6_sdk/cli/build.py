@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-from yolov6_sdk.artifact.spec import BUILD_BACKENDS, PRECISIONS
-from yolov6_sdk.artifact.trt_compat import HARDWARE_LEVELS
-from yolov6_sdk.cli.options import image_size, parse
+from yolov6_sdk.cli.options import parse
+from yolov6_sdk.export.options import BuildOptions
 
 EPILOG = """examples:
   yolov6-build --weights best.pt --precision int8 --calib calib/ -o engines/
@@ -21,103 +20,44 @@ EPILOG = """examples:
 """
 
 
-def _add_int8_options(calib: argparse._ArgumentGroup) -> None:
-    """Calibration, sensitivity and float-layer options of an int8 build."""
-    calib.add_argument("--calib", type=Path, help="folder of calibration images, searched recursively (default calib/)")
-    calib.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"),
-                       help="how activation ranges are chosen from the calibration images (default minmax)")  # fmt: skip
-    calib.add_argument("--calib-size", type=int, default=500, help="images used, evenly sampled (default 500)")
-    calib.add_argument("--calib-batch", type=int, default=8, help="images per calibration batch (default 8)")
-    calib.add_argument("--sensitivity", action="store_true", help="rank layers by INT8 sensitivity and print them")
-    calib.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
-                       help="layers kept float: module paths (wildcards allowed) or 'auto'")  # fmt: skip
-    calib.add_argument("--max-ap-drop", type=float, default=0.01, metavar="FRACTION",
-                       help="--exclude auto budget with --val: mAP50-95 the artifact may lose, as a fraction like "
-                       "every mAP the SDK prints (default 0.01, one point)")  # fmt: skip
-    calib.add_argument("--max-error", type=float, default=0.02,
-                       help="--exclude auto budget without --val: output error against fp32, as --sensitivity "
-                       "measures it (default 0.02)")  # fmt: skip
+GROUP_TITLES = {
+    "source": "source",
+    "artifact": "artifact",
+    "tensorrt": "export opset and TensorRT builder (trtexec's settings)",
+    "int8": "int8",
+    "validation": "validation",
+}
 
 
-def _add_tensorrt_options(trt: argparse._ArgumentGroup) -> None:
-    """Engine-builder settings of a TensorRT build, and the ONNX opset of the export it starts from."""
-    trt.add_argument("--workspace", type=float, default=None, metavar="GIB",
-                     help="builder workspace memory pool limit in GiB (default 4)")  # fmt: skip
-    trt.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
-                     help="timing cache to read and update (default: timing-trt<version>-sm<cc>.cache beside the "
-                     "engine)")  # fmt: skip
-    trt.add_argument("--hardware-compat", default="none", choices=("none", *HARDWARE_LEVELS),
-                     help="engine runs on other GPUs too: ampere_plus (any Ampere or newer) or "
-                     "same_compute_capability (default none: this GPU's kind only)")  # fmt: skip
-    trt.add_argument("--opset", type=int, default=None, metavar="N",
-                     help="ONNX opset of the export from --weights (default 13; 13 or newer)")  # fmt: skip
+def _argparse_settings(option: dataclasses.Field) -> dict[str, Any]:
+    """``add_argument`` keywords of one :class:`BuildOptions` field: its help with the default shown, a switch
+    for a bool, else its own ``type`` / ``nargs`` / ``metavar`` / ``choices``."""
+    meta, default = option.metadata, option.default
+    settings: dict[str, Any] = {"dest": option.name, "help": meta["help"], **meta["cli"]}
+    if isinstance(default, bool):
+        return {**settings, "action": "store_true"}
+    if option.name == "multi_label":  # True or unset: None lets an ONNX source keep what it records
+        return {**settings, "action": "store_const", "const": True, "default": None}
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    if shown not in (None, ""):
+        settings["help"] += f" (default {shown})"
+    return {**settings, "default": list(default) if isinstance(default, tuple) else default}
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser: every :class:`BuildOptions` field as its option, then --triton and --verbose."""
     parser = argparse.ArgumentParser(
         prog="yolov6-build",
         description="Build a YOLOv6 artifact: fp32/int8 ONNX for ONNX Runtime, or a TensorRT engine.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_argument_group("source")
-    source.add_argument(
-        "--weights", type=Path, help="checkpoint (.pt, SDK or official); default weights/yolov6n-shapes.pt"
-    )
-    source.add_argument("--onnx", type=Path, help="an fp32 ONNX export (or a QAT Q/DQ export) instead of a checkpoint")
-    source.add_argument("--qat", type=Path, metavar="CKPT",
-                        help="a yolov6-train --qat checkpoint: int8 from its trained ranges, no calibration")  # fmt: skip
-    source.add_argument("--model", help="zoo name (with --random-weights; checked against the checkpoint otherwise)")
-    source.add_argument("--random-weights", action="store_true", help="untrained network, for timing only")
-    what = parser.add_argument_group("artifact")
-    what.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                      help="numeric precision of the artifact; int8 calibrates on --calib (default fp32)")  # fmt: skip
-    what.add_argument("--backend", default="auto", choices=("auto", *BUILD_BACKENDS),
-                      help="runtime the artifact is for: onnxruntime (.onnx) or tensorrt (.engine) (default auto: "
-                      "tensorrt when TensorRT and a GPU are here, else onnxruntime)")  # fmt: skip
-    what.add_argument("--batch", "--bs", type=int, nargs="+", default=[1], metavar="N",
-                      help="batch sizes to serve: N, or MIN [OPT] MAX for a TensorRT profile (default 1)")  # fmt: skip
-    what.add_argument(
-        "--imgsz",
-        type=int,
-        nargs="+",
-        default=None,
-        metavar="PX",
-        help="H [W], multiples of 32 (default: the checkpoint's training size, else 640)",
-    )
-    what.add_argument("--end2end", action="store_true", help="NMS inside the graph (EfficientNMS outputs)")
-    what.add_argument(
-        "--multi-label",
-        action="store_true",
-        help="NMS keeps a box once per class above conf (COCO evaluation); default: each box's best class only "
-        "(an --onnx source keeps what it records)",
-    )
-    what.add_argument(
-        "--dynamic-hw",
-        action="store_true",
-        help="dynamic input height and width up to --imgsz: the Detector letterboxes each batch to the smallest "
-        "multiple-of-32 rectangle (a 640x480 picture runs on 480x640); TensorRT gets a min/opt/max profile",
-    )
-    what.add_argument(
+    groups = {key: parser.add_argument_group(title) for key, title in GROUP_TITLES.items()}
+    for option in dataclasses.fields(BuildOptions):
+        flags = option.metadata["flags"] or ("--" + option.name.replace("_", "-"),)
+        groups[option.metadata["group"]].add_argument(*flags, **_argparse_settings(option))
+    groups["artifact"].add_argument(
         "--triton", metavar="DIR", help="also write a Triton Inference Server model repository for the artifact"
-    )
-    what.add_argument("-o", "--output", type=Path, default=Path("engines"), metavar="DIR",
-                      help="output folder (default engines/)")  # fmt: skip
-    what.add_argument(
-        "--name",
-        help="artifact file name in the output folder, suffix optional (default: from what it holds, e.g. "
-        "yolov6n-3f2a9c1d-640-int8.onnx: model, weights digest, imgsz, precision[, batch profile][, NMS][, -ml])",
-    )
-    what.add_argument(
-        "--force", action="store_true", help="replace an existing artifact of that name built from other weights"
-    )
-    _add_tensorrt_options(parser.add_argument_group("export opset and TensorRT builder (trtexec's settings)"))
-    _add_int8_options(parser.add_argument_group("int8"))
-    parser.add_argument(
-        "--val",
-        type=Path,
-        help="dataset (COCO root or YOLO data.yaml) to report mAP of fp32 and the artifact on; with --sensitivity "
-        "it also measures mAP once per layer (slow on a large set)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every stage")
     return parser
@@ -148,13 +88,14 @@ class _Bars:
 
 def _plan_lines(plan: Any) -> list[str]:
     """The plan in a few lines: source, what is built, calibration, budget, validation and output."""
+    options = plan.options
     source = plan.onnx or plan.weights or f"randomly initialised {plan.model} (--random-weights)"
-    batch = " ".join(map(str, plan.batch_sizes))
+    batch = " ".join(map(str, options.batch_sizes))
     lines = [
         f"source     {source}",
         f"build      {plan.model} {plan.precision} on {plan.backend} ({plan.backend_reason}), imgsz "
         f"{plan.imgsz[0]}x{plan.imgsz[1]}, batch {batch}"
-        + (", end-to-end NMS" if plan.end2end else "")
+        + (", end-to-end NMS" if options.end2end else "")
         + (", multi-label NMS" if plan.multi_label else "")
         + (", dynamic height and width" if plan.dynamic_hw else ""),
     ]
@@ -162,13 +103,14 @@ def _plan_lines(plan: Any) -> list[str]:
         lines.append(f"quantise   trained ranges of the QAT source (no calibration), target {plan.target}")
     elif plan.precision == "int8":
         lines.append(
-            f"calibrate  up to {plan.calib_size} images from {plan.calib} ({plan.calib_method}), target {plan.target}"
+            f"calibrate  up to {options.calib_size} images from {plan.calib} ({plan.calib_method}), target "
+            f"{plan.target}"
         )
-        if plan.sensitivity or plan.exclude:
-            budget = f"mAP drop <= {plan.max_ap_drop}" if plan.val else f"output error <= {plan.max_error}"
-            lines.append(f"float      exclude {' '.join(plan.exclude) or '-'}; budget {budget}")
-    if plan.val:
-        lines.append(f"validate   {plan.val} (fp32 vs {plan.precision})")
+        if options.sensitivity or options.exclude:
+            budget = f"mAP drop <= {options.max_ap_drop}" if options.val else f"output error <= {options.max_error}"
+            lines.append(f"float      exclude {' '.join(options.exclude) or '-'}; budget {budget}")
+    if options.val:
+        lines.append(f"validate   {options.val} (fp32 vs {plan.precision})")
     return [*lines, f"output     {plan.artifact}"]
 
 
@@ -200,37 +142,38 @@ def _summary(result: Any) -> list[str]:
     return lines
 
 
+def _evaluator(plan: Any) -> Any:
+    """What measures mAP on ``--val`` (the Detector over the validation set), or None without ``--val``."""
+    if plan.options.val is None:
+        return None
+    from yolov6_sdk.scoring import map_evaluator
+
+    return map_evaluator(plan.options.val, plan.imgsz)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parse(parser, argv)
-    imgsz = image_size(parser, args.imgsz)
+    args = parse(_parser(), argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
     from yolov6_sdk.errors import YOLOv6Error
     from yolov6_sdk.export.build import run_build
     from yolov6_sdk.export.plan import plan_build
 
-    options = dict(
-        weights=args.weights, onnx=args.onnx, model=args.model, precision=args.precision, calib=args.calib,
-        calib_method=args.calib_method, calib_size=args.calib_size, calib_batch=args.calib_batch,
-        backend=args.backend, batch_sizes=args.batch, imgsz=imgsz,
-        end2end=args.end2end, output=args.output, val=args.val, sensitivity=args.sensitivity, exclude=args.exclude,
-        max_ap_drop=args.max_ap_drop, max_error=args.max_error, random_weights=args.random_weights,
-        name=args.name, force=args.force, multi_label=True if args.multi_label else None,
-        workspace_gib=args.workspace, timing_cache=args.timing_cache, hardware_compat=args.hardware_compat,
-        opset=args.opset, qat=args.qat, dynamic_hw=args.dynamic_hw,
-    )  # fmt: skip
     bars = _Bars()
     try:
-        plan = plan_build(**options)
+        plan = plan_build(
+            BuildOptions(**{option.name: getattr(args, option.name) for option in dataclasses.fields(BuildOptions)})
+        )
         print("\n".join(["yolov6-build plan:", *(f"  {line}" for line in _plan_lines(plan))]), flush=True)
         if args.triton:  # an unwritable repository folder fails before the build, not after it
             from yolov6_sdk.export.triton import check_repository_folder, write_triton_repository
 
             check_repository_folder(args.triton)
-        result = run_build(plan, progress=bars)
+        result = run_build(plan, progress=bars, evaluate=_evaluator(plan))
         if args.triton:
-            largest = max(plan.batch_sizes)  # a dynamic-batch artifact without --bs: the repository picks its own cap
+            largest = max(
+                plan.options.batch_sizes
+            )  # a dynamic-batch artifact without --bs: the repository picks its own cap
             repo = write_triton_repository(result.artifact, args.triton, max_batch=largest if largest > 1 else None)
     except YOLOv6Error as exc:
         bars.close()

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from yolov6_sdk.artifact.spec import BACKENDS
-from yolov6_sdk.cli.options import ListThenPositionals, add_deprecated_alias, add_device, image_size, parse
+from yolov6_sdk.cli.options import ListThenPositionals, add_deprecated_alias, add_device, parse, parse_imgsz_option
 
 if TYPE_CHECKING:
     from yolov6_sdk.runtime.detect import DetectReport
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(parser, argv, positionals="sources")
     if not args.sources:
         parser.error("give at least one SOURCE: an image or video file, a folder or a glob pattern")
-    imgsz = image_size(parser, args.imgsz)
+    imgsz = parse_imgsz_option(parser, args.imgsz)
 
     from tqdm import tqdm
 

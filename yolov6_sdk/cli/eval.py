@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from yolov6_sdk.artifact.spec import BACKENDS
-from yolov6_sdk.cli.options import add_device, image_size, parse
+from yolov6_sdk.cli.options import add_device, parse, parse_imgsz_option
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,12 +53,12 @@ def _table(name: str, metrics: dict, per_class: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv)
-    imgsz = image_size(parser, args.imgsz)
+    imgsz = parse_imgsz_option(parser, args.imgsz)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     from yolov6_sdk.errors import YOLOv6Error
-    from yolov6_sdk.evaluate import evaluate_artifact
     from yolov6_sdk.fileio import atomic_path
+    from yolov6_sdk.scoring import evaluate_artifact
 
     try:
         metrics = evaluate_artifact(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from yolov6_sdk.cli.options import image_size, parse
+from yolov6_sdk.cli.options import parse, parse_imgsz_option
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv)
-    size = image_size(parser, args.imgsz)
+    size = parse_imgsz_option(parser, args.imgsz)
     imgsz = (size, size) if isinstance(size, int) else size
 
     from yolov6_sdk.models.info import zoo_table

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from yolov6_sdk.artifact.preprocess import check_imgsz
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.runtime.backends.registry import canonical_device
 
@@ -114,13 +115,18 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None, positiona
     return args
 
 
-def image_size(parser: argparse.ArgumentParser, values: Sequence[int] | None) -> int | tuple[int, int] | None:
-    """``--imgsz H [W]`` as an int (one value) or (H, W); more than two values is a usage error."""
+def parse_imgsz_option(parser: argparse.ArgumentParser, values: Sequence[int] | None) -> int | tuple[int, int] | None:
+    """``--imgsz H [W]`` as an int (one value) or (H, W), checked by the contract's one image-size rule
+    (:func:`yolov6_sdk.artifact.preprocess.check_imgsz`); a bad size is a usage error."""
     if values is None:
         return None
-    if len(values) > 2 or any(v <= 0 or v % 32 for v in values):
+    if len(values) > 2:
         parser.error(f"--imgsz takes one or two positive multiples of 32, got {' '.join(map(str, values))}")
-    return values[0] if len(values) == 1 else (values[0], values[1])
+    try:
+        height, width = check_imgsz(values[0] if len(values) == 1 else tuple(values))
+    except ConfigError as exc:
+        parser.error(f"--imgsz {' '.join(map(str, values))}: {exc}")
+    return height if len(values) == 1 else (height, width)
 
 
 __all__ = [
@@ -129,6 +135,6 @@ __all__ = [
     "add_deprecated_alias",
     "add_device",
     "device",
-    "image_size",
     "parse",
+    "parse_imgsz_option",
 ]

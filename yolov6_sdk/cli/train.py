@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> object:
     from dataclasses import replace
 
-    from yolov6_sdk.training.trainer import TrainConfig
+    from yolov6_sdk.training.config import TrainConfig
 
     values = {name: getattr(args, name) for name in _PASS_THROUGH if getattr(args, name) is not None}
     if args.hyper_search or args.repopt_scales:

@@ -1,7 +1,8 @@
 """``yolov6-build`` as a library: checkpoint or ONNX in, a deployable artifact plus its sidecar ``.json`` out.
 
-:func:`~yolov6_sdk.export.plan.plan_build` checks the options and decides what will be made (backend, names,
-quantisation target); :func:`run_build` makes it; :func:`build` does both. Every command that needs an artifact
+:func:`~yolov6_sdk.export.plan.plan_build` decides what checked
+:class:`~yolov6_sdk.export.options.BuildOptions` will make (backend, names, quantisation target);
+:func:`run_build` makes it; :func:`build` does both from keyword options. Every command that needs an artifact
 (``yolov6-build``, ``yolov6-bench``) gets it here. Artifacts are named by what they contain
 (:func:`yolov6_sdk.artifact.naming.artifact_name`), e.g. ``<out>/yolov6n-3f2a9c1d-640-int8.onnx`` (ONNX Runtime)
 or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the caller names the file.
@@ -16,12 +17,14 @@ or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the call
   export is used as it is.
 * ``backend="auto"``: TensorRT when it imports and a CUDA GPU is visible, else ONNX Runtime.
 
-Reuse: an artifact whose sidecar records the same build key (source hash, model, precision, backend, input
-size, NMS and its multi-label choice, engine batch profile, calibration images and settings, float layers, SDK
-and ONNX Runtime versions; for engines also the running TensorRT and GPU) is returned as it is, unless ``val``
-or ``sensitivity`` asks for reports. Otherwise these caches, kept beside the artifact, are reused: the fp32
-export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and export
-options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
+Reuse: an artifact whose sidecar records the same build key is returned as it is (for engines, when it also
+matches the running TensorRT and GPU), unless ``val`` or ``sensitivity`` asks for reports. The key hashes every
+field of the plan and of its :class:`~yolov6_sdk.export.options.BuildOptions` except those :data:`NOT_CONTENT`
+names (where the artifact goes, source paths whose content is hashed instead, reports, the TensorRT builder's
+memory and timing cache), plus the SDK and ONNX Runtime versions and the calibration images' fingerprint; a new
+option is in the key unless it is added there. Otherwise these caches, kept beside the artifact, are reused: the
+fp32 export (``<stem>.fp32.onnx``, or the artifact itself for fp32 ONNX builds; keyed by checkpoint hash and
+export options, ``multi_label`` included, in its metadata) and the calibration ranges (``<stem>.calib.json``, keyed by
 the fp32 ONNX hash, the calibration images and method).
 Every file is written atomically, so an interrupted build leaves no artifact behind; the artifact and its sidecar
 are published together (:func:`yolov6_sdk.artifact.sidecar.publish_artifact`), so a killed build leaves the
@@ -61,8 +64,9 @@ from yolov6_sdk.artifact.sidecar import (
     write_sidecar,
 )
 from yolov6_sdk.artifact.spec import BackendKind, Precision
-from yolov6_sdk.errors import BuildError, YOLOv6Error
+from yolov6_sdk.errors import BuildError, ConfigError, YOLOv6Error
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
+from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
 from yolov6_sdk.fileio import check_output_folder, remove_stale_temporaries, temporary_sibling
 
@@ -119,20 +123,19 @@ def _cached_export(path: Path, key: str) -> bool:
     return meta.get("export_key") == key
 
 
-def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, str, bool]:
+def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, bool]:
     """Export the ONNX the build starts from to ``dest``, or reuse ``path`` when it holds the same export;
-    returns (path of the ONNX, source hash, reused)."""
+    returns (path of the ONNX, reused). The model is the checkpoint planning read (or an untrained one)."""
     if plan.onnx is not None:
-        return plan.onnx, file_sha256(plan.onnx), True
+        return plan.onnx, True
     source_hash = plan.source_sha256
     key = _export_key(plan, source_hash, half)
     if _cached_export(path, key):
         LOGGER.info("reusing the export %s", path)
-        return path, source_hash, True
+        return path, True
     path = dest
     from yolov6_sdk.export.onnx import ExportOptions, export_onnx
     from yolov6_sdk.models import build_model
-    from yolov6_sdk.weights import load
 
     options = ExportOptions(
         imgsz=plan.imgsz, opset=plan.opset, dynamic_batch=True, half=half, nms=plan.nms,
@@ -140,13 +143,13 @@ def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, 
     )  # fmt: skip
     meta = {"export_key": key, "weights_sha256": source_hash}
     if plan.qat_target is not None:  # the Q/DQ ONNX of the fake-quant model: trained ranges, no calibration
-        from yolov6_sdk.export.fake_quant import export_qat_onnx, load_qat_model
+        from yolov6_sdk.export.fake_quant import export_qat_onnx, qat_model
 
-        export_qat_onnx(load_qat_model(plan.weights), path, options, metadata=meta)
-        return path, source_hash, False
-    model = load(plan.weights).model if plan.weights is not None else build_model(plan.model).eval()
+        export_qat_onnx(qat_model(plan.checkpoint), path, options, metadata=meta)
+        return path, False
+    model = plan.checkpoint.model if plan.checkpoint is not None else build_model(plan.model).eval()
     export_onnx(model, path, options, metadata=meta)
-    return path, source_hash, False
+    return path, False
 
 
 # ------------------------------------------------------------------------------------------------ int8
@@ -157,13 +160,14 @@ def _float_layers(
     fp32: Path,
     ranges: dict[str, tuple[float, float]],
     calib: calibration.CalibrationSet,
-    evaluate: Callable[[Path], float] | None,
+    evaluate: sensitivity.Evaluate | None,
     progress: StageProgress | None,
 ) -> tuple[list[str], sensitivity.SensitivityReport | None]:
     """Layers to leave float: the ``--exclude`` names, or the greedy choice of ``--exclude auto``."""
-    auto = plan.exclude == ("auto",)
-    manual = [] if auto else ort_quant.resolve_float_nodes(onnx.load(str(fp32)), plan.exclude)
-    if not plan.sensitivity and not auto:
+    options = plan.options
+    auto = options.exclude == ("auto",)
+    manual = [] if auto else ort_quant.resolve_float_nodes(onnx.load(str(fp32)), options.exclude)
+    if not options.sensitivity and not auto:
         return manual, None
     job = sensitivity.QuantJob(fp32, ranges, plan.target, plan.calib_method)
     sample = list(itertools.islice(calib.batches(), -(-SENSITIVITY_IMAGES // calib.batch)))
@@ -171,7 +175,7 @@ def _float_layers(
     step = (lambda done, total: progress("sensitivity", done, total)) if progress else None
     ranking, int8_error, int8_map = sensitivity.rank_layers(job, comparer, evaluate=evaluate, progress=step)
     fp32_map = evaluate(fp32) if evaluate is not None else None
-    budget = sensitivity.Budget(plan.max_error, plan.max_ap_drop, fp32_map)
+    budget = sensitivity.Budget(options.max_error, options.max_ap_drop, fp32_map)
     report = sensitivity.choose_float_layers(
         job, comparer, ranking, (int8_error, int8_map), budget, evaluate, fixed=None if auto else manual
     )
@@ -200,7 +204,7 @@ class _State:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
-def _quantize(state: _State, fp32: Path, out: Path, evaluate: Callable[[Path], float] | None) -> Path:
+def _quantize(state: _State, fp32: Path, out: Path, evaluate: sensitivity.Evaluate | None) -> Path:
     plan, started, calib = state.plan, time.perf_counter(), state.calib
     step = (lambda done, total: state.progress("calibrate", done, total)) if state.progress else None
     cache = plan.artifact.with_suffix(".calib.json")
@@ -223,7 +227,7 @@ def _quantize(state: _State, fp32: Path, out: Path, evaluate: Callable[[Path], f
     return out
 
 
-def _prepare_onnx(state: _State, evaluate: Callable[[Path], float] | None, work: Path) -> tuple[Path, Path]:
+def _prepare_onnx(state: _State, evaluate: sensitivity.Evaluate | None, work: Path) -> tuple[Path, Path]:
     """The ONNX the artifact comes from (export or given) and the ONNX that becomes / feeds the artifact.
 
     What becomes the artifact itself is written to ``work`` (a hidden temporary beside it), never under the
@@ -235,9 +239,9 @@ def _prepare_onnx(state: _State, evaluate: Callable[[Path], float] | None, work:
     fp32_only = (plan.precision == "fp32" or qat) and plan.backend == "onnxruntime" and plan.onnx is None
     suffix = ".qdq.onnx" if qat else ".fp16.onnx" if half else ".fp32.onnx"
     cache = plan.artifact if fp32_only else plan.artifact.with_suffix(suffix)
-    source, source_hash, reused = _export(plan, cache, half, dest=work if fp32_only else cache)
+    source, reused = _export(plan, cache, half, dest=work if fp32_only else cache)
     state.cached += ["export"] if reused and plan.onnx is None else []
-    state.hashes.update(source=source_hash, fp32_onnx=file_sha256(source))
+    state.hashes["fp32_onnx"] = plan.source_sha256 if source == plan.onnx else file_sha256(source)
     state.timed("export", started)
     if plan.precision != "int8" or qat:
         return source, source
@@ -271,7 +275,7 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
         "onnxruntime_version": onnxruntime.__version__,
         "quant_target": plan.target if plan.precision == "int8" else "",
         "float_layers": [qdq.module_path(n) for n in state.float_layers],
-        "batch_sizes": list(plan.batch_sizes),
+        "batch_sizes": list(plan.options.batch_sizes),
         "build_seconds": {k: round(v, 2) for k, v in state.seconds.items()},
         "build_key": state.build_key,
     }
@@ -301,8 +305,9 @@ def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
     from yolov6_sdk.export.tensorrt import build_engine
 
     plan, started = state.plan, time.perf_counter()
-    config = engine_config(plan.precision, plan.batch_sizes, plan.imgsz, plan.end2end, plan.workspace_gib,
-                           plan.timing_cache, plan.hardware_compat)  # fmt: skip
+    options = plan.options
+    config = engine_config(plan.precision, options.batch_sizes, plan.imgsz, options.end2end, plan.workspace_gib,
+                           options.timing_cache, options.hardware_compat)  # fmt: skip
     calib = {"method": plan.calib_method, "images": state.calibration_images} if plan.precision == "int8" else None
     build_engine(onnx_path, work, config, calibration=calib)
     state.timed("engine", started)
@@ -316,26 +321,52 @@ def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ reuse
 
 
+NOT_CONTENT = frozenset({
+    "options",  # its fields are read one by one below
+    "artifact", "output", "name", "force", "backend_reason",  # where the artifact goes and how that was decided
+    "weights", "onnx", "qat", "calib", "checkpoint",  # files whose content is keyed: source_sha256, calib images
+    "val", "sensitivity", "max_ap_drop",  # reports: a build that reports always runs; max_ap_drop acts with val
+    "workspace_gib", "timing_cache",  # how the TensorRT builder searches (memory, cache), not what it makes
+})  # fmt: skip
+"""Fields of :class:`BuildPlan` and :class:`BuildOptions` that do not decide the artifact's content; every
+other field is in the build key, so a new option counts unless it is named here."""
+
+
+def _key_fields(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> dict[str, Any]:
+    """The content-deciding fields (what planning decided wins over what was asked), with the ones that decide
+    content in some builds only set to None in the others."""
+    asked = {option.name: getattr(plan.options, option.name) for option in dataclasses.fields(plan.options)}
+    decided = {name.name: getattr(plan, name.name) for name in dataclasses.fields(plan)}
+    fields = {name: value for name, value in {**asked, **decided}.items() if name not in NOT_CONTENT}
+    engine, calibrated = plan.backend == "tensorrt", calib is not None
+    fields.update(
+        batch_sizes=fields["batch_sizes"] if engine else None,  # an ONNX artifact keeps its source's batch axis
+        hardware_compat=fields["hardware_compat"] if engine else None,
+        calib_method=fields["calib_method"] if calibrated else None,
+        calib_batch=fields["calib_batch"] if calibrated else None,
+        calib_size=len(calib) if calib is not None else None,  # the images used, not the cap asked
+        calib_images=calib.fingerprint if calib is not None else None,
+        max_error=fields["max_error"] if plan.options.exclude == ("auto",) else None,
+        sdk=__version__,
+        onnxruntime=onnxruntime.__version__,
+    )
+    return fields
+
+
+def calibration_set(plan: BuildPlan) -> calibration.CalibrationSet | None:
+    """The calibration images of a calibrated int8 build (None for any other build).
+
+    Raises:
+        CalibrationError: the folder holds no readable image.
+    """
+    if plan.calib is None:
+        return None
+    return calibration.load_calibration_set(plan.calib, plan.imgsz, plan.options.calib_size, plan.options.calib_batch)
+
+
 def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str:
-    """sha256 hex over everything that decides the artifact's content (not its name, not the --val report)."""
-    fields = {
-        "sdk": __version__,
-        "onnxruntime": onnxruntime.__version__,
-        "source": plan.source_sha256,
-        "model": plan.model,
-        "precision": plan.precision,
-        "backend": plan.backend,
-        "imgsz": list(plan.imgsz),
-        "end2end": plan.end2end,
-        "multi_label": plan.multi_label,
-        "batch": list(plan.batch_sizes) if plan.backend == "tensorrt" else None,  # ONNX: the source's batch axis
-        "calib": [calib.fingerprint, len(calib), plan.calib_method, plan.calib_batch] if calib is not None else None,
-        "exclude": list(plan.exclude),
-        "max_error": plan.max_error if plan.exclude == ("auto",) else None,
-        "hardware_compat": plan.hardware_compat if plan.backend == "tensorrt" else None,
-        "opset": plan.opset,
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    """sha256 hex over everything that decides the artifact's content (every field not in :data:`NOT_CONTENT`)."""
+    return hashlib.sha256(json.dumps(_key_fields(plan, calib), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
@@ -344,7 +375,7 @@ def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
     Builds that report (``val``, ``sensitivity``) always run. An ONNX artifact must still hash as its sidecar
     recorded; an engine must match the running TensorRT and GPU.
     """
-    if plan.val is not None or plan.sensitivity or not plan.artifact.is_file():
+    if plan.options.val is not None or plan.options.sensitivity or not plan.artifact.is_file():
         return None
     try:
         car = read_sidecar(plan.artifact)
@@ -381,7 +412,7 @@ def _reused(plan: BuildPlan, car: Sidecar) -> BuildResult:
     )
 
 
-def _validate(state: _State, evaluate: Callable[[Path], float], reference: Path) -> dict[str, float]:
+def _validate(state: _State, evaluate: sensitivity.Evaluate, reference: Path) -> dict[str, float]:
     """mAP50-95 (a fraction, 0..1) of the reference ONNX and of the artifact, keyed "<precision> (<kind>)"."""
     plan, started = state.plan, time.perf_counter()
     maps = {}
@@ -394,22 +425,34 @@ def _validate(state: _State, evaluate: Callable[[Path], float], reference: Path)
     return maps
 
 
-def run_build(plan: BuildPlan, progress: StageProgress | None = None) -> BuildResult:
+def run_build(
+    plan: BuildPlan, progress: StageProgress | None = None, evaluate: sensitivity.Evaluate | None = None
+) -> BuildResult:
     """Make what ``plan`` describes; see the module docstring for files written and caches reused.
 
+    ``evaluate(path)``: mAP50-95 (a fraction) of an artifact on ``plan.options.val``, which a build with
+    ``val`` needs for its report and the mAP budget of ``--exclude auto`` (the caller makes it, e.g.
+    :func:`yolov6_sdk.scoring.map_evaluator`, so the build never runs the Detector itself).
+
     Raises:
+        ConfigError: ``val`` without ``evaluate``.
         BuildError / CalibrationError / MissingDependencyError: as the stages find problems; nothing is left
         at ``plan.artifact`` by a build that fails or is interrupted.
     """
+    options = plan.options
+    if options.val is not None and evaluate is None:
+        raise ConfigError(
+            f"val={options.val} needs evaluate(path) -> mAP to report on it: pass "
+            "evaluate=yolov6_sdk.scoring.map_evaluator(val, imgsz), as yolov6-build does, or drop val"
+        )
+    evaluate = evaluate if options.val is not None else None
     state = _State(plan, progress)
     prepare_output_folder(plan.artifact.parent)
-    if plan.precision == "int8" and plan.calib is not None:  # a bad calibration folder fails before any export
-        state.calib = calibration.load_calibration_set(plan.calib, plan.imgsz, plan.calib_size, plan.calib_batch)
+    state.calib = calibration_set(plan)  # a bad calibration folder fails before any export
     state.build_key = _build_key(plan, state.calib)
     existing = _up_to_date(plan, state.build_key)
     if existing is not None:
         return _reused(plan, existing)
-    evaluate = sensitivity.map_evaluator(plan.val, plan.imgsz) if plan.val is not None else None
     work = temporary_sibling(plan.artifact)
     try:
         plan.artifact.parent.mkdir(parents=True, exist_ok=True)
@@ -457,10 +500,12 @@ def prepare_output_folder(folder: Path) -> None:
         LOGGER.info("removed %d files left by interrupted builds in %s", len(leftovers), folder)
 
 
-def build(progress: StageProgress | None = None, **options: Any) -> BuildResult:
+def build(
+    progress: StageProgress | None = None, evaluate: sensitivity.Evaluate | None = None, **options: Any
+) -> BuildResult:
     """Plan and run a build in one call: ``build(weights="best.pt", precision="int8", calib="calib/")``.
 
-    ``options`` are :func:`plan_build`'s keyword arguments; ``progress(stage, done, total)`` follows the long
-    stages. Returns the :class:`BuildResult`.
+    ``options`` are :class:`BuildOptions` fields; ``progress(stage, done, total)`` follows the long stages and
+    ``evaluate`` measures mAP for ``val`` (see :func:`run_build`). Returns the :class:`BuildResult`.
     """
-    return run_build(plan_build(**options), progress)
+    return run_build(plan_build(BuildOptions(**options)), progress, evaluate)

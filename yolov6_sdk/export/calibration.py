@@ -33,12 +33,12 @@ from yolov6_sdk.artifact.images import decode_image, is_image, read_image
 from yolov6_sdk.artifact.preprocess import check_imgsz, preprocess_batch
 from yolov6_sdk.artifact.spec import INPUT_NAME
 from yolov6_sdk.errors import CalibrationError, ImageError
+from yolov6_sdk.export.options import DEFAULT_CALIB_SIZE
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
 RANGES_FORMAT = "yolov6-sdk-calibration/1"
-DEFAULT_CALIB_SIZE = 500
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(images_done, images_total)`` after each calibration batch."""

@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
@@ -42,6 +42,9 @@ from yolov6_sdk.errors import BuildError, CheckpointError
 from yolov6_sdk.export import qdq
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from yolov6_sdk.weights import LoadedModel
 
 PLAN_FORMAT = "yolov6-sdk-qat/1"
 QAT_META_KEY = "qat"
@@ -416,22 +419,20 @@ def _replace(model: nn.Module, path: str, kind: type, make: Any) -> None:
     model.get_submodule(parent_path)._modules[name] = make(module)
 
 
-def load_qat_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """The fake-quantised model of a QAT checkpoint (fused weights, the plan in ``meta["qat"]``), in eval mode.
+def qat_model(loaded: LoadedModel, device: torch.device | str = "cpu") -> nn.Module:
+    """The fake-quantised model of a loaded QAT checkpoint (fused weights, the plan in ``meta["qat"]``), in eval
+    mode: a copy, ``loaded.model`` is left as it is.
 
     Raises:
-        CheckpointError: unreadable, or not a QAT checkpoint (the message says how to make one).
+        CheckpointError: not a QAT checkpoint (the message says how to make one).
     """
-    from yolov6_sdk.weights import load
-
-    loaded = load(path)
     if QAT_META_KEY not in loaded.meta:
         raise CheckpointError(
-            f"{path} is not a quantisation-aware training checkpoint (no {QAT_META_KEY!r} metadata); make one "
-            "with yolov6-train --qat --teacher CKPT, or build this one without --qat"
+            f"{loaded.path} is not a quantisation-aware training checkpoint (no {QAT_META_KEY!r} metadata); make "
+            "one with yolov6-train --qat --teacher CKPT, or build this one without --qat"
         )
-    plan = QuantPlan.from_meta(loaded.meta[QAT_META_KEY], str(path))
-    return attach(loaded.model, plan).to(device).eval()
+    plan = QuantPlan.from_meta(loaded.meta[QAT_META_KEY], str(loaded.path))
+    return attach(copy.deepcopy(loaded.model), plan).to(device).eval()
 
 
 # -------------------------------------------------------------------------------------------------- export

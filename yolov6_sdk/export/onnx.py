@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
-from yolov6_sdk.artifact.preprocess import MIN_SIDE
+from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
 from yolov6_sdk.artifact.sidecar import onnx_metadata
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, NMS_MODES, RAW_OUTPUT_NAME, NmsMode
-from yolov6_sdk.errors import BuildError
+from yolov6_sdk.errors import BuildError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import fuse
 
@@ -76,9 +76,10 @@ class ExportOptions:
     simplify: bool = True
 
     def validate(self) -> None:
-        h, w = self.imgsz
-        if h <= 0 or w <= 0 or h % 32 or w % 32:
-            raise BuildError(f"imgsz must be positive multiples of 32, got {self.imgsz}; e.g. (640, 640) or (384, 640)")
+        try:
+            check_imgsz(self.imgsz)
+        except ConfigError as exc:  # the contract's one image-size rule, as the export's error
+            raise BuildError(str(exc)) from None
         if self.opset < 13:
             raise BuildError(f"opset must be 13 or newer, got {self.opset}")
         if self.nms is not None and self.nms not in NMS_MODES:

@@ -68,15 +68,13 @@ from yolov6_sdk.export.calibration import (
     ranges_key,
     save_ranges,
 )
+from yolov6_sdk.export.options import CALIB_METHODS
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
-METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
-}
+METHODS = dict(zip(CALIB_METHODS, (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile),
+                   strict=True))  # fmt: skip
 
 PREDS_FLOAT_OUTPUT = True
 """Predictor convs (cls_preds / reg_preds) run int8 but emit float logits and box distances.

@@ -1,39 +1,30 @@
-"""Checks of ``yolov6-build``'s options, one function per option or group of options.
+"""Checks of ``yolov6-build``'s options against the source and the machine, one function per concern.
 
-Each takes the raw option values (and what planning has read of an ONNX source), refuses what cannot be built
-with one clear error, and returns the value the :class:`~yolov6_sdk.export.plan.BuildPlan` records.
+A single option's value is checked by :class:`~yolov6_sdk.export.options.BuildOptions` itself; these take the
+checked options with what planning has read of the source (an ONNX file's contract) or resolved (the backend),
+refuse what cannot be built with one clear error, and return the value the
+:class:`~yolov6_sdk.export.plan.BuildPlan` records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from yolov6_sdk._optional import available
 from yolov6_sdk.artifact.sidecar import current_gpu, recorded_multi_label
-from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BUILD_BACKENDS, PRECISIONS, BackendKind, NmsMode
+from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BackendKind, NmsMode
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
-from yolov6_sdk.export import ort_quant
-
-DEFAULT_OPSET = 13  # ONNX opset of an export from a checkpoint
-DEFAULT_WORKSPACE_GIB = 4.0
+from yolov6_sdk.export.options import DEFAULT_OPSET, DEFAULT_WORKSPACE_GIB, BuildOptions
 
 
 def nms_mode(backend: str, end2end: bool) -> NmsMode | None:
     return ("trt" if backend == "tensorrt" else "ort") if end2end else None
 
 
-def check_batches(batch_sizes: Sequence[int]) -> tuple[int, ...]:
-    sizes = tuple(batch_sizes)
-    if not sizes or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
-        raise ConfigError(f"--batch takes positive batch sizes, got {list(sizes)}; e.g. --batch 1 32")
-    return sizes
-
-
 def resolve_backend(backend: str) -> tuple[BackendKind, str]:
-    if backend != "auto" and backend not in BUILD_BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(('auto', *BUILD_BACKENDS))}, got {backend!r}")
+    """The backend ``backend`` (checked by :class:`BuildOptions`: "auto" or a build backend) resolves to on this
+    machine, and why."""
     if backend in ("onnxruntime", "openvino"):
         return backend, "asked"  # type: ignore[return-value]  # one of BUILD_BACKENDS
     has_trt = available("tensorrt")
@@ -82,10 +73,8 @@ def resolve_dynamic_hw(wanted: bool, onnx_info: Any) -> bool:
     source records for it.
 
     Raises:
-        ConfigError: ``wanted`` is not a bool, or asked of an ONNX source exported with a fixed size.
+        ConfigError: asked of an ONNX source exported with a fixed size.
     """
-    if not isinstance(wanted, bool):
-        raise ConfigError(f"dynamic_hw must be True or False, got {wanted!r}")
     if onnx_info is None:
         return wanted
     recorded = str(onnx_info.metadata.get("dynamic_hw", "")).lower() in ("true", "1")
@@ -101,11 +90,8 @@ def resolve_multi_label(multi_label: bool | None, onnx_info: Any) -> bool:
     """The build's NMS semantics: ``multi_label`` (default False), or what an ONNX source records.
 
     Raises:
-        ConfigError: ``multi_label`` is not a bool or None.
         BuildError: an ONNX source records the other choice (its graph or metadata would contradict the name).
     """
-    if multi_label is not None and not isinstance(multi_label, bool):
-        raise ConfigError(f"multi_label must be True, False or None, got {multi_label!r}")
     if onnx_info is None:
         return bool(multi_label)
     recorded = recorded_multi_label(onnx_info.metadata, bool(onnx_info.nms), str(onnx_info.path))
@@ -160,57 +146,23 @@ def check_backend_options(
         )
 
 
-def check_precision_options(
-    precision: str, calib_method: str, exclude: Sequence[str] | str, sensitivity: bool
-) -> tuple[str, ...]:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    ort_quant.check_method(calib_method)
-    excludes = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    if "auto" in excludes and len(excludes) > 1:
-        raise ConfigError(f"--exclude takes 'auto' or layer names, not both: {list(excludes)}")
-    if (sensitivity or excludes) and precision != "int8":
-        raise ConfigError("--sensitivity and --exclude apply to int8 builds only")
-    return excludes
-
-
-def trt_settings(
-    backend: str,
-    onnx_source: Path | None,
-    workspace_gib: float | None,
-    timing_cache: str | Path | None,
-    hardware_compat: str,
-    opset: int | None,
-    max_ap_drop: float,
-) -> dict[str, Any]:
-    """The builder settings and export opset as :class:`BuildPlan` fields, checked.
+def trt_settings(backend: str, options: BuildOptions) -> dict[str, Any]:
+    """The builder settings and export opset as :class:`BuildPlan` fields, with their defaults filled in.
 
     Raises:
-        ConfigError: a TensorRT setting for an ONNX Runtime build, ``opset`` with an ONNX source or below 13, a
-            workspace that is not positive, an unknown hardware level, ``max_ap_drop`` outside 0..1.
+        ConfigError: a TensorRT setting for an ONNX Runtime build, or one the TensorRT builder refuses.
     """
-    if not 0.0 <= max_ap_drop < 1.0:  # 1.0 would allow losing every detection: a value meant as points
-        raise ConfigError(
-            f"--max-ap-drop is a fraction of mAP below 1, like every mAP the SDK prints (0.01 = one point), got "
-            f"{max_ap_drop}"
-        )
-    given = [flag for flag, value in (("--workspace", workspace_gib), ("--timing-cache", timing_cache),
-                                      ("--hardware-compat", None if hardware_compat == "none" else hardware_compat))
-             if value is not None]  # fmt: skip
+    hardware = None if options.hardware_compat == "none" else options.hardware_compat
+    given = [flag for flag, value in (("--workspace", options.workspace_gib), ("--timing-cache", options.timing_cache),
+                                      ("--hardware-compat", hardware)) if value is not None]  # fmt: skip
     if given and backend != "tensorrt":
         raise ConfigError(f"{', '.join(given)} set the TensorRT builder; add --backend tensorrt or drop them")
-    if opset is not None and onnx_source is not None:
-        raise ConfigError(f"--opset applies to exports from --weights; {onnx_source} keeps the opset it was saved with")
-    if opset is not None and opset < DEFAULT_OPSET:
-        raise ConfigError(f"--opset must be {DEFAULT_OPSET} or newer, got {opset}")
     settings = {
-        "workspace_gib": DEFAULT_WORKSPACE_GIB if workspace_gib is None else float(workspace_gib),
-        "timing_cache": None if timing_cache is None else Path(timing_cache),
-        "hardware_compat": hardware_compat,
-        "opset": DEFAULT_OPSET if opset is None else int(opset),
+        "workspace_gib": DEFAULT_WORKSPACE_GIB if options.workspace_gib is None else options.workspace_gib,
+        "opset": DEFAULT_OPSET if options.opset is None else options.opset,
     }
-    if backend == "tensorrt":  # the builder's own checks (workspace > 0, known level), before any work
-        engine_config("fp32", (1,), (640, 640), False, settings["workspace_gib"], None, hardware_compat)
+    if backend == "tensorrt":  # the builder's own checks (workspace, level on this TensorRT), before any work
+        engine_config("fp32", (1,), (640, 640), False, settings["workspace_gib"], None, options.hardware_compat)
     return settings
 
 

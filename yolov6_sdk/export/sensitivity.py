@@ -31,11 +31,13 @@ from onnx import utils
 
 from yolov6_sdk.errors import BuildError
 from yolov6_sdk.export import ort_quant, qdq
+from yolov6_sdk.export.options import BuildOptions
 
 LOGGER = logging.getLogger(__name__)
 
 Evaluate = Callable[[Path], float]
-"""``evaluate(onnx_path) -> mAP50-95 in percent`` of a model artifact on the validation set."""
+"""``evaluate(artifact_path) -> mAP50-95`` (a fraction, 0..1) of a model artifact on the validation set; the
+caller makes it (the build never runs the Detector itself)."""
 StepProgress = Callable[[int, int], None]
 """Called as ``progress(steps_done, steps_total)``."""
 
@@ -50,7 +52,7 @@ class LayerScore:
         node: the Conv node name; module: its torch module path (``backbone.ERBlock_2.0.rbr_reparam``).
         error: output error with this layer float and every other quantised layer int8.
         gain: error of the fully quantised model minus ``error`` (how much leaving it float helps).
-        map: mAP50-95 (percent) with this layer float, when measured.
+        map: mAP50-95 (a fraction) with this layer float, when measured.
     """
 
     node: str
@@ -65,7 +67,7 @@ class SensitivityReport:
     """Outcome of an analysis and of the float-layer choice.
 
     ``layers`` is ranked most sensitive first; ``int8_*`` describe the fully quantised model, ``final_*`` the
-    one with ``float_nodes`` left float; mAP values (percent) are None when not measured.
+    one with ``float_nodes`` left float; mAP values (fractions) are None when not measured.
     """
 
     layers: tuple[LayerScore, ...]
@@ -76,21 +78,6 @@ class SensitivityReport:
     fp32_map: float | None = None
     int8_map: float | None = None
     final_map: float | None = None
-
-
-def map_evaluator(data: str | Path, imgsz: tuple[int, int]) -> Evaluate:
-    """``evaluate(path)``: mAP50-95 (a fraction, 0..1) of an artifact on ``data``'s validation split (loaded once).
-
-    Uses :func:`yolov6_sdk.evaluate.evaluate_artifact` (the ``[train]`` extra), imported here only.
-    """
-    from yolov6_sdk.evaluate import evaluate_artifact, load_eval_set
-
-    eval_set = load_eval_set(data)
-
-    def evaluate(path: Path) -> float:
-        return float(evaluate_artifact(path, eval_set, imgsz=imgsz, backend="auto")["mAP50-95"])
-
-    return evaluate
 
 
 def _decoded_outputs(model: onnx.ModelProto) -> tuple[list[str], str]:
@@ -230,8 +217,8 @@ class Budget:
     """How much accuracy INT8 may cost: ``max_ap_drop`` mAP (a fraction) against ``fp32_map`` when mAP is measured
     (``fp32_map`` set), else an output error of at most ``max_error``."""
 
-    max_error: float = 0.02
-    max_ap_drop: float = 0.01
+    max_error: float = BuildOptions.max_error
+    max_ap_drop: float = BuildOptions.max_ap_drop
     fp32_map: float | None = None
 
     def met(self, error: float, score: float | None) -> bool:

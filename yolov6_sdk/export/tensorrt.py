@@ -1,6 +1,6 @@
 """Build a TensorRT engine from an ONNX file: a chain of plain functions (style rule S11).
 
-``inspect_onnx -> check_onnx -> plan_precision -> create_network + parse_onnx -> configure -> build_plan ->
+``inspect_onnx -> check_onnx -> plan_precision -> create_network + parse_onnx -> configure -> serialize_engine ->
 write_engine`` (engine + sidecar), driven by :func:`build_engine` with one frozen :class:`BuildConfig`.
 
 Precision comes from the ONNX graph, built as a strongly typed network wherever TensorRT offers one:
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact import trt_compat
-from yolov6_sdk.artifact.preprocess import MIN_SIDE
+from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
 from yolov6_sdk.artifact.sidecar import (
     Sidecar,
     current_gpu,
@@ -44,11 +44,12 @@ from yolov6_sdk.artifact.sidecar import (
 )
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
+from yolov6_sdk.export.options import HARDWARE_COMPAT
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
-HARDWARE_COMPATIBILITY = ("none", *trt_compat.HARDWARE_LEVELS)
+HARDWARE_COMPATIBILITY = HARDWARE_COMPAT
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
@@ -84,8 +85,7 @@ class BuildConfig:
     strongly_typed: bool | None = None
 
     def __post_init__(self) -> None:
-        imgsz = (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else tuple(self.imgsz)
-        object.__setattr__(self, "imgsz", imgsz)
+        object.__setattr__(self, "imgsz", check_imgsz(self.imgsz))  # the contract's one image-size rule
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         if self.timing_cache is not None:
             object.__setattr__(self, "timing_cache", Path(self.timing_cache))
@@ -96,8 +96,6 @@ class BuildConfig:
                 f"hardware_compatibility must be one of {HARDWARE_COMPATIBILITY}, got {self.hardware_compatibility!r}"
             )
         _check_batches(self.batch_sizes)
-        if len(imgsz) != 2 or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in imgsz):
-            raise ConfigError(f"imgsz must be (H, W) positive multiples of 32, got {self.imgsz!r}; e.g. (640, 640)")
         if not self.workspace_gib > 0:
             raise ConfigError(f"workspace_gib must be > 0, got {self.workspace_gib}")
 
@@ -308,7 +306,7 @@ def dynamic_hw_fields(info: OnnxInfo, config: BuildConfig) -> dict[str, Any]:
     return {"dynamic_hw": True, "imgsz_min": [MIN_SIDE, MIN_SIDE], "imgsz_max": list(config.imgsz)}
 
 
-def build_plan(builder: Any, network: Any, builder_config: Any) -> bytes:
+def serialize_engine(builder: Any, network: Any, builder_config: Any) -> bytes:
     """Run TensorRT's optimiser; the serialised engine.
 
     Raises:
@@ -443,7 +441,7 @@ def _run_builder(
         LOGGER.info("reusing timing cache %s", cache_path)
     builder_config = configure(trt, builder, network, config, features, plan, cached)
     start = time.perf_counter()
-    serialized = build_plan(builder, network, builder_config)
+    serialized = serialize_engine(builder, network, builder_config)
     seconds = time.perf_counter() - start
     if features.timing_cache:
         save_timing_cache(builder_config, cache_path)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.model_info import graph_model_info
 from yolov6_sdk.artifact.ir_metadata import read_ir_metadata
+from yolov6_sdk.artifact.model_info import graph_model_info
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
