@@ -3,7 +3,8 @@
 Knows PNG, JPEG, BMP, WebP (lossy, lossless, extended) and TIFF (classic and BigTIFF, first image); these
 are the formats the SDK reads (:data:`yolov6_sdk.artifact.images.IMAGE_SUFFIXES`). Lets a reader refuse a
 small file that declares a huge image before the decoder allocates it (and a PNG whose chunk lengths run past
-the end of the file).
+the end of the file). :func:`jpeg_orientation` reads a JPEG's EXIF orientation the way OpenCV applies it, so
+a reader can tell the size of the decoded (turned) picture from the header alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RSTn, SOI, EOI: no length field
 _TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+_EXIF_SIGNATURE = b"Exif\x00\x00"
+_EXIF_ORIENTATION = 0x0112
+_TIFF_SHORT = 3
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -128,3 +132,71 @@ def _tiff(data: bytes) -> tuple[int, int] | None:
     if len(sizes) != 2:
         return None
     return sizes[_TIFF_WIDTH], sizes[_TIFF_HEIGHT]
+
+
+def jpeg_orientation(data: bytes) -> int | None:
+    """EXIF orientation (1..8) of JPEG ``data``: how the decoder turns the stored picture.
+
+    Read from the first APP1 segment that holds an ``Exif`` block (the one OpenCV reads): 1 (as stored) when
+    there is no such block or it has no orientation tag. None when ``data`` is not a JPEG, its segments or its
+    EXIF block are malformed, or the value is outside 1..8 (what a decoder makes of those is not for a header
+    reader to guess).
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        exif = _jpeg_exif_block(data)
+        return 1 if exif is None else _tiff_orientation(exif)
+    except (struct.error, IndexError, ValueError):
+        return None
+
+
+def _jpeg_exif_block(data: bytes) -> bytes | None:
+    """The TIFF bytes of the first ``Exif`` APP1 segment before the first scan, or None when there is none.
+
+    Raises:
+        ValueError: the marker segments are malformed.
+    """
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ValueError("marker expected")
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker == 0xDA:
+            return None
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if length < 2 or i + 2 + length > len(data):
+            raise ValueError("segment runs past the end")
+        payload = data[i + 4 : i + 2 + length]
+        if marker == 0xE1 and payload.startswith(_EXIF_SIGNATURE):
+            return payload[len(_EXIF_SIGNATURE) :]
+        i += 2 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of the first image file directory of an EXIF block (1 when absent).
+
+    Raises:
+        ValueError: not a TIFF structure, or the tag is not one SHORT.
+    """
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or struct.unpack(order + "H", tiff[2:4])[0] != 42:
+        raise ValueError("not a TIFF header")
+    (offset,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+    for n in range(min(count, 4096)):
+        entry = tiff[offset + 2 + 12 * n : offset + 14 + 12 * n]
+        tag, kind, values = struct.unpack(order + "HHI", entry[:8])
+        if tag == _EXIF_ORIENTATION:
+            if kind != _TIFF_SHORT or values != 1:
+                raise ValueError("orientation is not one SHORT")
+            (value,) = struct.unpack(order + "H", entry[8:10])
+            return value if 1 <= value <= 8 else None
+    return 1

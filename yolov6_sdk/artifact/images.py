@@ -79,20 +79,44 @@ def read_image(path: str | Path) -> np.ndarray:
         ImageError: the file is missing, is a folder, is empty, is not PNG/JPEG/BMP/WebP/TIFF, declares more
             pixels than the limit, or cannot be decoded.
     """
+    return decode_image(read_image_bytes(path), str(path))
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of image file ``path``, undecoded.
+
+    Raises:
+        ImageError: the file is missing, is a folder or cannot be read.
+    """
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
     if path.is_dir():
         raise ImageError(f"{str(path)!r} is a folder, expected an image file; pass a file, or use list_images()")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read image file {str(path)!r}: {exc}; check its permissions") from exc
-    return decode_image(data, str(path))
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode encoded image bytes (``name``: the file, for messages) as :func:`read_image` does."""
+    check_declared_size(data, name)
+    return decode_with_flags(data, name, cv2.IMREAD_COLOR if is_jpeg(data) else cv2.IMREAD_UNCHANGED)
+
+
+def is_jpeg(data: bytes) -> bool:
+    """True when encoded image ``data`` starts with the JPEG start-of-image marker."""
+    return data.startswith(_JPEG_MAGIC)
+
+
+def check_declared_size(data: bytes, name: str) -> tuple[int, int]:
+    """``(width, height)`` that the header of encoded image ``data`` declares, checked against :func:`pixel_limit`.
+
+    Raises:
+        ImageError: ``data`` is empty, its header is not that of a PNG, JPEG, BMP, WebP or TIFF image, or it
+            declares more pixels than the limit.
+    """
     if not data:
         raise ImageError(f"image file {name!r} is empty (0 bytes); re-copy or re-download it")
     size = image_size(data)
@@ -109,7 +133,15 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
             f"the limit of {limit / 1e6:.1f} MP; downscale it, or raise the limit with the environment variable "
             f"{MAX_PIXELS_ENV}={width * height} (or yolov6_sdk.artifact.images.MAX_PIXELS)"
         )
-    flags = cv2.IMREAD_COLOR if data.startswith(_JPEG_MAGIC) else cv2.IMREAD_UNCHANGED
+    return width, height
+
+
+def decode_with_flags(data: bytes, name: str, flags: int) -> np.ndarray:
+    """``cv2.imdecode(data, flags)`` converted by :func:`as_bgr_uint8`; call :func:`check_declared_size` first.
+
+    Raises:
+        ImageError: OpenCV cannot decode ``data``.
+    """
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as exc:

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="input size H [W], multiples of 32 (default: the model's)")  # fmt: skip
     parser.add_argument("--batch", "--bs", type=int, default=None, metavar="N",
                         help="images per model run (default: the largest batch the model serves, up to 16)")  # fmt: skip
+    parser.add_argument("--no-reduced-decode", action="store_true",
+                        help="decode every JPEG at full size (default: one at least 2x, 4x or 8x the size the model "
+                        "needs on both sides is decoded at 1/2, 1/4 or 1/8 scale; boxes stay in original pixels)")  # fmt: skip
     parser.add_argument("-o", "--output", default=DEFAULT_SAVE_DIR, metavar="DIR",
                         help=f"folder for annotated images and videos (default {DEFAULT_SAVE_DIR})")  # fmt: skip
     add_deprecated_alias(parser, "--save-dir", "output", "-o/--output", metavar="DIR")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "names": args.names,
         "ort_provider": args.ort_provider,
+        "reduced_decode": not args.no_reduced_decode,
     }
     save_dir = None if args.no_save else args.output
     started = time.perf_counter()

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from yolov6_sdk.artifact.images import is_video, read_image
+from yolov6_sdk.artifact.images import is_video
+from yolov6_sdk.artifact.reduced_decode import DecodedImage
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.fileio import check_output_file, check_output_folder, fallback_path, write_text
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.runtime.results import Results
-from yolov6_sdk.runtime.source import media_files, video_fps, video_frames, video_writer
+from yolov6_sdk.runtime.source import ImageItem, media_files, on_original, video_fps, video_frames, video_writer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ class _Run:
     def process(self, files: list[Path]) -> None:
         """Images in batches (the detector's size, at most :data:`BATCH_PIXELS`), videos frame by frame, in
         ``files`` order."""
-        pending: list[tuple[Path, np.ndarray]] = []
+        pending: list[tuple[Path, DecodedImage]] = []
         pixels = 0
         for path in files:
             if is_video(path):
@@ -228,11 +227,12 @@ class _Run:
             image = self.read(path)
             if image is None:
                 continue
-            if pending and pixels + image.shape[0] * image.shape[1] > BATCH_PIXELS:
+            size = image.pixels.shape[0] * image.pixels.shape[1]
+            if pending and pixels + size > BATCH_PIXELS:
                 self.images(pending)
                 pending, pixels = [], 0
             pending.append((path, image))
-            pixels += image.shape[0] * image.shape[1]
+            pixels += size
             if len(pending) == self.detector.batch_size:
                 self.images(pending)
                 pending, pixels = [], 0
@@ -243,19 +243,24 @@ class _Run:
         self.done += 1
         self.progress(Progress(self.done, self.total, path.name))
 
-    def read(self, path: Path) -> np.ndarray | None:
-        """The image at ``path``, or None (recorded as a failure) when it cannot be read."""
+    def read(self, path: Path) -> DecodedImage | None:
+        """The image at ``path`` as the detector decodes it (``reduced_decode``), or None (recorded as a failure)
+        when it cannot be read."""
         try:
-            return read_image(path)
+            return self.detector.decode(ImageItem(path=path, name=str(path)))
         except YOLOv6Error as exc:
             self.report.failures.append((str(path), str(exc)))
             self.file_done(path)
             return None
 
-    def images(self, loaded: list[tuple[Path, np.ndarray]]) -> None:
-        """Run one batch of decoded images together (one by one when the batch fails), save and record each."""
+    def images(self, loaded: list[tuple[Path, DecodedImage]]) -> None:
+        """Run one batch of decoded images together (one by one when the batch fails), save and record each.
+
+        Boxes are in original pixels; an annotated copy of a reduced decode is drawn on the full picture, decoded
+        again for it."""
         paths = [str(path) for path, _ in loaded]
-        results = self.detector.predict_batch_skipping([image for _, image in loaded], paths)
+        ran = self.detector.predict_batch_skipping([image.pixels for _, image in loaded], paths)
+        results = [on_original(result, image) for (_, image), result in zip(loaded, ran, strict=True)]
         for (path, _), result in zip(loaded, results, strict=True):
             if not result.ok:
                 self.report.failures.append((str(path), str(result.error)))

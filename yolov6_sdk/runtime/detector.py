@@ -38,6 +38,7 @@ from yolov6_sdk.artifact.preprocess import (
     rect_shape,
     scale_boxes_to_original,
 )
+from yolov6_sdk.artifact.reduced_decode import DecodedImage
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
@@ -46,7 +47,7 @@ from yolov6_sdk.runtime.names import class_names
 from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, prefetched_values
 from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
 from yolov6_sdk.runtime.results import Results
-from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, video_frames
+from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, on_original, video_frames
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class Detector:
         precision: the precision OpenVINO computes an fp32 or int8 artifact's float parts in, "fp32" or "bf16"
             (bf16 needs a CPU with AVX512-BF16 or AMX); None: what the artifact records (bf16 artifacts run bf16,
             others fp32). OpenVINO only.
+        reduced_decode: decode a JPEG file at least 2x, 4x or 8x its letterboxed size on both sides at 1/2, 1/4 or
+            1/8 scale (boxes in original pixels; ``Results.orig_img`` decoded at full size when first used).
 
     An option the chosen backend does not take (``threads`` for a ``.pt``, ``cuda_graph`` for ONNX Runtime) is
     refused with a :class:`ConfigError` naming the backends that take it.
@@ -116,8 +119,11 @@ class Detector:
         names: Sequence[str] | str | Path | None = None,
         ort_provider: str | None = None,
         precision: str | None = None,
+        reduced_decode: bool = True,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
+        if not isinstance(reduced_decode, bool):
+            raise ConfigError(f"reduced_decode must be True or False, got {reduced_decode!r}")
         if multi_label is not None and not isinstance(multi_label, bool):
             raise ConfigError(f"multi_label must be True, False or None (the artifact's choice), got {multi_label!r}")
         options = {"threads": threads, "half": half or None, "cuda_graph": cuda_graph or None,
@@ -138,6 +144,7 @@ class Detector:
             self.backend.close()
             raise
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.reduced_decode = reduced_decode
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
             self._note_end2end_settings(multi_label)
@@ -293,7 +300,7 @@ class Detector:
                 raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
             video = source if isinstance(source, VideoFrames) else video_frames(source)  # type: ignore[arg-type]
             name = str(video.source)
-            frames = _numbered(video)
+            frames = video.numbered()
             for index, frame in prefetched_values(frames, prefetch_depth) if prefetch_depth else frames:
                 result = self.predict_batch([frame], paths=[name])[0]
                 result.frame = index
@@ -301,12 +308,17 @@ class Detector:
             return
         yield from self._run_items(image_items(source))  # type: ignore[arg-type]
 
+    def decode(self, item: ImageItem) -> DecodedImage:
+        """``item``'s picture, a JPEG file decoded at the reduced size this detector needs (``reduced_decode``)."""
+        return item.decode(self.imgsz if self.reduced_decode else None)
+
     def _run_items(self, items: Sequence[ImageItem]) -> Iterator[Results]:
         """Read and run ``items`` one batch at a time (only one batch of images is decoded at once)."""
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            images = [item.load() for item in chunk]
-            yield from self.predict_batch(images, paths=[None if i.path is None else str(i.path) for i in chunk])
+            decoded = [self.decode(item) for item in chunk]
+            paths = [None if i.path is None else str(i.path) for i in chunk]
+            yield from map(on_original, self.predict_batch([d.pixels for d in decoded], paths), decoded)
 
     def _run_items_skipping(self, items: Sequence[ImageItem]) -> list[Results]:
         """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results (warned)."""
@@ -314,14 +326,15 @@ class Detector:
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             done: dict[int, Results] = {}
-            loaded: dict[int, np.ndarray] = {}
+            loaded: dict[int, DecodedImage] = {}
             for index, item in enumerate(chunk):
                 try:
-                    loaded[index] = item.load()
+                    loaded[index] = self.decode(item)
                 except YOLOv6Error as exc:
                     done[index] = Results.failed(str(item.path or item.name), str(exc), self.names)
             paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
-            done.update(zip(loaded, self.predict_batch_skipping(list(loaded.values()), paths), strict=True))
+            ran = self.predict_batch_skipping([d.pixels for d in loaded.values()], paths)
+            done.update(zip(loaded, map(on_original, ran, loaded.values()), strict=True))
             for index in sorted(done):
                 if not done[index].ok:
                     LOGGER.warning("skipped %s: %s", chunk[index].path or chunk[index].name, done[index].error)
@@ -455,16 +468,6 @@ def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
 
 def _is_hw(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
-
-
-def _numbered(frames: VideoFrames) -> Iterator[tuple[int, np.ndarray]]:
-    """``(index in the video, frame)`` pairs, the index read as each frame arrives (in the thread that reads)."""
-    iterator = iter(frames)
-    try:
-        for frame in iterator:
-            yield frames.index, frame
-    finally:
-        iterator.close()
 
 
 def _pad(batch: Any, size: int) -> Any:

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,9 @@ class Results:
         orig_shape: ``(h, w)`` of the original image.
         path: source of the image (a file, a video or a stream), or None.
         frame: index of the frame within a video or stream (from 0), None for a still image.
-        orig_img: the original HxWx3 uint8 BGR image, or None.
+        orig_img: the original HxWx3 uint8 BGR image at full size, or None. Detections made on a picture decoded
+            below full size (``Detector(..., reduced_decode=True)``) get it from ``orig_img_loader`` on first use
+            (it decodes the file again), so it is never the small picture the model saw.
         speed: timings in milliseconds, e.g. ``{"preprocess": .., "inference": .., "postprocess": ..}``.
         error: why this input gave no detections because it could not be read or run (``Detector(...,
             errors="skip")``), or None for an input that ran.
@@ -102,6 +104,7 @@ class Results:
         speed: Mapping[str, float] | None = None,
         frame: int | None = None,
         error: str | None = None,
+        orig_img_loader: Callable[[], np.ndarray] | None = None,
     ) -> None:
         self.boxes = Boxes(boxes, scores, class_ids, orig_shape)
         if not len(self.boxes) == len(self.scores) == len(self.class_ids):
@@ -113,9 +116,21 @@ class Results:
         self.orig_shape = (int(orig_shape[0]), int(orig_shape[1]))
         self.path = None if path is None else str(path)
         self.frame = None if frame is None else int(frame)
-        self.orig_img = orig_img
+        self._orig_img = orig_img
+        self._orig_img_loader = None if orig_img is not None else orig_img_loader
         self.speed = dict(speed or {})
         self.error = error
+
+    @property
+    def orig_img(self) -> np.ndarray | None:
+        """The original HxWx3 uint8 BGR image (loaded by ``orig_img_loader`` on first use), or None."""
+        if self._orig_img is None and self._orig_img_loader is not None:
+            self._orig_img, self._orig_img_loader = self._orig_img_loader(), None
+        return self._orig_img
+
+    @orig_img.setter
+    def orig_img(self, image: np.ndarray | None) -> None:
+        self._orig_img, self._orig_img_loader = image, None
 
     @classmethod
     def failed(cls, path: str | None, error: str, names: Sequence[str] | Mapping[int, str]) -> Results:
@@ -163,10 +178,11 @@ class Results:
             self.names,
             self.orig_shape,
             self.path,
-            self.orig_img,
+            self._orig_img,
             self.speed,
             self.frame,
             self.error,
+            self._orig_img_loader,
         )
 
     def name(self, class_id: int) -> str:

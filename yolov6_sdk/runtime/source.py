@@ -1,13 +1,15 @@
 """What a Detector can be called on: image files, folders, globs, arrays, videos and cameras.
 
-Images come out as HxWx3 uint8 BGR arrays (see :mod:`yolov6_sdk.artifact.images`); video frames are read
-one at a time with ``cv2.VideoCapture``, never all at once; a damaged frame is skipped and counted
-(:class:`VideoFrames`).
+Images come out as HxWx3 uint8 BGR arrays (see :mod:`yolov6_sdk.artifact.images`), a JPEG file decoded at the
+reduced size the model needs when asked (:meth:`ImageItem.decode`, :mod:`yolov6_sdk.artifact.reduced_decode`),
+its detections then mapped back to the full picture by :func:`on_original`; video frames are read one at a time
+with ``cv2.VideoCapture``, never all at once; a damaged frame is skipped and counted (:class:`VideoFrames`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import logging
 from collections.abc import Iterator, Sequence
@@ -19,8 +21,10 @@ import cv2
 import numpy as np
 
 from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
+from yolov6_sdk.artifact.reduced_decode import DecodedImage, read_full_size, read_image_for_model
 from yolov6_sdk.errors import ConfigError, ImageError
 from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.runtime.results import Results
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,11 +39,41 @@ class ImageItem:
     array: np.ndarray | None = None
     name: str = "image"
 
-    def load(self) -> np.ndarray:
-        """The image as HxWx3 uint8 BGR. Raises :class:`ImageError` for a bad file or array."""
+    def decode(self, imgsz: int | tuple[int, int] | None = None) -> DecodedImage:
+        """The image as HxWx3 uint8 BGR: a file whose picture is far larger than a model of input ``imgsz``
+        needs decoded at 1/2, 1/4 or 1/8 scale (:func:`read_image_for_model`), at full size when ``imgsz`` is
+        None or for an array.
+
+        Raises:
+            ImageError: a bad file or array.
+        """
         if self.path is not None:
-            return read_image(self.path)
-        return as_bgr_uint8(self.array, self.name)
+            if imgsz is not None:
+                return read_image_for_model(self.path, imgsz)
+            return DecodedImage.at_full_size(read_image(self.path), self.path)
+        return DecodedImage.at_full_size(as_bgr_uint8(self.array, self.name))
+
+
+def on_original(result: Results, decoded: DecodedImage) -> Results:
+    """``result`` of the model run on ``decoded`` in terms of the full-size picture.
+
+    Unchanged for a picture decoded at full size or a failed result. For a reduced decode: boxes in original
+    pixels (:meth:`DecodedImage.boxes_to_original`), ``orig_shape`` the original's, and ``orig_img`` the full
+    picture decoded again from the file when first asked for (never the small one the model saw).
+    """
+    if not decoded.reduced or not result.ok:
+        return result
+    return Results(
+        decoded.boxes_to_original(result.boxes.xyxy),
+        result.scores,
+        result.class_ids,
+        result.names,
+        decoded.orig_shape,
+        path=result.path,
+        speed=result.speed,
+        frame=result.frame,
+        orig_img_loader=functools.partial(read_full_size, decoded.path, decoded.orig_shape),
+    )
 
 
 def is_stream(source: Any) -> bool:
@@ -186,6 +220,15 @@ class VideoFrames:
             raise ImageError(
                 f"video source {str(self.source)!r} yielded no frame; it is corrupt or its codec is unsupported"
             )
+
+    def numbered(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index in the video, frame)`` pairs, the index read as each frame arrives (in the thread that reads)."""
+        iterator = iter(self)
+        try:
+            for frame in iterator:
+                yield self.index, frame
+        finally:
+            iterator.close()
 
     def _read(self, capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
         failed = 0
