@@ -24,6 +24,10 @@ OFFICIAL_PARAMS_GFLOPS = {
     "yolov6s": (18.5, 45.3),
     "yolov6m": (34.9, 85.8),
     "yolov6l": (59.6, 150.7),
+    "yolov6n-base": (4.65, 11.46),  # configs/base README
+    "yolov6s-base": (13.14, 30.6),
+    "yolov6m-base": (28.33, 72.30),
+    "yolov6l-base": (59.61, 150.89),
     "yolov6n-v1": (4.3, 11.0),
     "yolov6t-v1": (9.7, 24.7),
     "yolov6s-v1": (17.2, 43.9),

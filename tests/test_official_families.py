@@ -92,7 +92,9 @@ def test_official_file_with_matching_tensors_but_other_activations_is_refused(tm
     model, _ = prepared("yolov6n")
     _swap_activations(model, nn.SiLU, nn.ReLU, under="detect")  # no official config has a ReLU head
     write_official(tmp_path / "relu-head.pt", model, legacy=False)
-    with pytest.raises(CheckpointError, match=r"tensors match yolov6n.*detect\.cls_convs\.0\.block: ReLU \(expected SiLU\)"):
+    with pytest.raises(
+        CheckpointError, match=r"tensors match yolov6n.*detect\.cls_convs\.0\.block: ReLU \(expected SiLU\)"
+    ):
         load_official(tmp_path / "relu-head.pt")
 
 

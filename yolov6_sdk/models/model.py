@@ -32,11 +32,13 @@ def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
     if cfg.block in block_classes:
         return partial(block_classes[cfg.block], deploy=deploy)
 
-    def conv_silu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
-        # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU without.
-        return WrappedConvBN(in_channels, out_channels, 3, stride, act="silu", bias=cfg.legacy_layout, deploy=deploy)
+    act = {"conv_silu": "silu", "conv_relu": "relu"}[cfg.block]
 
-    return conv_silu
+    def conv_bn_act(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
+        # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU / ConvBNReLU without.
+        return WrappedConvBN(in_channels, out_channels, 3, stride, act=act, bias=cfg.legacy_layout, deploy=deploy)
+
+    return conv_bn_act
 
 
 def _stage(cfg: ModelConfig, basic: BasicBlock, conv: ConvFactory, csp_act: str) -> Stage:

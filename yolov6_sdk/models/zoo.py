@@ -29,7 +29,8 @@ class ModelConfig:
         depth_multiple, width_multiple: scale factors of BASE_REPEATS / BASE_CHANNELS.
         csp: CSPBepBackbone + CSP neck (BepC3 stages) instead of EfficientRep + RepBlock stages.
         bifusion: v3.0 BiFusion neck fed by P2..P5, instead of the plain Rep-PAN fed by P3..P5.
-        block: basic block type: "repvgg" (RepVGG), "conv_silu" (conv+BN+SiLU), "repopt" (one 3x3 conv+BN+ReLU,
+        block: basic block type: "repvgg" (RepVGG), "conv_silu" (conv+BN+SiLU), "conv_relu" (conv+BN+ReLU, the
+            base models), "repopt" (one 3x3 conv+BN+ReLU,
             trained with a RepOptimizer) or "hyper_search" (3x3, 1x1 and identity branches with learnable
             per-channel scales, whose trained values build the RepOptimizer).
         csp_e: hidden-width ratio of BepC3.
@@ -75,6 +76,10 @@ class ModelConfig:
 
 
 _V3_N = ModelConfig("yolov6n", "v3.0", 0.33, 0.25, cspsppf=True, distill_head=True, iou_type="siou")
+_BASE_N = ModelConfig("yolov6n-base", "v3.0", 0.33, 0.25, block="conv_relu", cspsppf=True, use_dfl=True, reg_max=16)
+_BASE_S = ModelConfig(
+    "yolov6s-base", "v3.0", 0.70, 0.50, csp=True, block="conv_relu", cspsppf=True, use_dfl=True, reg_max=16
+)
 _PAPER_N = ModelConfig("yolov6n-v1", "paper", 0.33, 0.25, bifusion=False, iou_type="siou", legacy_layout=True)
 _PAPER_M = ModelConfig(
     "yolov6m-v1",
@@ -96,6 +101,10 @@ ZOO: dict[str, ModelConfig] = {
         replace(_V3_N, name="yolov6s", width_multiple=0.50, iou_type="giou"),
         ModelConfig("yolov6m", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16),
         ModelConfig("yolov6l", "v3.0", 1.0, 1.0, csp=True, block="conv_silu", csp_e=0.5, use_dfl=True, reg_max=16),
+        _BASE_N,
+        _BASE_S,
+        replace(_BASE_S, name="yolov6m-base", depth_multiple=0.80, width_multiple=0.75, cspsppf=False),
+        replace(_BASE_S, name="yolov6l-base", depth_multiple=1.0, width_multiple=1.0, cspsppf=False),
         _PAPER_N,
         replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
@@ -108,7 +117,10 @@ ZOO: dict[str, ModelConfig] = {
         ),
     )
 }
-"""The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
+"""The base models (official configs/base/*) are the v3.0 networks built of plain conv+BN+ReLU blocks (CSP
+stages from S up), ReLU everywhere except the SiLU head convs, all with a DFL head.
+
+The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
 (``training_mode='hyper_search'``) whose trained scales build the optimizer of ``yolov6X-repopt``
 (``training_mode='repopt'``), the plain single-3x3-conv network deployed as trained."""
 

@@ -1,0 +1,116 @@
+"""The release families beyond the v3.0 N/S/M/L: each config has the official state_dict layout (a table written
+down from the official code), runs, fuses to the same function and loads its release-format file exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_model
+from test_official_families import CSP_NAMES, write_release
+from test_weights import assert_same_outputs, prepared, run
+from torch import nn
+
+from yolov6_sdk.models import build_model
+from yolov6_sdk.weights import load_official
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# name -> (tensor count incl. num_batches_tracked, {sample key: shape}) of the official model built from its config.
+OFFICIAL_LAYOUT: dict[str, tuple[int, dict[str, tuple[int, ...]]]] = {
+    "yolov6n-base": (
+        396,
+        {
+            "backbone.stem.block.conv.weight": (16, 3, 3, 3),
+            "backbone.ERBlock_5.2.cspsppf.cv7.block.conv.weight": (256, 256, 1, 1),
+            "neck.Rep_p3.block.0.block.conv.weight": (32, 32, 3, 3),
+            "detect.reg_preds.2.weight": (68, 128, 1, 1),
+        },
+    ),
+    "yolov6s-base": (
+        750,
+        {
+            "backbone.stem.block.conv.weight": (32, 3, 3, 3),
+            "backbone.ERBlock_5.2.cspsppf.cv7.block.conv.weight": (512, 512, 1, 1),
+            "neck.Rep_n4.m.conv1.conv1.block.conv.weight": (128, 128, 3, 3),
+            "detect.reg_preds.2.weight": (68, 256, 1, 1),
+        },
+    ),
+    "yolov6m-base": (
+        798,
+        {
+            "backbone.stem.block.conv.weight": (48, 3, 3, 3),
+            "backbone.ERBlock_5.2.sppf.cv2.block.conv.weight": (768, 1536, 1, 1),
+            "neck.Rep_n4.m.conv1.conv1.block.conv.weight": (192, 192, 3, 3),
+            "detect.reg_preds.2.weight": (68, 384, 1, 1),
+        },
+    ),
+    "yolov6l-base": (
+        915,
+        {
+            "backbone.stem.block.conv.weight": (64, 3, 3, 3),
+            "backbone.ERBlock_5.2.sppf.cv2.block.conv.weight": (1024, 2048, 1, 1),
+            "neck.Rep_n4.m.conv1.conv1.block.conv.weight": (256, 256, 3, 3),
+            "detect.reg_preds.2.weight": (68, 512, 1, 1),
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OFFICIAL_LAYOUT))
+def test_state_dict_matches_the_official_layout_table(name: str) -> None:
+    count, samples = OFFICIAL_LAYOUT[name]
+    with torch.device("meta"):
+        state = build_model(name).state_dict()
+    assert len(state) == count
+    assert {key: tuple(state[key].shape) for key in samples} == samples
+
+
+@pytest.mark.parametrize("name", ["yolov6n-base", "yolov6s-base", "yolov6m-base", "yolov6l-base"])
+def test_base_models_are_relu_except_the_silu_head_convs(name: str) -> None:
+    model = build_model(name)
+    kinds = {
+        (path.split(".")[0], type(m).__name__) for path, m in model.named_modules() if isinstance(m, (nn.ReLU, nn.SiLU))
+    }
+    assert kinds == {("backbone", "ReLU"), ("neck", "ReLU"), ("detect", "SiLU")}
+
+
+def test_relu_l_base_release_file_loads_as_l_base_not_the_silu_l(tmp_path: Path) -> None:
+    model, reference = prepared("yolov6l-base")
+    loaded = load_official(write_release(tmp_path / "yolov6l_base.pt", model, CSP_NAMES))
+    assert loaded.name == "yolov6l-base" and loaded.meta["epoch"] == 299
+    assert_same_outputs(run(loaded.model), run(reference))
+
+
+def test_n_base_release_file_loads_exactly(tmp_path: Path) -> None:
+    model, reference = prepared("yolov6n-base")
+    loaded = load_official(write_release(tmp_path / "yolov6n_base.pt", model))
+    assert loaded.name == "yolov6n-base"
+    assert_same_outputs(run(loaded.model), run(reference))
+
+
+ONE_PER_FAMILY = {"yolov6s-base": (64, 96)}
+"""A model of each family and an (H, W) that is a multiple of its largest stride, for the export checks."""
+
+
+@pytest.mark.parametrize("name", list(ONE_PER_FAMILY))
+def test_onnx_export_matches_torch_raw_and_end_to_end(name: str, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from yolov6_sdk.export.onnx import ExportOptions, export_onnx
+
+    imgsz = ONE_PER_FAMILY[name]
+    model = randomize_model(build_model(name, num_classes=4)).eval()
+    images = torch.rand(2, 3, *imgsz, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(images).numpy()
+    raw = export_onnx(model, tmp_path / "raw.onnx", ExportOptions(imgsz=imgsz, simplify=False))
+    got = ort.InferenceSession(str(raw), providers=["CPUExecutionProvider"]).run(None, {"images": images.numpy()})
+    np.testing.assert_allclose(got[0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    e2e = export_onnx(model, tmp_path / "e2e.onnx", ExportOptions(imgsz=imgsz, nms="ort", conf=0.01, simplify=False))
+    session = ort.InferenceSession(str(e2e), providers=["CPUExecutionProvider"])
+    num_dets, boxes, scores, classes = session.run(None, {"images": images.numpy()})
+    assert num_dets.shape == (2, 1) and boxes.shape[:2] == scores.shape == classes.shape
+    assert 0 < int(num_dets[0, 0]) <= boxes.shape[1]
