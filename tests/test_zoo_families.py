@@ -13,13 +13,49 @@ from test_official_families import CSP_NAMES, write_release
 from test_weights import assert_same_outputs, prepared, run
 from torch import nn
 
-from yolov6_sdk.models import build_model
+from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.weights import load_official
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # name -> (tensor count incl. num_batches_tracked, {sample key: shape}) of the official model built from its config.
 OFFICIAL_LAYOUT: dict[str, tuple[int, dict[str, tuple[int, ...]]]] = {
+    "yolov6n6": (
+        998,
+        {
+            "backbone.ERBlock_6.2.cspsppf.cv7.block.conv.weight": (256, 256, 1, 1),
+            "neck.Bifusion0.cv2.block.conv.weight": (128, 128, 1, 1),
+            "neck.Rep_n6.conv1.rbr_dense.conv.weight": (256, 256, 3, 3),
+            "detect.reg_preds.3.weight": (4, 256, 1, 1),
+        },
+    ),
+    "yolov6s6": (
+        998,
+        {
+            "backbone.ERBlock_6.2.cspsppf.cv7.block.conv.weight": (512, 512, 1, 1),
+            "neck.Bifusion0.cv2.block.conv.weight": (256, 256, 1, 1),
+            "neck.Rep_n6.conv1.rbr_dense.conv.weight": (512, 512, 3, 3),
+            "detect.stems.3.block.conv.weight": (512, 512, 1, 1),
+        },
+    ),
+    "yolov6m6": (
+        1606,
+        {
+            "backbone.ERBlock_6.2.sppf.cv2.block.conv.weight": (768, 1536, 1, 1),
+            "neck.Bifusion0.cv2.block.conv.weight": (384, 384, 1, 1),
+            "neck.Rep_n6.cv3.block.conv.weight": (768, 1024, 1, 1),
+            "detect.reg_preds.3.weight": (68, 768, 1, 1),
+        },
+    ),
+    "yolov6l6": (
+        1230,
+        {
+            "backbone.ERBlock_6.2.sppf.cv2.block.conv.weight": (1024, 2048, 1, 1),
+            "neck.Bifusion0.cv2.block.conv.weight": (512, 512, 1, 1),
+            "neck.Rep_n6.cv3.block.conv.weight": (1024, 1024, 1, 1),
+            "detect.reg_preds.3.weight": (68, 1024, 1, 1),
+        },
+    ),
     "yolov6n-base": (
         396,
         {
@@ -77,6 +113,46 @@ def test_base_models_are_relu_except_the_silu_head_convs(name: str) -> None:
     assert kinds == {("backbone", "ReLU"), ("neck", "ReLU"), ("detect", "SiLU")}
 
 
+@pytest.mark.parametrize("name", ["yolov6n6", "yolov6s6", "yolov6m6", "yolov6l6"])
+def test_p6_fused_model_matches_unfused_within_1e_4(name: str) -> None:
+    model = randomize_model(build_model(name, num_classes=3)).eval()
+    x = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        unfused = model(x)
+        fused = fuse(model)(x)
+    assert unfused.shape == (1, 8 * 16 + 4 * 8 + 2 * 4 + 1 * 2, 8)
+    scale = torch.cat(
+        [torch.full((h * w, 1), float(s)) for h, w, s in ((8, 16, 8), (4, 8, 16), (2, 4, 32), (1, 2, 64))]
+    )
+    torch.testing.assert_close(fused[..., :4] / scale, unfused[..., :4] / scale, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused[..., 4:], unfused[..., 4:], rtol=0, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_p6_has_four_levels_and_8500_anchor_points_at_640() -> None:
+    with torch.device("meta"), torch.no_grad():
+        model = build_model("yolov6n6").eval()
+        out = model(torch.zeros(1, 3, 640, 640))
+    assert model.strides == (8, 16, 32, 64) and model.config.imgsz == 1280
+    assert out.shape == (1, 8500, 85)
+
+
+@pytest.mark.parametrize(
+    ("name", "names"),
+    [
+        ("yolov6n6", {"EfficientRep6": "yolov6.models.efficientrep.EfficientRep6",
+                      "RepBiFPAN6": "yolov6.models.reppan.RepBiFPANNeck6"}),
+        ("yolov6m6", {"EfficientRep6": "yolov6.models.efficientrep.CSPBepBackbone_P6",
+                      "RepBiFPAN6": "yolov6.models.reppan.CSPRepBiFPANNeck_P6"}),
+    ],
+)  # fmt: skip
+def test_p6_release_file_loads_exactly(name: str, names: dict[str, str], tmp_path: Path) -> None:
+    model, reference = prepared(name)
+    loaded = load_official(write_release(tmp_path / f"{name}.pt", model, names))
+    assert loaded.name == name and loaded.model.strides == (8, 16, 32, 64)
+    assert_same_outputs(run(loaded.model), run(reference))
+
+
 def test_relu_l_base_release_file_loads_as_l_base_not_the_silu_l(tmp_path: Path) -> None:
     model, reference = prepared("yolov6l-base")
     loaded = load_official(write_release(tmp_path / "yolov6l_base.pt", model, CSP_NAMES))
@@ -91,7 +167,7 @@ def test_n_base_release_file_loads_exactly(tmp_path: Path) -> None:
     assert_same_outputs(run(loaded.model), run(reference))
 
 
-ONE_PER_FAMILY = {"yolov6s-base": (64, 96)}
+ONE_PER_FAMILY = {"yolov6s-base": (64, 96), "yolov6n6": (64, 128)}
 """A model of each family and an (H, W) that is a multiple of its largest stride, for the export checks."""
 
 
@@ -114,3 +190,24 @@ def test_onnx_export_matches_torch_raw_and_end_to_end(name: str, tmp_path: Path)
     num_dets, boxes, scores, classes = session.run(None, {"images": images.numpy()})
     assert num_dets.shape == (2, 1) and boxes.shape[:2] == scores.shape == classes.shape
     assert 0 < int(num_dets[0, 0]) <= boxes.shape[1]
+
+
+def test_p6_default_image_size_is_1280_in_our_checkpoints_and_release_files(tmp_path: Path) -> None:
+    from yolov6_sdk.weights import load, save_checkpoint
+
+    model, _ = prepared("yolov6n6")
+    assert load(save_checkpoint(tmp_path / "ours.pt", model)).imgsz == 1280
+    assert (
+        load(
+            write_release(
+                tmp_path / "release.pt",
+                model,
+                {
+                    "EfficientRep6": "yolov6.models.efficientrep.EfficientRep6",
+                    "RepBiFPAN6": "yolov6.models.reppan.RepBiFPANNeck6",
+                },
+            )
+        ).imgsz
+        == 1280
+    )
+    assert load(save_checkpoint(tmp_path / "n.pt", build_model("yolov6n", 3))).imgsz == 640

@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from yolov6_sdk.models.backbones import EfficientRep, MergeLayer, Stage
+from yolov6_sdk.models.backbones import EfficientRep, EfficientRep6, MergeLayer, Stage
 from yolov6_sdk.models.blocks import (
     SPPF,
     BasicBlock,
@@ -23,7 +23,7 @@ from yolov6_sdk.models.blocks import (
 )
 from yolov6_sdk.models.decode import TrainOutput, decode_predictions, training_output
 from yolov6_sdk.models.head import EffiDeHead
-from yolov6_sdk.models.necks import RepBiFPAN, RepPAN
+from yolov6_sdk.models.necks import RepBiFPAN, RepBiFPAN6, RepPAN
 from yolov6_sdk.models.zoo import ModelConfig
 
 
@@ -72,18 +72,18 @@ class YOLOv6(nn.Module):
         basic = _basic_block(config, deploy)
         silu = config.block == "conv_silu"
         act = "silu" if silu else "relu"
-        self.backbone = EfficientRep(
-            c,
-            n,
-            basic,
-            _stage(config, basic, conv, act),
-            _merge_layer(config, conv, act),
-            return_p2=config.bifusion,
-        )
-        neck_cls = RepBiFPAN if config.bifusion else RepPAN
+        stage, merge = _stage(config, basic, conv, act), _merge_layer(config, conv, act)
         # The neck's own convs are ReLU in every official config; only its BepC3 stages follow the block type.
-        self.neck = neck_cls(c, n, conv, _stage(config, basic, conv, act))
-        self.detect = EffiDeHead(num_classes, [c[6], c[8], c[10]], conv, 4 * (config.reg_max + 1), config.distill_head)
+        if config.p6:
+            self.backbone: nn.Module = EfficientRep6(c, n, basic, stage, merge)
+            self.neck: nn.Module = RepBiFPAN6(c, n, conv, stage)
+            head_channels = [c[8], c[9], c[10], c[11]]
+        else:
+            self.backbone = EfficientRep(c, n, basic, stage, merge, return_p2=config.bifusion)
+            self.neck = (RepBiFPAN if config.bifusion else RepPAN)(c, n, conv, stage)
+            head_channels = [c[6], c[8], c[10]]
+        reg_channels = 4 * (config.reg_max + 1)
+        self.detect = EffiDeHead(num_classes, head_channels, conv, reg_channels, config.distill_head)
         self.detect.initialize_biases()
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):  # official BN settings

@@ -17,6 +17,10 @@ BASE_REPEATS = (1, 6, 12, 18, 6, 12, 12, 12, 12)
 """Backbone stem + 4 stages, then neck Rep_p4, Rep_p3, Rep_n3, Rep_n4."""
 BASE_CHANNELS = (64, 128, 256, 512, 1024, 256, 128, 128, 256, 256, 512)
 """Backbone stem, P2..P5, then neck reduce0, reduce1, down2 out, Rep_n3 out, down1 out, Rep_n4 out."""
+P6_REPEATS = (1, 6, 12, 18, 6, 6, 12, 12, 12, 12, 12, 12)
+"""P6 models: backbone stem + 5 stages, then neck Rep_p5, Rep_p4, Rep_p3, Rep_n4, Rep_n5, Rep_n6."""
+P6_CHANNELS = (64, 128, 256, 512, 768, 1024, 512, 256, 128, 256, 512, 1024)
+"""P6 models: backbone stem, P2..P6, then neck reduce0, reduce1, reduce2 / P3' out, P4', P5', P6' out."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class ModelConfig:
         distill_head: the head has the extra 68-channel ``reg_preds_dist`` branch of the released n/s students.
         iou_type: IoU loss used in training.
         legacy_layout: paper-line state_dict key layout (conv+BN flat instead of under ``.block``).
+        strides: output strides of the head levels: (8, 16, 32), or (8, 16, 32, 64) for the P6 models, whose
+            backbone has a sixth stage and whose repeat and channel lists have 12 entries.
+        imgsz: the official training and evaluation size (square, pixels).
     """
 
     name: str
@@ -56,17 +63,23 @@ class ModelConfig:
     iou_type: str = "giou"
     legacy_layout: bool = False
     strides: tuple[int, ...] = (8, 16, 32)
+    imgsz: int = 640
     base_repeats: tuple[int, ...] = field(default=BASE_REPEATS, repr=False)
     base_channels: tuple[int, ...] = field(default=BASE_CHANNELS, repr=False)
 
     @property
+    def p6(self) -> bool:
+        """Four output levels, down to stride 64."""
+        return len(self.strides) == 4
+
+    @property
     def repeats(self) -> list[int]:
-        """Scaled repeat counts (len 9): backbone stem + 4 stages, then 4 neck stages."""
+        """Scaled repeat counts (len 9, or 12 for P6): backbone stem + stages, then neck stages."""
         return [max(round(n * self.depth_multiple), 1) if n > 1 else n for n in self.base_repeats]
 
     @property
     def channels(self) -> list[int]:
-        """Scaled channel counts (len 11), multiples of 8."""
+        """Scaled channel counts (len 11, or 12 for P6), multiples of 8."""
         return [math.ceil(c * self.width_multiple / 8) * 8 for c in self.base_channels]
 
     @property
@@ -80,6 +93,9 @@ _BASE_N = ModelConfig("yolov6n-base", "v3.0", 0.33, 0.25, block="conv_relu", csp
 _BASE_S = ModelConfig(
     "yolov6s-base", "v3.0", 0.70, 0.50, csp=True, block="conv_relu", cspsppf=True, use_dfl=True, reg_max=16
 )
+_P6 = {"strides": (8, 16, 32, 64), "imgsz": 1280, "base_repeats": P6_REPEATS, "base_channels": P6_CHANNELS}
+_P6_N = ModelConfig("yolov6n6", "v3.0", 0.33, 0.25, cspsppf=True, iou_type="siou", **_P6)
+_P6_M = ModelConfig("yolov6m6", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16, **_P6)
 _PAPER_N = ModelConfig("yolov6n-v1", "paper", 0.33, 0.25, bifusion=False, iou_type="siou", legacy_layout=True)
 _PAPER_M = ModelConfig(
     "yolov6m-v1",
@@ -105,6 +121,10 @@ ZOO: dict[str, ModelConfig] = {
         _BASE_S,
         replace(_BASE_S, name="yolov6m-base", depth_multiple=0.80, width_multiple=0.75, cspsppf=False),
         replace(_BASE_S, name="yolov6l-base", depth_multiple=1.0, width_multiple=1.0, cspsppf=False),
+        _P6_N,
+        replace(_P6_N, name="yolov6s6", width_multiple=0.50, iou_type="giou"),
+        _P6_M,
+        replace(_P6_M, name="yolov6l6", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5),
         _PAPER_N,
         replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
@@ -117,7 +137,10 @@ ZOO: dict[str, ModelConfig] = {
         ),
     )
 }
-"""The base models (official configs/base/*) are the v3.0 networks built of plain conv+BN+ReLU blocks (CSP
+"""The P6 models (official configs/yolov6{n,s,m,l}6.py) add a stride-64 level and run at 1280 px; N6/S6 regress
+raw distances, M6/L6 use DFL.
+
+The base models (official configs/base/*) are the v3.0 networks built of plain conv+BN+ReLU blocks (CSP
 stages from S up), ReLU everywhere except the SiLU head convs, all with a DFL head.
 
 The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
