@@ -28,6 +28,12 @@ RELEASE_NAMES = {
     "SPPF": f"{_COMMON}.SPPFModule",
     "CSPSPPF": f"{_COMMON}.CSPSPPFModule",
 }
+LITE_NAMES = {
+    "YOLOv6": "yolov6.models.yolo_lite.Model",
+    "LiteBackbone": "yolov6.models.efficientrep.Lite_EffiBackbone",
+    "LiteNeck": "yolov6.models.reppan.Lite_EffiNeck",
+    "LiteHead": "yolov6.models.heads.effidehead_lite.Detect",
+}
 CSP_NAMES = {
     "EfficientRep": "yolov6.models.efficientrep.CSPBepBackbone",
     "RepBiFPAN": "yolov6.models.reppan.CSPRepBiFPANNeck",
@@ -37,7 +43,8 @@ CSP_NAMES = {
 def _release_class(module: nn.Module, names: dict[str, str]) -> str:
     kind = type(module).__name__
     if kind == "WrappedConvBN":
-        return f"{_COMMON}.ConvBNSiLU" if isinstance(module.block.act, nn.SiLU) else f"{_COMMON}.ConvBNReLU"
+        wrapper = {"SiLU": "ConvBNSiLU", "ReLU": "ConvBNReLU", "Hardswish": "ConvBNHS", "Identity": "ConvBN"}
+        return f"{_COMMON}.{wrapper[type(module.block.act).__name__]}"
     if kind in ("SPPFWrapper", "CSPSPPFWrapper"):
         inner = module.sppf if kind == "SPPFWrapper" else module.cspsppf
         silu = isinstance(inner.cv1.block.act, nn.SiLU)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize_model
-from test_official_families import CSP_NAMES, write_release
+from test_official_families import CSP_NAMES, LITE_NAMES, write_release
 from test_weights import assert_same_outputs, prepared, run
 from torch import nn
 
 from yolov6_sdk.models import build_model, fuse
+from yolov6_sdk.models.lite import CSPBlock, DPBlock, Lite_EffiBlockS1, Lite_EffiBlockS2, lite_widths
 from yolov6_sdk.weights import load_official
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -56,6 +57,22 @@ OFFICIAL_LAYOUT: dict[str, tuple[int, dict[str, tuple[int, ...]]]] = {
             "detect.reg_preds.3.weight": (68, 1024, 1, 1),
         },
     ),
+    **{
+        f"yolov6lite-{size}": (
+            820,
+            {
+                "backbone.conv_0.block.conv.weight": (24, 3, 3, 3),
+                "backbone.lite_effiblock_4.0.conv_dw_3.block.conv.weight": (last, 1, 3, 3),
+                "backbone.lite_effiblock_3.6.se.conv1.bias": (se,),
+                "neck.reduce_layer0.block.conv.weight": (96, last, 1, 1),
+                "neck.p6_conv_2.conv_dw_1.bias": (96,),
+                "neck.Csp_n4.blocks.conv_2.bn_2.running_var": (48,),
+                "detect.reg_preds.3.weight": (4, 96, 1, 1),
+                "detect.stems.0.conv_dw_1.weight": (96, 1, 5, 5),
+            },
+        )
+        for size, last, se in (("s", 176, 12), ("m", 288, 18), ("l", 384, 24))
+    },
     "yolov6n-base": (
         396,
         {
@@ -153,6 +170,58 @@ def test_p6_release_file_loads_exactly(name: str, names: dict[str, str], tmp_pat
     assert_same_outputs(run(loaded.model), run(reference))
 
 
+@pytest.mark.parametrize("name", ["yolov6lite-s", "yolov6lite-m", "yolov6lite-l"])
+def test_lite_fuse_folds_every_batchnorm_and_keeps_the_outputs(name: str) -> None:
+    model = randomize_model(build_model(name, num_classes=3)).eval()
+    x = torch.rand(2, 3, 128, 192, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        unfused = model(x)
+        fused = fuse(model)(x)
+    assert unfused.shape == (2, 16 * 24 + 8 * 12 + 4 * 6 + 2 * 3, 8)
+    torch.testing.assert_close(fused, unfused, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.device("meta"):
+        deployed = build_model(name, num_classes=3, deploy=True)
+    assert {k: v.shape for k, v in deployed.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("make_block", "channels"),
+    [
+        (lambda: DPBlock(8, 5, 2), 8),
+        (lambda: Lite_EffiBlockS1(16, 8, 16), 16),
+        (lambda: Lite_EffiBlockS2(8, 16, 16), 8),
+        (lambda: CSPBlock(16, 8, 5), 16),
+    ],
+)
+def test_each_lite_block_fuses_to_the_same_function(make_block, channels: int) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    block = randomize_model(make_block().eval())
+    x = torch.randn(2, channels, 16, 16)
+    with torch.no_grad():
+        expected = block(x)
+        got = fuse(block)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lite_has_2125_anchor_points_at_320_and_lite_channel_rounding() -> None:
+    with torch.device("meta"), torch.no_grad():
+        model = build_model("yolov6lite-s").eval()
+        out = model(torch.zeros(1, 3, 320, 320))
+    assert out.shape == (1, 2125, 85) and model.config.imgsz == 320
+    assert lite_widths(0.7) == ([24, 32, 48, 96, 176], [8, 16, 24, 48, 88])
+    assert not hasattr(model.detect, "proj")
+
+
+def test_lite_release_file_in_the_stripped_format_loads_exactly(tmp_path: Path) -> None:
+    model, reference = prepared("yolov6lite-m")
+    model.requires_grad_(False)  # the stripped format: the EMA copy, eval mode, no gradients
+    loaded = load_official(write_release(tmp_path / "yolov6lite_m.pt", model, LITE_NAMES))
+    assert loaded.name == "yolov6lite-m" and loaded.imgsz == 320
+    assert loaded.meta["official_classes"]["detect"] == "yolov6.models.heads.effidehead_lite.Detect"
+    assert_same_outputs(run(loaded.model), run(reference))
+
+
 def test_relu_l_base_release_file_loads_as_l_base_not_the_silu_l(tmp_path: Path) -> None:
     model, reference = prepared("yolov6l-base")
     loaded = load_official(write_release(tmp_path / "yolov6l_base.pt", model, CSP_NAMES))
@@ -167,7 +236,7 @@ def test_n_base_release_file_loads_exactly(tmp_path: Path) -> None:
     assert_same_outputs(run(loaded.model), run(reference))
 
 
-ONE_PER_FAMILY = {"yolov6s-base": (64, 96), "yolov6n6": (64, 128)}
+ONE_PER_FAMILY = {"yolov6s-base": (64, 96), "yolov6n6": (64, 128), "yolov6lite-s": (128, 192)}
 """A model of each family and an (H, W) that is a multiple of its largest stride, for the export checks."""
 
 

@@ -46,6 +46,8 @@ class ModelConfig:
         strides: output strides of the head levels: (8, 16, 32), or (8, 16, 32, 64) for the P6 models, whose
             backbone has a sixth stage and whose repeat and channel lists have 12 entries.
         imgsz: the official training and evaluation size (square, pixels).
+        lite: a YOLOv6-Lite network (:mod:`yolov6_sdk.models.lite`): only ``width_multiple``, ``strides`` and the
+            head settings apply; its widths are rounded to multiples of 16 and its repeats are fixed.
     """
 
     name: str
@@ -64,6 +66,7 @@ class ModelConfig:
     legacy_layout: bool = False
     strides: tuple[int, ...] = (8, 16, 32)
     imgsz: int = 640
+    lite: bool = False
     base_repeats: tuple[int, ...] = field(default=BASE_REPEATS, repr=False)
     base_channels: tuple[int, ...] = field(default=BASE_CHANNELS, repr=False)
 
@@ -96,6 +99,7 @@ _BASE_S = ModelConfig(
 _P6 = {"strides": (8, 16, 32, 64), "imgsz": 1280, "base_repeats": P6_REPEATS, "base_channels": P6_CHANNELS}
 _P6_N = ModelConfig("yolov6n6", "v3.0", 0.33, 0.25, cspsppf=True, iou_type="siou", **_P6)
 _P6_M = ModelConfig("yolov6m6", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16, **_P6)
+_LITE = {"lite": True, "iou_type": "siou", "strides": (8, 16, 32, 64), "imgsz": 320}
 _PAPER_N = ModelConfig("yolov6n-v1", "paper", 0.33, 0.25, bifusion=False, iou_type="siou", legacy_layout=True)
 _PAPER_M = ModelConfig(
     "yolov6m-v1",
@@ -125,6 +129,10 @@ ZOO: dict[str, ModelConfig] = {
         replace(_P6_N, name="yolov6s6", width_multiple=0.50, iou_type="giou"),
         _P6_M,
         replace(_P6_M, name="yolov6l6", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5),
+        *(
+            ModelConfig(f"yolov6lite-{size}", "v3.0", 1.0, width, **_LITE)
+            for size, width in (("s", 0.7), ("m", 1.1), ("l", 1.5))
+        ),
         _PAPER_N,
         replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
