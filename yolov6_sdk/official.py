@@ -40,6 +40,7 @@ from yolov6_sdk.checkpoint_reader import (
 )
 from yolov6_sdk.errors import CheckpointError
 from yolov6_sdk.models import ZOO, ModelConfig, YOLOv6
+from yolov6_sdk.models.signature import signature_difference, structure_signature
 
 _LOG = logging.getLogger(__name__)
 
@@ -352,29 +353,51 @@ def _layout(config: ModelConfig, nc: int, deploy: bool) -> dict[str, tuple[int, 
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
+@functools.lru_cache(maxsize=64)
+def _signature(config: ModelConfig, nc: int, deploy: bool) -> dict[str, str]:
+    """:func:`structure_signature` of a config, built on the meta device. Shared: do not mutate."""
+    with torch.device("meta"):
+        return structure_signature(YOLOv6(config, nc, deploy=deploy))
+
+
 def _match_config(
     path: Path, official: OfficialModule, state: dict[str, torch.Tensor], nc: int
 ) -> tuple[ModelConfig, bool]:
-    """The zoo config (and whether fused) whose state_dict keys and shapes equal ``state``'s exactly."""
+    """The zoo config (and whether fused) whose state_dict keys and shapes equal ``state``'s exactly and whose
+    activations and block variants equal the pickled model's (configs such as yolov6l and yolov6l-base share
+    every tensor name and shape and differ only there)."""
     found = {key: tuple(value.shape) for key, value in state.items()}
     deploy = not any(key.endswith(".running_mean") for key in found)
     # The stem's first conv has 3 input channels; its output width narrows the search to one n/t/s/m/l size.
     widths = {shape[0] for key, shape in found.items() if key.startswith("backbone.stem.") and shape[1:2] == (3,)}
     candidates = [c for c in _zoo_variants() if not widths or c.channels[0] in widths]
-    closest: tuple[int, str] | None = None
-    for config in candidates:
-        expected = _layout(config, nc, deploy)
-        if expected == found:
+    same_tensors = [config for config in candidates if _layout(config, nc, deploy) == found]
+    signature = structure_signature(official)
+    for config in same_tensors:
+        if _signature(config, nc, deploy) == signature:
             return config, deploy
-        score, difference = _difference(found, expected)
-        if closest is None or score < closest[0]:
-            closest = (score, f"closest is {_label(config)}: {difference}")
     summary = ", ".join(f"{part} {name}" for part, name in _official_classes(official).items())
-    hint = closest[1] if closest else f"no zoo config has a stem of {sorted(widths)} channels"
+    if same_tensors:
+        differences = "; ".join(signature_difference(signature, _signature(same_tensors[0], nc, deploy)))
+        hint = (
+            f"its tensors match {', '.join(map(_label, same_tensors))}, but its activations or block types do not "
+            f"({differences}), so loading it as that would compute something else"
+        )
+    else:
+        hint = _closest(found, candidates, nc, deploy) or f"no zoo config has a stem of {sorted(widths)} channels"
     raise CheckpointError(
         f"{path} holds a YOLOv6 model that matches no zoo config: {nc} classes, {len(found)} tensors, "
         f"{'fused' if deploy else 'unfused'}, {summary}; {hint}. Supported: {', '.join(ZOO)}"
     )
+
+
+def _closest(found: dict[str, tuple[int, ...]], candidates: list[ModelConfig], nc: int, deploy: bool) -> str:
+    """The text ``closest is <config>: <difference>`` for the candidate whose layout differs least from ``found``."""
+    scored = [(*_difference(found, _layout(config, nc, deploy)), config) for config in candidates]
+    if not scored:
+        return ""
+    _, difference, config = min(scored, key=lambda item: item[0])
+    return f"closest is {_label(config)}: {difference}"
 
 
 def _difference(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> tuple[int, str]:

@@ -64,7 +64,8 @@ class LoadedModel:
         model: the network, eval mode, fp32, on the requested device.
         name: zoo config name (``model.config`` may be its variant without the distillation branch).
         names: class names, ``len(names) == model.num_classes``.
-        imgsz: square training/inference size in pixels (640 for official files, which do not record it).
+        imgsz: square training/inference size in pixels (for official files, which do not record it, the model's
+            official size: 1280 for P6, 640 otherwise).
         meta: the checkpoint's metadata (see the module docstring); ``meta["fused"]`` describes the file.
         source: "sdk" (our format) or "official" (a meituan/YOLOv6 release file).
         sha256: hex digest of the file.
@@ -88,7 +89,7 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     model: YOLOv6,
     names: list[str] | None = None,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     meta: dict[str, Any] | None = None,
     half: bool = False,
 ) -> Path:
@@ -98,7 +99,8 @@ def save_checkpoint(
     files do); :func:`load` always returns an fp32 model.
 
     The file appears complete or not at all: it is written to a temporary file in the same folder and moved into
-    place with ``os.replace``. ``names`` defaults to ``model.names``; ``meta`` may hold plain values only (str, int,
+    place with ``os.replace``. ``imgsz`` defaults to the model's official size (1280 for P6, 640 otherwise);
+    ``names`` defaults to ``model.names``; ``meta`` may hold plain values only (str, int,
     float, bool, None, and lists/dicts of them), e.g. training epoch and mAP. The keys the SDK records itself
     (fused, distill_head, sdk_version, batchnorm) are always recomputed from the model.
     """
@@ -110,6 +112,7 @@ def save_checkpoint(
         )
     zoo_name = _zoo_name(model.config)
     names = _check_names(list(model.names if names is None else names), model.num_classes)
+    imgsz = model.config.imgsz if imgsz is None else imgsz
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % max(model.strides):
         raise ConfigError(f"imgsz must be a positive multiple of {max(model.strides)} pixels, got {imgsz!r}")
     extra = dict(meta or {})
@@ -310,7 +313,7 @@ def _from_official(checked: CheckpointFile) -> LoadedModel:
         **found.meta,
     }
     return LoadedModel(
-        model, found.config.name, tuple(found.names), 640, meta, "official", checked.sha256, checked.path
+        model, found.config.name, tuple(found.names), found.config.imgsz, meta, "official", checked.sha256, checked.path
     )
 
 

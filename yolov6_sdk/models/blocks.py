@@ -20,6 +20,7 @@ from torch import nn
 ACTIVATIONS: dict[str | None, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "silu": lambda: nn.SiLU(inplace=True),
+    "hardswish": lambda: nn.Hardswish(inplace=True),
     None: nn.Identity,
 }
 
@@ -48,7 +49,14 @@ def fold_batchnorm(
 def conv_with_weights(like: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
     """A biased Conv2d with ``like``'s geometry holding ``kernel`` and ``bias`` (built without a wasted init)."""
     conv = nn.Conv2d(
-        like.in_channels, like.out_channels, like.kernel_size, like.stride, like.padding, bias=True, device="meta"
+        like.in_channels,
+        like.out_channels,
+        like.kernel_size,
+        like.stride,
+        like.padding,
+        groups=like.groups,
+        bias=True,
+        device="meta",
     )
     conv.weight = nn.Parameter(kernel.detach().clone(), requires_grad=like.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=like.weight.requires_grad)
@@ -58,8 +66,8 @@ def conv_with_weights(like: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor)
 class ConvBN(nn.Module):
     """Conv2d -> BatchNorm2d -> activation, flat layout (``conv``, ``bn``).
 
-    Shapes: [B, C_in, H, W] -> [B, C_out, H/stride, W/stride]. After :meth:`fuse` the BN is folded into ``conv``
-    (which then has a bias) and ``bn`` is None.
+    Shapes: [B, C_in, H, W] -> [B, C_out, H/stride, W/stride]; ``groups`` = C_in = C_out makes it depthwise. After
+    :meth:`fuse` the BN is folded into ``conv`` (which then has a bias) and ``bn`` is None.
     """
 
     def __init__(
@@ -72,10 +80,13 @@ class ConvBN(nn.Module):
         bias: bool = False,
         padding: int | None = None,
         deploy: bool = False,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias or deploy)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias or deploy
+        )
         self.bn = None if deploy else nn.BatchNorm2d(out_channels)
         self.act = ACTIVATIONS[act]()
 

@@ -49,9 +49,9 @@ def dfl_expectation(logits: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
 
 
 def decode_predictions(
-    levels: list[HeadLevel], strides: Sequence[int], use_dfl: bool, proj: torch.Tensor
+    levels: list[HeadLevel], strides: Sequence[int], use_dfl: bool, proj: torch.Tensor | None
 ) -> torch.Tensor:
-    """The official eval/export output.
+    """The official eval/export output (``proj``: the DFL bin values, needed only with ``use_dfl``).
 
     Returns:
         [B, A, 5 + nc]: cx, cy, w, h in input pixels, a constant objectness 1.0, then sigmoid class scores.

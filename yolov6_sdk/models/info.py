@@ -25,8 +25,11 @@ class ModelSize:
     imgsz: tuple[int, int]
 
 
-def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int = 80) -> ModelSize:
-    """Count the fused parameters and the FLOPs of one forward pass at batch 1."""
+def model_info(name: str, imgsz: tuple[int, int] | None = None, num_classes: int = 80) -> ModelSize:
+    """Count the fused parameters and the FLOPs of one forward pass at batch 1, at ``imgsz`` (H, W) or, when
+    None, the model's official size (1280 for P6, 640 otherwise)."""
+    if imgsz is None:
+        imgsz = (ZOO[name].imgsz, ZOO[name].imgsz)
     with torch.device("meta"):
         model = fuse(build_model(name, num_classes).eval())
         params = sum(p.numel() for p in model.parameters())
@@ -36,6 +39,6 @@ def model_info(name: str, imgsz: tuple[int, int] = (640, 640), num_classes: int 
     return ModelSize(name, model.config.line, params / 1e6, counter.get_total_flops() / 1e9, imgsz)
 
 
-def zoo_table(imgsz: tuple[int, int] = (640, 640)) -> list[ModelSize]:
-    """One :class:`ModelSize` per zoo config, in zoo order."""
+def zoo_table(imgsz: tuple[int, int] | None = None) -> list[ModelSize]:
+    """One :class:`ModelSize` per zoo config, in zoo order, at ``imgsz`` or each model's official size."""
     return [model_info(name, imgsz) for name in ZOO]

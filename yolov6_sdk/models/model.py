@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from yolov6_sdk.models.backbones import EfficientRep, MergeLayer, Stage
+from yolov6_sdk.models.backbones import EfficientRep, EfficientRep6, MergeLayer, Stage
 from yolov6_sdk.models.blocks import (
     SPPF,
     BasicBlock,
@@ -23,7 +23,8 @@ from yolov6_sdk.models.blocks import (
 )
 from yolov6_sdk.models.decode import TrainOutput, decode_predictions, training_output
 from yolov6_sdk.models.head import EffiDeHead
-from yolov6_sdk.models.necks import RepBiFPAN, RepPAN
+from yolov6_sdk.models.lite import LITE_NECK_CHANNELS, LiteBackbone, LiteHead, LiteNeck, lite_widths
+from yolov6_sdk.models.necks import RepBiFPAN, RepBiFPAN6, RepPAN
 from yolov6_sdk.models.zoo import ModelConfig
 
 
@@ -32,11 +33,13 @@ def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
     if cfg.block in block_classes:
         return partial(block_classes[cfg.block], deploy=deploy)
 
-    def conv_silu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
-        # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU without.
-        return WrappedConvBN(in_channels, out_channels, 3, stride, act="silu", bias=cfg.legacy_layout, deploy=deploy)
+    act = {"conv_silu": "silu", "conv_relu": "relu"}[cfg.block]
 
-    return conv_silu
+    def conv_bn_act(in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
+        # The paper line's ConvWrapper built its 3x3 conv with a bias; v3.0's ConvBNSiLU / ConvBNReLU without.
+        return WrappedConvBN(in_channels, out_channels, 3, stride, act=act, bias=cfg.legacy_layout, deploy=deploy)
+
+    return conv_bn_act
 
 
 def _stage(cfg: ModelConfig, basic: BasicBlock, conv: ConvFactory, csp_act: str) -> Stage:
@@ -52,6 +55,37 @@ def _merge_layer(cfg: ModelConfig, conv: ConvFactory, act: str) -> MergeLayer:
     return lambda cin, cout: wrapper(cin, cout, conv, act)
 
 
+Parts = tuple[nn.Module, nn.Module, nn.Module]
+"""(backbone, neck, detect) of one network."""
+
+
+def _rep_parts(config: ModelConfig, num_classes: int, deploy: bool) -> Parts:
+    """EfficientRep / CSPBep backbone, Rep-PAN or BiFusion neck (P6 forms for four levels) and the decoupled head."""
+    c, n = config.channels, config.repeats
+    conv = ConvFactory(wrapped=not config.legacy_layout, deploy=deploy)
+    basic = _basic_block(config, deploy)
+    act = "silu" if config.block == "conv_silu" else "relu"
+    # The neck's own convs are ReLU in every official config; only its BepC3 stages follow the block type.
+    stage, merge = _stage(config, basic, conv, act), _merge_layer(config, conv, act)
+    if config.p6:
+        backbone: nn.Module = EfficientRep6(c, n, basic, stage, merge)
+        neck: nn.Module = RepBiFPAN6(c, n, conv, stage)
+        head_channels = [c[8], c[9], c[10], c[11]]
+    else:
+        backbone = EfficientRep(c, n, basic, stage, merge, return_p2=config.bifusion)
+        neck = (RepBiFPAN if config.bifusion else RepPAN)(c, n, conv, stage)
+        head_channels = [c[6], c[8], c[10]]
+    reg_channels = 4 * (config.reg_max + 1)
+    return backbone, neck, EffiDeHead(num_classes, head_channels, conv, reg_channels, config.distill_head)
+
+
+def _lite_parts(config: ModelConfig, num_classes: int, deploy: bool) -> Parts:
+    """The Lite backbone, neck and head (:mod:`yolov6_sdk.models.lite`)."""
+    out, _ = lite_widths(config.width_multiple)
+    neck = LiteNeck(out[2:], LITE_NECK_CHANNELS, deploy)
+    return LiteBackbone(config.width_multiple, deploy), neck, LiteHead(num_classes, [LITE_NECK_CHANNELS] * 4, deploy)
+
+
 class YOLOv6(nn.Module):
     """A YOLOv6 detector: ``backbone`` -> ``neck`` -> ``detect`` (official attribute names).
 
@@ -65,23 +99,8 @@ class YOLOv6(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.names = [str(i) for i in range(num_classes)]
-        c, n = config.channels, config.repeats
-        conv = ConvFactory(wrapped=not config.legacy_layout, deploy=deploy)
-        basic = _basic_block(config, deploy)
-        silu = config.block == "conv_silu"
-        act = "silu" if silu else "relu"
-        self.backbone = EfficientRep(
-            c,
-            n,
-            basic,
-            _stage(config, basic, conv, act),
-            _merge_layer(config, conv, act),
-            return_p2=config.bifusion,
-        )
-        neck_cls = RepBiFPAN if config.bifusion else RepPAN
-        # The neck's own convs are ReLU in every official config; only its BepC3 stages follow the block type.
-        self.neck = neck_cls(c, n, conv, _stage(config, basic, conv, act))
-        self.detect = EffiDeHead(num_classes, [c[6], c[8], c[10]], conv, 4 * (config.reg_max + 1), config.distill_head)
+        build = _lite_parts if config.lite else _rep_parts
+        self.backbone, self.neck, self.detect = build(config, num_classes, deploy)
         self.detect.initialize_biases()
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):  # official BN settings
@@ -97,4 +116,4 @@ class YOLOv6(nn.Module):
         levels = self.detect(neck_feats)
         if self.training:
             return training_output(levels, neck_feats)
-        return decode_predictions(levels, self.strides, self.config.use_dfl, self.detect.proj)
+        return decode_predictions(levels, self.strides, self.config.use_dfl, getattr(self.detect, "proj", None))

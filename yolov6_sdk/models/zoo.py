@@ -17,6 +17,10 @@ BASE_REPEATS = (1, 6, 12, 18, 6, 12, 12, 12, 12)
 """Backbone stem + 4 stages, then neck Rep_p4, Rep_p3, Rep_n3, Rep_n4."""
 BASE_CHANNELS = (64, 128, 256, 512, 1024, 256, 128, 128, 256, 256, 512)
 """Backbone stem, P2..P5, then neck reduce0, reduce1, down2 out, Rep_n3 out, down1 out, Rep_n4 out."""
+P6_REPEATS = (1, 6, 12, 18, 6, 6, 12, 12, 12, 12, 12, 12)
+"""P6 models: backbone stem + 5 stages, then neck Rep_p5, Rep_p4, Rep_p3, Rep_n4, Rep_n5, Rep_n6."""
+P6_CHANNELS = (64, 128, 256, 512, 768, 1024, 512, 256, 128, 256, 512, 1024)
+"""P6 models: backbone stem, P2..P6, then neck reduce0, reduce1, reduce2 / P3' out, P4', P5', P6' out."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,8 @@ class ModelConfig:
         depth_multiple, width_multiple: scale factors of BASE_REPEATS / BASE_CHANNELS.
         csp: CSPBepBackbone + CSP neck (BepC3 stages) instead of EfficientRep + RepBlock stages.
         bifusion: v3.0 BiFusion neck fed by P2..P5, instead of the plain Rep-PAN fed by P3..P5.
-        block: basic block type: "repvgg" (RepVGG), "conv_silu" (conv+BN+SiLU), "repopt" (one 3x3 conv+BN+ReLU,
+        block: basic block type: "repvgg" (RepVGG), "conv_silu" (conv+BN+SiLU), "conv_relu" (conv+BN+ReLU, the
+            base models), "repopt" (one 3x3 conv+BN+ReLU,
             trained with a RepOptimizer) or "hyper_search" (3x3, 1x1 and identity branches with learnable
             per-channel scales, whose trained values build the RepOptimizer).
         csp_e: hidden-width ratio of BepC3.
@@ -38,6 +43,11 @@ class ModelConfig:
         distill_head: the head has the extra 68-channel ``reg_preds_dist`` branch of the released n/s students.
         iou_type: IoU loss used in training.
         legacy_layout: paper-line state_dict key layout (conv+BN flat instead of under ``.block``).
+        strides: output strides of the head levels: (8, 16, 32), or (8, 16, 32, 64) for the P6 models, whose
+            backbone has a sixth stage and whose repeat and channel lists have 12 entries.
+        imgsz: the official training and evaluation size (square, pixels).
+        lite: a YOLOv6-Lite network (:mod:`yolov6_sdk.models.lite`): only ``width_multiple``, ``strides`` and the
+            head settings apply; its widths are rounded to multiples of 16 and its repeats are fixed.
     """
 
     name: str
@@ -55,17 +65,24 @@ class ModelConfig:
     iou_type: str = "giou"
     legacy_layout: bool = False
     strides: tuple[int, ...] = (8, 16, 32)
+    imgsz: int = 640
+    lite: bool = False
     base_repeats: tuple[int, ...] = field(default=BASE_REPEATS, repr=False)
     base_channels: tuple[int, ...] = field(default=BASE_CHANNELS, repr=False)
 
     @property
+    def p6(self) -> bool:
+        """Four output levels, down to stride 64."""
+        return len(self.strides) == 4
+
+    @property
     def repeats(self) -> list[int]:
-        """Scaled repeat counts (len 9): backbone stem + 4 stages, then 4 neck stages."""
+        """Scaled repeat counts (len 9, or 12 for P6): backbone stem + stages, then neck stages."""
         return [max(round(n * self.depth_multiple), 1) if n > 1 else n for n in self.base_repeats]
 
     @property
     def channels(self) -> list[int]:
-        """Scaled channel counts (len 11), multiples of 8."""
+        """Scaled channel counts (len 11, or 12 for P6), multiples of 8."""
         return [math.ceil(c * self.width_multiple / 8) * 8 for c in self.base_channels]
 
     @property
@@ -75,6 +92,14 @@ class ModelConfig:
 
 
 _V3_N = ModelConfig("yolov6n", "v3.0", 0.33, 0.25, cspsppf=True, distill_head=True, iou_type="siou")
+_BASE_N = ModelConfig("yolov6n-base", "v3.0", 0.33, 0.25, block="conv_relu", cspsppf=True, use_dfl=True, reg_max=16)
+_BASE_S = ModelConfig(
+    "yolov6s-base", "v3.0", 0.70, 0.50, csp=True, block="conv_relu", cspsppf=True, use_dfl=True, reg_max=16
+)
+_P6 = {"strides": (8, 16, 32, 64), "imgsz": 1280, "base_repeats": P6_REPEATS, "base_channels": P6_CHANNELS}
+_P6_N = ModelConfig("yolov6n6", "v3.0", 0.33, 0.25, cspsppf=True, iou_type="siou", **_P6)
+_P6_M = ModelConfig("yolov6m6", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16, **_P6)
+_LITE = {"lite": True, "iou_type": "siou", "strides": (8, 16, 32, 64), "imgsz": 320}
 _PAPER_N = ModelConfig("yolov6n-v1", "paper", 0.33, 0.25, bifusion=False, iou_type="siou", legacy_layout=True)
 _PAPER_M = ModelConfig(
     "yolov6m-v1",
@@ -96,6 +121,18 @@ ZOO: dict[str, ModelConfig] = {
         replace(_V3_N, name="yolov6s", width_multiple=0.50, iou_type="giou"),
         ModelConfig("yolov6m", "v3.0", 0.60, 0.75, csp=True, csp_e=2 / 3, use_dfl=True, reg_max=16),
         ModelConfig("yolov6l", "v3.0", 1.0, 1.0, csp=True, block="conv_silu", csp_e=0.5, use_dfl=True, reg_max=16),
+        _BASE_N,
+        _BASE_S,
+        replace(_BASE_S, name="yolov6m-base", depth_multiple=0.80, width_multiple=0.75, cspsppf=False),
+        replace(_BASE_S, name="yolov6l-base", depth_multiple=1.0, width_multiple=1.0, cspsppf=False),
+        _P6_N,
+        replace(_P6_N, name="yolov6s6", width_multiple=0.50, iou_type="giou"),
+        _P6_M,
+        replace(_P6_M, name="yolov6l6", depth_multiple=1.0, width_multiple=1.0, block="conv_silu", csp_e=0.5),
+        *(
+            ModelConfig(f"yolov6lite-{size}", "v3.0", 1.0, width, **_LITE)
+            for size, width in (("s", 0.7), ("m", 1.1), ("l", 1.5))
+        ),
         _PAPER_N,
         replace(_PAPER_N, name="yolov6t-v1", width_multiple=0.375),
         replace(_PAPER_N, name="yolov6s-v1", width_multiple=0.50, iou_type="giou"),
@@ -108,7 +145,13 @@ ZOO: dict[str, ModelConfig] = {
         ),
     )
 }
-"""The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
+"""The P6 models (official configs/yolov6{n,s,m,l}6.py) add a stride-64 level and run at 1280 px; N6/S6 regress
+raw distances, M6/L6 use DFL.
+
+The base models (official configs/base/*) are the v3.0 networks built of plain conv+BN+ReLU blocks (CSP
+stages from S up), ReLU everywhere except the SiLU head convs, all with a DFL head.
+
+The paper line's RepOptimizer pair (official configs/repopt/*): ``yolov6X-hs`` is the hyper-search model
 (``training_mode='hyper_search'``) whose trained scales build the optimizer of ``yolov6X-repopt``
 (``training_mode='repopt'``), the plain single-3x3-conv network deployed as trained."""
 
