@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from yolov6_sdk.cli.options import parse
@@ -151,6 +152,22 @@ def _evaluator(plan: Any) -> Any:
     return map_evaluator(plan.options.val, plan.imgsz)
 
 
+def _cpu_runtime_line(artifact: Path) -> str:
+    """Which runtime ``Detector(artifact)`` takes on this CPU and why (measured now, recorded in the sidecar)."""
+    from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.runtime.backends.registry import backend_specs, installed
+    from yolov6_sdk.runtime.cpu_choice import choose_for_cpu
+
+    readers = [s.name for s in backend_specs() if ".onnx" in s.suffixes and "cpu" in s.devices and installed(s)]
+    if len(readers) < 2:
+        return f"CPU runtime: {readers[0] if readers else 'none'} (the only one installed that reads .onnx)"
+    try:
+        choice = choose_for_cpu(artifact, readers)
+    except YOLOv6Error as exc:
+        return f"CPU runtime: not measured ({exc})"
+    return f"CPU runtime: {choice.backend}, measured fastest here: {choice.reason()} (recorded in the sidecar)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(_parser(), argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -184,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print("yolov6-build: interrupted; no artifact was written", file=sys.stderr)
         return 130
     print("\n".join(_summary(result)))
+    if result.artifact.suffix == ".onnx" and result.backend == "onnxruntime":
+        print(_cpu_runtime_line(result.artifact))
     if args.triton:
         print(f"Triton model repository: {repo} (serve with: tritonserver --model-repository {args.triton})")
     return 0

@@ -128,7 +128,7 @@ def check_backend_options(
     and int8 variants to be run in ONNX Runtime (``runs_variants``) that end in TensorRT's NMS plugin."""
     if precision == "fp16" and backend in ("onnxruntime", "openvino"):
         raise BuildError(
-            f"fp16 is not built for {backend}: CPUs run fp16 graphs through float casts, slower than fp32; build "
+            f"fp16 is not built for {'ONNX Runtime' if backend == 'onnxruntime' else 'OpenVINO'}: CPUs run fp16 graphs through float casts, slower than fp32; build "
             "fp32 or int8 for the CPU (or bf16 with --backend openvino), or fp16 with --backend tensorrt on a GPU"
         )
     if precision == "bf16" and backend != "openvino":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from yolov6_sdk.artifact.model_info import ModelInfo
-from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, Precision
+from yolov6_sdk.artifact.spec import Precision
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,6 @@ class BackendSpec:
     dynamic_shapes: bool = True
     torch_tensors: bool = False
 
-    def __post_init__(self) -> None:
-        unknown = [suffix for suffix in self.suffixes if suffix not in ARTIFACT_SUFFIXES]
-        if unknown:
-            raise ValueError(f"backend {self.name!r} declares suffixes {unknown} outside ARTIFACT_SUFFIXES")
 
 
 __all__ = ["Backend", "BackendSpec", "ModelInfo"]

@@ -68,6 +68,9 @@ def backend_classes() -> dict[str, type[Backend]]:
     for entry in BACKEND_CLASSES:
         module_name, class_name = entry.split(":")
         cls = getattr(importlib.import_module(module_name), class_name)
+        unknown = [suffix for suffix in cls.spec.suffixes if suffix not in ARTIFACT_SUFFIXES]
+        if unknown:
+            raise TypeError(f"backend {cls.spec.name!r} declares suffixes {unknown} outside ARTIFACT_SUFFIXES")
         classes[cls.spec.name] = cls
     return classes
 
@@ -156,7 +159,7 @@ def backend_class(name: str) -> type[Backend]:
 
 def backend_options(spec: BackendSpec, path: Path, options: Mapping[str, Any], hints: Mapping[str, Any]) -> dict:
     """The constructor options for ``spec``: every entry of ``options`` (refused when the backend takes no such
-    option) and the entries of ``hints`` it takes (others are dropped: the caller handles them itself).
+    option) and the entries of ``hints`` it takes that are not None (others are dropped: the caller handles them).
 
     Raises:
         ConfigError: an option of ``options`` that ``spec`` does not take; the message names who takes it.
@@ -169,7 +172,8 @@ def backend_options(spec: BackendSpec, path: Path, options: Mapping[str, Any], h
                 f"{option} applies to {files}, not the {spec.name} backend that runs {path}; drop {option} or pass "
                 f"an artifact (or backend=) that takes it"
             )
-    return {**{key: value for key, value in hints.items() if key in spec.options}, **options}
+    taken = {key: value for key, value in hints.items() if key in spec.options and value is not None}
+    return {**taken, **options}
 
 
 def open_backend(
