@@ -71,7 +71,9 @@ def model_only_cells(paths: dict[str, Path], threads: int) -> dict[str, object]:
         "SDK fp32, ONNX Runtime": OnnxRuntimeBackend(paths["fp32"], "cpu", threads=threads),
         "SDK fp32, OpenVINO (fp32)": OpenVINOBackend(paths["fp32"], "cpu", threads=threads),
         "SDK fp32, OpenVINO bf16": OpenVINOBackend(paths["fp32"], "cpu", threads=threads, precision="bf16"),
-        "SDK int8 (ORT flavour), ONNX Runtime": OnnxRuntimeBackend(paths["int8-onnxruntime-cpu"], "cpu", threads=threads),
+        "SDK int8 (ORT flavour), ONNX Runtime": OnnxRuntimeBackend(
+            paths["int8-onnxruntime-cpu"], "cpu", threads=threads
+        ),
         "SDK int8 (ORT flavour), OpenVINO": OpenVINOBackend(paths["int8-onnxruntime-cpu"], "cpu", threads=threads),
         "SDK int8 (openvino flavour), OpenVINO": OpenVINOBackend(paths["int8-openvino"], "cpu", threads=threads),
     }

@@ -66,7 +66,10 @@ def test_the_stand_in_is_picked_by_suffix_and_by_name(registered: Path) -> None:
     assert registry.backend_kind(registered) == "standin"
     assert registry.backend_kind(registered, "standin") == "standin"
     with Detector(registered, device="cpu") as detector:
-        assert detector.backend.kind == "standin" and detector(np.zeros((64, 64, 3), np.uint8))[0].boxes.xyxy.shape == (0, 4)
+        assert detector.backend.kind == "standin" and detector(np.zeros((64, 64, 3), np.uint8))[0].boxes.xyxy.shape == (
+            0,
+            4,
+        )
 
 
 def test_the_stand_in_gets_only_its_own_options(registered: Path) -> None:

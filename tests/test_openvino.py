@@ -58,9 +58,10 @@ def _assert_same(a: Results, b: Results, box_tol: float, score_tol: float) -> No
 
 
 def _compare(path: Path, images: list, box_tol: float, score_tol: float, **options: object) -> None:
-    with Detector(path, device="cpu", backend="onnxruntime", **options) as ort_run, Detector(
-        path, device="cpu", backend="openvino", **options
-    ) as ov_run:
+    with (
+        Detector(path, device="cpu", backend="onnxruntime", **options) as ort_run,
+        Detector(path, device="cpu", backend="openvino", **options) as ov_run,
+    ):
         assert ov_run.backend.kind == "openvino"
         expected, got = ort_run(images), ov_run(images)
     assert sum(len(r) for r in expected) > 0, "the demo model found nothing: the comparison would be empty"
@@ -172,7 +173,7 @@ def test_an_ir_from_another_tool_loads_with_numbered_classes_and_a_warning(
     model = ov.Core().read_model(str(tmp_path / "plain.onnx"))
     foreign = tmp_path / "foreign.xml"
     ov.save_model(model, str(foreign), compress_to_fp16=False)
-    assert "framework" not in ov.Core().read_model(str(foreign)).get_rt_info().keys()
+    assert "framework" not in ov.Core().read_model(str(foreign)).get_rt_info().keys()  # noqa: SIM118
     with caplog.at_level(logging.WARNING):
         detector = Detector(foreign)
     assert "records no SDK metadata" in caplog.text

@@ -87,7 +87,10 @@ class BenchOptions:
             isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes
         ):
             raise ConfigError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
-        for label, values, known in (("backend", self.backends, tuple(backend_classes())), ("precision", self.precisions, PRECISIONS)):
+        for label, values, known in (
+            ("backend", self.backends, tuple(backend_classes())),
+            ("precision", self.precisions, PRECISIONS),
+        ):
             unknown = [v for v in values if v not in known]
             if unknown or not values:
                 raise ConfigError(f"{label}s must be some of {', '.join(known)}, got {list(values)}")

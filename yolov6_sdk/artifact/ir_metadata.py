@@ -30,7 +30,7 @@ def read_ir_metadata(model: Any) -> dict[str, Any]:
     """The SDK metadata an ``openvino.Model`` carries, decoded as ONNX metadata is (empty when none)."""
     info = model.get_rt_info()
     for section in (METADATA_SECTION, ONNX_METADATA_SECTION):
-        if section in info.keys():
+        if section in info.keys():  # noqa: SIM118  (an RTMap, not a dict)
             values = info[section]
             items = values.items() if isinstance(values, dict) else values.astype(dict).items()
             return decode_metadata({str(key): value.astype(str) for key, value in items})

@@ -46,7 +46,6 @@ class BackendSpec:
     torch_tensors: bool = False
 
 
-
 __all__ = ["Backend", "BackendSpec", "ModelInfo"]
 
 

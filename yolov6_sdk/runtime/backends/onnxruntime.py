@@ -218,7 +218,9 @@ class OnnxRuntimeBackend(Backend):
 
         def probe(size: tuple[int, int]) -> tuple[int, int]:
             shape = (inputs[0].shape[0] or 1, 3, *size)
-            anchors, columns = session.run(None, {inputs[0].name: np.full(shape, 114 / 255, inputs[0].dtype)})[0].shape[1:]
+            anchors, columns = session.run(None, {inputs[0].name: np.full(shape, 114 / 255, inputs[0].dtype)})[0].shape[
+                1:
+            ]
             return int(anchors), int(columns)
 
         return graph_model_info(str(self.path), meta, inputs, outputs, imgsz, probe)
@@ -241,4 +243,3 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
-
