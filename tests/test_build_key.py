@@ -14,6 +14,7 @@ import pytest
 from yolov6_sdk.export import build as build_module
 from yolov6_sdk.export import plan as plan_module
 from yolov6_sdk.export.build import build
+from yolov6_sdk.export.build_key import NOT_CONTENT, build_key
 from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import plan_build
 
@@ -98,7 +99,7 @@ def _value(value: Any, sources: dict[str, Path], tmp_path: Path) -> Any:
 
 def _key(options: BuildOptions) -> str:
     plan = plan_build(options)
-    return build_module._build_key(plan, build_module.calibration_set(plan))
+    return build_key(plan, build_module.calibration_set(plan))
 
 
 def test_every_build_option_has_a_case() -> None:
@@ -117,7 +118,7 @@ def test_changing_an_option_changes_the_build_key_unless_it_does_not_decide_cont
         base[field] = sources[field]
     changed = {**base, field: _value(new, sources, tmp_path)}
     assert (_key(BuildOptions(**base)) != _key(BuildOptions(**changed))) is decides
-    assert (field in build_module.NOT_CONTENT) is not decides
+    assert (field in NOT_CONTENT) is not decides
 
 
 def test_a_dynamic_hw_build_does_not_reuse_the_static_artifact_of_its_name(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ or ``<out>/yolov6n-3f2a9c1d-640-fp16-bs1_32.engine`` (TensorRT), unless the call
 
 Reuse: an artifact whose sidecar records the same build key is returned as it is (for engines, when it also
 matches the running TensorRT and GPU), unless ``val`` or ``sensitivity`` asks for reports. The key hashes every
-field of the plan and of its :class:`~yolov6_sdk.export.options.BuildOptions` except those :data:`NOT_CONTENT`
+field of the plan and of its :class:`~yolov6_sdk.export.options.BuildOptions` except those :data:`~yolov6_sdk.export.build_key.NOT_CONTENT`
 names (where the artifact goes, source paths whose content is hashed instead, reports, the TensorRT builder's
 memory and timing cache), plus the SDK and ONNX Runtime versions and the calibration images' fingerprint; a new
 option is in the key unless it is added there. Otherwise these caches, kept beside the artifact, are reused: the
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import json
 import logging
 import shutil
 import time
@@ -66,6 +65,7 @@ from yolov6_sdk.artifact.sidecar import (
 from yolov6_sdk.artifact.spec import BackendKind, Precision
 from yolov6_sdk.errors import BuildError, ConfigError, YOLOv6Error
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
+from yolov6_sdk.export.build_key import build_key
 from yolov6_sdk.export.options import BuildOptions
 from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
 from yolov6_sdk.fileio import check_output_folder, remove_stale_temporaries, temporary_sibling
@@ -321,38 +321,6 @@ def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ reuse
 
 
-NOT_CONTENT = frozenset({
-    "options",  # its fields are read one by one below
-    "artifact", "output", "name", "force", "backend_reason",  # where the artifact goes and how that was decided
-    "weights", "onnx", "qat", "calib", "checkpoint",  # files whose content is keyed: source_sha256, calib images
-    "val", "sensitivity", "max_ap_drop",  # reports: a build that reports always runs; max_ap_drop acts with val
-    "workspace_gib", "timing_cache",  # how the TensorRT builder searches (memory, cache), not what it makes
-})  # fmt: skip
-"""Fields of :class:`BuildPlan` and :class:`BuildOptions` that do not decide the artifact's content; every
-other field is in the build key, so a new option counts unless it is named here."""
-
-
-def _key_fields(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> dict[str, Any]:
-    """The content-deciding fields (what planning decided wins over what was asked), with the ones that decide
-    content in some builds only set to None in the others."""
-    asked = {option.name: getattr(plan.options, option.name) for option in dataclasses.fields(plan.options)}
-    decided = {name.name: getattr(plan, name.name) for name in dataclasses.fields(plan)}
-    fields = {name: value for name, value in {**asked, **decided}.items() if name not in NOT_CONTENT}
-    engine, calibrated = plan.backend == "tensorrt", calib is not None
-    fields.update(
-        batch_sizes=fields["batch_sizes"] if engine else None,  # an ONNX artifact keeps its source's batch axis
-        hardware_compat=fields["hardware_compat"] if engine else None,
-        calib_method=fields["calib_method"] if calibrated else None,
-        calib_batch=fields["calib_batch"] if calibrated else None,
-        calib_size=len(calib) if calib is not None else None,  # the images used, not the cap asked
-        calib_images=calib.fingerprint if calib is not None else None,
-        max_error=fields["max_error"] if plan.options.exclude == ("auto",) else None,
-        sdk=__version__,
-        onnxruntime=onnxruntime.__version__,
-    )
-    return fields
-
-
 def calibration_set(plan: BuildPlan) -> calibration.CalibrationSet | None:
     """The calibration images of a calibrated int8 build (None for any other build).
 
@@ -362,11 +330,6 @@ def calibration_set(plan: BuildPlan) -> calibration.CalibrationSet | None:
     if plan.calib is None:
         return None
     return calibration.load_calibration_set(plan.calib, plan.imgsz, plan.options.calib_size, plan.options.calib_batch)
-
-
-def _build_key(plan: BuildPlan, calib: calibration.CalibrationSet | None) -> str:
-    """sha256 hex over everything that decides the artifact's content (every field not in :data:`NOT_CONTENT`)."""
-    return hashlib.sha256(json.dumps(_key_fields(plan, calib), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _up_to_date(plan: BuildPlan, key: str) -> Sidecar | None:
@@ -449,7 +412,7 @@ def run_build(
     state = _State(plan, progress)
     prepare_output_folder(plan.artifact.parent)
     state.calib = calibration_set(plan)  # a bad calibration folder fails before any export
-    state.build_key = _build_key(plan, state.calib)
+    state.build_key = build_key(plan, state.calib)
     existing = _up_to_date(plan, state.build_key)
     if existing is not None:
         return _reused(plan, existing)
