@@ -7,7 +7,8 @@ each candidate runtime and times interleaved batch-1 runs on a gray image; the f
 The choice is recorded in the artifact's sidecar (``extra["cpu_runtime"]``: the backend, this CPU's
 :func:`~yolov6_sdk.machine.cpu_identity` and the timings), by ``yolov6-build`` after a build and by the first
 ``Detector(backend="auto")`` on a CPU the record does not name; the artifact itself is not touched. An
-artifact without a sidecar (or in a read-only folder) is probed once per process.
+artifact in a read-only folder is probed once per process; an ONNX file without a sidecar (not built by
+``yolov6-build``) is not probed and runs in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def probe(path: str | Path, candidates: Sequence[str]) -> CpuChoice:
     failure: YOLOv6Error | None = None
     for name in candidates:
         try:
-            backends[name] = backend_class(name)(path, device="cpu")
+            cls = backend_class(name)
+            quiet = {"cache": False} if "cache" in cls.spec.options else {}  # a measurement leaves no files
+            backends[name] = cls(path, device="cpu", **quiet)
         except YOLOv6Error as exc:  # e.g. an operator one runtime lacks: the other one wins
             LOGGER.info("%s cannot run %s (%s); not a candidate", name, path, exc)
             failure = failure or exc
@@ -129,7 +132,7 @@ def record_choice(path: str | Path, choice: CpuChoice) -> bool:
 
 def choose_for_cpu(path: str | Path, candidates: Sequence[str]) -> CpuChoice:
     """The recorded choice when it names this CPU and one of ``candidates``; else a fresh :func:`probe`,
-    recorded in the sidecar when there is one."""
+    recorded in the sidecar."""
     path = Path(path)
     cpu = cpu_identity()
     recorded = recorded_choice(path)
@@ -149,8 +152,8 @@ def choose_for_cpu(path: str | Path, candidates: Sequence[str]) -> CpuChoice:
 def preferred_cpu_backend(path: str | Path, device: str, candidates: Sequence[str]) -> str | None:
     """The backend ``backend="auto"`` should take for ``path`` among ``candidates`` on ``device``, or None
     to leave the registry's default (a GPU is used, or the file cannot be probed)."""
-    if not Path(path).is_file() or (parse_device(device)[0] != "cpu" and _onnxruntime_has_gpu()):
-        return None
+    if not sidecar_path(path).is_file() or (parse_device(device)[0] != "cpu" and _onnxruntime_has_gpu()):
+        return None  # an ONNX file from elsewhere (no sidecar) runs in the first reader, ONNX Runtime
     try:
         return choose_for_cpu(path, candidates).backend
     except YOLOv6Error as exc:

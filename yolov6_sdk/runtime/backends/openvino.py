@@ -21,6 +21,7 @@ Each calling thread gets its own infer requests, so threads may share one backen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -48,6 +49,12 @@ def cache_dir(artifact: str | Path) -> Path:
     return artifact.with_name(f"{artifact.stem}.ov-cache")
 
 
+@functools.cache
+def _shared_core() -> Any:
+    """One ``openvino.Core`` per process, shared by every backend (OpenVINO's recommended use)."""
+    return require("openvino").Core()
+
+
 def bf16_supported(core: Any) -> bool:
     """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), as OpenVINO reports it."""
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -72,6 +79,7 @@ class OpenVINOBackend(Backend):
         precision: "fp32" or "bf16" for the float computation; None: bf16 when the artifact records bf16,
             else fp32.
         mode: "latency" or "throughput" (see the module docstring).
+        cache: keep the compiled model in ``<stem>.ov-cache/`` beside the artifact (False: write nothing there).
 
     ``infer`` takes a numpy ``[B, 3, H, W]`` float32 array and returns ``{output name: numpy array}``.
 
@@ -83,7 +91,7 @@ class OpenVINOBackend(Backend):
     spec = BackendSpec(
         name="openvino",
         suffixes=(".onnx", ".xml"),
-        options=("threads", "imgsz", "precision", "mode"),
+        options=("threads", "imgsz", "precision", "mode", "cache"),
         modules=("openvino",),
         install="pip install openvino",
         devices=("cpu",),
@@ -98,6 +106,7 @@ class OpenVINOBackend(Backend):
         imgsz: int | tuple[int, int] | None = None,
         precision: str | None = None,
         mode: str = "latency",
+        cache: bool = True,
     ) -> None:
         if parse_device(device)[0] == "cuda":
             raise ConfigError(f"the openvino backend runs on the CPU, got device {device!r}; use device='cpu'")
@@ -109,14 +118,14 @@ class OpenVINOBackend(Backend):
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         super().__init__(path, "cpu")
         self._ov = require("openvino")
-        self._core = self._ov.Core()
+        self._core = _shared_core()
         model = self._read()
         meta = read_ir_metadata(model)
         if not meta:
             LOGGER.warning("%s records no SDK metadata; its contract is read from the graph's shapes", self.path)
         compute = self._compute_precision(precision, str(meta.get("precision", "fp32")))
         self.mode = mode
-        self._compiled = self._compile(model, compute, threads)
+        self._compiled = self._compile(model, compute, threads, cache)
         self._inputs = tuple(_port_spec(port, (INPUT_NAME,)) for port in self._compiled.inputs)
         self._outputs = tuple(_port_spec(port, (*END2END_OUTPUTS, RAW_OUTPUT_NAME)) for port in self._compiled.outputs)
         self._local = threading.local()
@@ -154,19 +163,20 @@ class OpenVINOBackend(Backend):
             return "fp32"
         return wanted
 
-    def _compile(self, model: Any, compute: str, threads: int | None) -> Any:
+    def _compile(self, model: Any, compute: str, threads: int | None, cache: bool) -> Any:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[compute],
             "PERFORMANCE_HINT": self.mode.upper(),
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        cache = cache_dir(self.path)
+        folder = cache_dir(self.path)
         try:
-            cache.mkdir(exist_ok=True)
-            config["CACHE_DIR"] = str(cache)
+            if cache:
+                folder.mkdir(exist_ok=True)
+                config["CACHE_DIR"] = str(folder)
         except OSError:
-            LOGGER.debug("no compiled-model cache for %s: %s is not writable", self.path, cache)
+            LOGGER.debug("no compiled-model cache for %s: %s is not writable", self.path, folder)
         try:
             return self._core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
