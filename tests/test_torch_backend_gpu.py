@@ -23,6 +23,7 @@ from test_detector import (
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
 from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.runtime import detector as detector_module
+from yolov6_sdk.runtime.backends import registry
 from yolov6_sdk.runtime.backends.torch import TorchBackend
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.training.datagen import make_image
@@ -71,7 +72,7 @@ def test_cuda_graph_on_the_cpu_raises_a_config_error_naming_the_fix(art: SimpleN
 
 
 def test_detector_rejects_cuda_graph_for_an_onnx_runtime_artifact(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cuda_graph applies to .pt checkpoints and TensorRT engines"):
+    with pytest.raises(ConfigError, match=r"cuda_graph applies to tensorrt .*torch .*not the onnxruntime backend"):
         Detector(tmp_path / "model.onnx", device="cpu", cuda_graph=True)
 
 
@@ -84,8 +85,8 @@ def test_detector_passes_cuda_graph_to_the_torch_and_tensorrt_backends(
     class Opened(Exception):
         pass
 
-    def record(path: Path, backend: str, device: str, options: dict) -> None:
-        opened.append((backend, dict(options)))
+    def record(path: Path, backend: str, device: str, options: dict, hints: dict) -> None:
+        opened.append((registry.backend_kind(path, backend, device), dict(options)))
         raise Opened
 
     monkeypatch.setattr(detector_module, "open_backend", record)

@@ -193,11 +193,11 @@ def open_backend(
     path = Path(path)
     device = canonical_device(device)
     spec = choose_backend(path, backend, device)
+    kwargs = backend_options(spec, path, options or {}, hints or {})
     if not path.exists():
         raise ArtifactError(f"model file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
     if not path.is_file():
         raise ArtifactError(f"model path {str(path)!r} is not a file; pass the .onnx, .xml, .engine or .pt file itself")
     if path.stat().st_size == 0:
         raise ArtifactError(f"model file {str(path)!r} is empty (0 bytes); re-export or re-download it")
-    kwargs = backend_options(spec, path, options or {}, hints or {})
     return backend_class(spec.name)(path, device=device, **kwargs)
