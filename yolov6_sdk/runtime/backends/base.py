@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from yolov6_sdk.artifact.model_info import ModelInfo
 from yolov6_sdk.artifact.spec import Precision
+from yolov6_sdk.errors import ArtifactError
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,21 @@ class Backend(abc.ABC):
     def wants_torch(self) -> bool:
         """True when :meth:`infer` takes torch tensors on :attr:`device` (so pre-processing runs there)."""
         return False
+
+    def check_batch_served(self, count: int) -> int:
+        """``count`` (images in one batch) when it lies in the artifact's batch range; returns it.
+
+        Raises:
+            ArtifactError: a batch the artifact was not exported for; the message says how to run it.
+        """
+        low, high = self.info.min_batch, self.info.max_batch
+        if count < low or (high is not None and count > high):
+            served = f"{low}" if low == high else f"{low}..{high}"
+            raise ArtifactError(
+                f"{self.path} was exported for batch {served}, got {count} images; use Detector (it splits and "
+                f"pads batches) or export with dynamic_batch=True"
+            )
+        return count
 
     @property
     def kind(self) -> str:

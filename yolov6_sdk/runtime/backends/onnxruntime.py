@@ -228,13 +228,7 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, images: Any) -> dict[str, Any]:
         """Run ``images`` [B, 3, H, W] (numpy); returns ``{output name: numpy array}``."""
         info = self._info
-        count = len(images)
-        if count < info.min_batch or (info.max_batch is not None and count > info.max_batch):
-            served = f"{info.min_batch}" if info.min_batch == info.max_batch else f"{info.min_batch}..{info.max_batch}"
-            raise ArtifactError(
-                f"{self.path} was exported for batch {served}, got {count} images; use Detector (it splits and "
-                f"pads batches) or export with dynamic_batch=True"
-            )
+        self.check_batch_served(len(images))
         if self.session is None:
             raise ArtifactError(f"the session of {self.path} is closed; create a new backend")
         feed = np.ascontiguousarray(images, dtype=self._input_dtype)

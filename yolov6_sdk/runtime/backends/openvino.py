@@ -216,13 +216,7 @@ class OpenVINOBackend(Backend):
         per image, started together, and the outputs are stacked back into batch order.
         """
         info = self._info
-        count = len(images)
-        if count < info.min_batch or (info.max_batch is not None and count > info.max_batch):
-            served = f"{info.min_batch}" if info.min_batch == info.max_batch else f"{info.min_batch}..{info.max_batch}"
-            raise ArtifactError(
-                f"{self.path} was exported for batch {served}, got {count} images; use Detector (it splits and "
-                f"pads batches) or export with dynamic_batch=True"
-            )
+        count = self.check_batch_served(len(images))
         if self._compiled is None:
             raise ArtifactError(f"the OpenVINO model of {self.path} is closed; create a new backend")
         feed = np.ascontiguousarray(images, dtype=np.float32)
