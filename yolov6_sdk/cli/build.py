@@ -154,18 +154,14 @@ def _evaluator(plan: Any) -> Any:
 
 def _cpu_runtime_line(artifact: Path) -> str:
     """Which runtime ``Detector(artifact)`` takes on this CPU and why (measured now, recorded in the sidecar)."""
-    from yolov6_sdk.errors import YOLOv6Error
-    from yolov6_sdk.runtime.backends.registry import backend_specs, installed
-    from yolov6_sdk.runtime.cpu_choice import choose_for_cpu
+    from yolov6_sdk.runtime.backends.registry import backend_kind
+    from yolov6_sdk.runtime.cpu_choice import recorded_choice
 
-    readers = [s.name for s in backend_specs() if ".onnx" in s.suffixes and "cpu" in s.devices and installed(s)]
-    if len(readers) < 2:
-        return f"CPU runtime: {readers[0] if readers else 'none'} (the only one installed that reads .onnx)"
-    try:
-        choice = choose_for_cpu(artifact, readers)
-    except YOLOv6Error as exc:
-        return f"CPU runtime: not measured ({exc})"
-    return f"CPU runtime: {choice.backend}, measured fastest here: {choice.reason()} (recorded in the sidecar)"
+    chosen = backend_kind(artifact, "auto", "cpu")  # the Detector's own choice: probes and records it
+    choice = recorded_choice(artifact)
+    if choice is None or choice.backend != chosen:
+        return f"CPU runtime: {chosen} (the default reader of .onnx; no measurement recorded)"
+    return f"CPU runtime: {chosen}, measured fastest here: {choice.reason()} (recorded in the sidecar)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,6 @@ class BackendSpec:
         install: the command that installs them.
         devices: device types it runs on ("cpu", "cuda").
         precisions: precisions it runs.
-        dynamic_shapes: it serves artifacts with dynamic batch, height and width.
         torch_tensors: ``infer`` may take torch tensors on its device (GPU pre- and post-processing).
     """
 
@@ -43,7 +42,6 @@ class BackendSpec:
     install: str
     devices: tuple[str, ...]
     precisions: tuple[Precision, ...]
-    dynamic_shapes: bool = True
     torch_tensors: bool = False
 
 
@@ -75,8 +73,9 @@ class Backend(abc.ABC):
 
     @property
     def wants_torch(self) -> bool:
-        """True when :meth:`infer` takes torch tensors on :attr:`device` (so pre-processing runs there)."""
-        return False
+        """True when :meth:`infer` takes torch tensors on :attr:`device` (so pre-processing runs there): a backend
+        declaring ``torch_tensors`` on a CUDA device."""
+        return self.spec.torch_tensors and self.device.startswith("cuda")
 
     def check_batch_served(self, count: int) -> int:
         """``count`` (images in one batch) when it lies in the artifact's batch range; returns it.

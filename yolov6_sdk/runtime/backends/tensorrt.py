@@ -217,10 +217,6 @@ class TensorRTBackend(Backend):
         """Sidecar fields plus the engine's own I/O (names, shapes, dtypes) and batch range."""
         return self._info
 
-    @property
-    def wants_torch(self) -> bool:
-        return True
-
     # ----------------------------------------------------------------------------------------------- running
 
     def infer(self, images: Any) -> dict[str, Any]:

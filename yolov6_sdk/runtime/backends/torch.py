@@ -117,10 +117,6 @@ class TorchBackend(Backend):
         return self._info
 
     @property
-    def wants_torch(self) -> bool:
-        return self.device.startswith("cuda")
-
-    @property
     def graph_shapes(self) -> list[tuple[int, int, int]]:
         """The input shapes (B, H, W) with a captured CUDA graph, sorted (empty without ``cuda_graph``)."""
         with self._lock:
