@@ -18,6 +18,7 @@ pixels. Video and camera streams are read one frame ahead by a reader thread (:m
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -44,7 +45,7 @@ from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
 from yolov6_sdk.runtime.backends.registry import open_backend
 from yolov6_sdk.runtime.names import class_names
-from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, prefetched_values
+from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, Prefetched, prefetch, prefetched_values
 from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
 from yolov6_sdk.runtime.results import Results
 from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, on_original, video_frames
@@ -293,11 +294,12 @@ class Detector:
         thread decodes up to ``prefetch_depth`` frames ahead of the model (0: decode each frame only when the
         previous one is done). A source that fails part-way (e.g. a stream cut) raises its error after the
         frames before it. An opened :class:`~yolov6_sdk.runtime.source.VideoFrames` may be passed instead of
-        its source, to read its counts (skipped frames, an early end) afterwards. Images as in :meth:`__call__`.
+        its source, to read its counts (skipped frames, an early end) afterwards. Images as in :meth:`__call__`,
+        yielded as each batch finishes; the reader thread decodes the next pictures while the model runs.
         """
+        if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
+            raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
         if isinstance(source, VideoFrames) or is_stream(source):
-            if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
-                raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
             video = source if isinstance(source, VideoFrames) else video_frames(source)  # type: ignore[arg-type]
             name = str(video.source)
             frames = video.numbered()
@@ -306,32 +308,54 @@ class Detector:
                 result.frame = index
                 yield result
             return
-        yield from self._run_items(image_items(source))  # type: ignore[arg-type]
+        yield from self._run_items(image_items(source), prefetch_depth)  # type: ignore[arg-type]
 
     def decode(self, item: ImageItem) -> DecodedImage:
         """``item``'s picture, a JPEG file decoded at the reduced size this detector needs (``reduced_decode``)."""
         return item.decode(self.imgsz if self.reduced_decode else None)
 
-    def _run_items(self, items: Sequence[ImageItem]) -> Iterator[Results]:
-        """Read and run ``items`` one batch at a time (only one batch of images is decoded at once)."""
+    def _decoded(self, items: Sequence[ImageItem], depth: int) -> Iterator[Prefetched[DecodedImage]]:
+        """``items`` decoded in order: by a reader thread ``depth`` entries ahead of the model when there are
+        several (decoding the next pictures while the backend runs the current batch), in this thread otherwise.
+        A picture that fails to decode carries its error in its entry."""
+        if len(items) > 1 and depth > 0:
+            yield from prefetch(items, self.decode, depth=max(depth, self.batch_size))
+            return
+        for index, item in enumerate(items):
+            try:
+                yield Prefetched(index, value=self.decode(item))
+            except YOLOv6Error as exc:
+                yield Prefetched(index, error=exc)
+
+    def _run_items(self, items: Sequence[ImageItem], depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
+        """Decode and run ``items`` one batch at a time; the first picture that fails to decode raises."""
+        entries = self._decoded(items, depth)
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            decoded = [self.decode(item) for item in chunk]
+            decoded = []
+            for entry in itertools.islice(entries, len(chunk)):
+                if entry.error is not None:
+                    raise entry.error
+                decoded.append(entry.value)
             paths = [None if i.path is None else str(i.path) for i in chunk]
             yield from map(on_original, self.predict_batch([d.pixels for d in decoded], paths), decoded)
 
     def _run_items_skipping(self, items: Sequence[ImageItem]) -> list[Results]:
         """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results (warned)."""
         results: list[Results] = []
+        entries = self._decoded(items, DEFAULT_DEPTH)
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             done: dict[int, Results] = {}
             loaded: dict[int, DecodedImage] = {}
-            for index, item in enumerate(chunk):
-                try:
-                    loaded[index] = self.decode(item)
-                except YOLOv6Error as exc:
-                    done[index] = Results.failed(str(item.path or item.name), str(exc), self.names)
+            for index, entry in enumerate(itertools.islice(entries, len(chunk))):
+                if isinstance(entry.error, YOLOv6Error):
+                    done[index] = Results.failed(str(chunk[index].path or chunk[index].name), str(entry.error),
+                                                 self.names)  # fmt: skip
+                elif entry.error is not None:
+                    raise entry.error
+                else:
+                    loaded[index] = entry.value
             paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
             ran = self.predict_batch_skipping([d.pixels for d in loaded.values()], paths)
             done.update(zip(loaded, map(on_original, ran, loaded.values()), strict=True))
