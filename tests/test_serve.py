@@ -196,9 +196,7 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(
         assert_same(answers[index], local(pictures[index])[0])
 
 
-def test_sigkill_leaves_no_stale_files_and_the_next_start_works_on_the_same_port(
-    model: Path, tmp_path: Path
-) -> None:
+def test_sigkill_leaves_no_stale_files_and_the_next_start_works_on_the_same_port(model: Path, tmp_path: Path) -> None:
     port = free_port_block()
     server = ServerProcess(model, port, tmp_path / "log1", *SERVE_ARGS).wait_ready()
     pid = server.process.pid

@@ -56,7 +56,10 @@ def test_every_generated_config_parses_and_only_the_backend_is_missing(repositor
     log = tritonserver_load(repository)
     for name, backend in (("raw", "onnxruntime"), ("e2e", "onnxruntime"), ("b2", "onnxruntime"),
                           ("yolov6n-fp16", "tensorrt")):  # fmt: skip
-        assert f"failed to load '{name}' version 1: Invalid argument: unable to find backend library for backend '{backend}'" in log, log
+        assert (
+            f"failed to load '{name}' version 1: Invalid argument: unable to find backend library for backend '{backend}'"
+            in log
+        ), log
     assert "Error parsing text-format" not in log
     assert "failed to read text proto" not in log
 

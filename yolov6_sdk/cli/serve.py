@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pytriton").setLevel(logging.WARNING)
 
     from yolov6_sdk.errors import YOLOv6Error
-    from yolov6_sdk.serve.server import Server, ServeOptions
+    from yolov6_sdk.serve.server import ServeOptions, Server
 
     options = ServeOptions(
         model=Path(args.model),

@@ -100,6 +100,6 @@ def _class_ids(raw: Any, num_classes: int) -> tuple[int, ...]:
     if not ids or any(not 0 <= c < max(num_classes, 1) for c in ids):
         raise ConfigError(
             f"option classes must be class ids in 0..{max(num_classes - 1, 0)} as an int or a comma-separated "
-            f"string such as \"0,2\", got {raw!r}"
+            f'string such as "0,2", got {raw!r}'
         )
     return ids

@@ -10,6 +10,7 @@ there is nothing left to do and it exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -76,10 +77,8 @@ def stop_processes(processes: set[ProcessKey], grace_s: float = GRACE_S) -> None
         if time.monotonic() > deadline:
             sent = signal.SIGKILL
         for pid in alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sent)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
 
 

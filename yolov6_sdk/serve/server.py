@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +111,7 @@ class Server:
         self.workspace = WORKSPACE_ROOT / f"{os.getpid()}-{options.port}"
         self._triton = None
         self._stop_requested = threading.Event()
+        self._previous_handlers: dict[int, Any] = {}
 
     def start(self) -> None:
         """Open the detectors, start Triton and return once the model is ready.
@@ -120,6 +122,16 @@ class Server:
             MissingDependencyError: the ``serve`` extra is missing, or this Python has no shared libpython.
         """
         check_ports_free(self.options.host, self.options.ports())
+        self._catch_signals()
+        try:
+            self._start_triton()
+        except BaseException:
+            self.stop()
+            raise
+        LOGGER.info("serving %s as %r on %s, ports %s", self.options.model, MODEL_NAME, self.options.host,
+                    self.options.ports())  # fmt: skip
+
+    def _start_triton(self) -> None:
         prepare_stub_environment()
         os.environ[NO_TENSOR_STORE] = "1"
         pytriton_triton = require("pytriton.triton")
@@ -127,26 +139,19 @@ class Server:
         self.models = [DetectorModel(self._open_detector()) for _ in range(self.options.instances)]
         WORKSPACE_ROOT.mkdir(parents=True, exist_ok=True)
         start_reaper(self.workspace)
-        triton = pytriton_triton.Triton(config=self._triton_config(pytriton_triton), workspace=self.workspace)
-        try:
-            triton.bind(
-                model_name=MODEL_NAME,
-                infer_func=self.models,
-                inputs=_input_tensors(model_config),
-                outputs=_output_tensors(model_config),
-                config=model_config.ModelConfig(
-                    max_batch_size=self.options.max_batch,
-                    batcher=model_config.DynamicBatcher(max_queue_delay_microseconds=self.options.max_queue_delay_us),
-                ),
-                strict=False,
-            )
-            triton.run()
-        except BaseException:
-            triton.stop()
-            raise
-        self._triton = triton
-        LOGGER.info("serving %s as %r on %s, ports %s", self.options.model, MODEL_NAME, self.options.host,
-                    self.options.ports())  # fmt: skip
+        self._triton = pytriton_triton.Triton(config=self._triton_config(pytriton_triton), workspace=self.workspace)
+        self._triton.bind(
+            model_name=MODEL_NAME,
+            infer_func=self.models,
+            inputs=_input_tensors(model_config),
+            outputs=_output_tensors(model_config),
+            config=model_config.ModelConfig(
+                max_batch_size=self.options.max_batch,
+                batcher=model_config.DynamicBatcher(max_queue_delay_microseconds=self.options.max_queue_delay_us),
+            ),
+            strict=False,
+        )
+        self._triton.run()
 
     def _open_detector(self) -> Detector:
         detector = Detector(
@@ -174,21 +179,24 @@ class Server:
             log_verbose=0,
         )
 
+    def _catch_signals(self) -> None:
+        """From now on SIGTERM and SIGINT ask :meth:`wait` to stop (main thread only: Python's rule)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
     def wait(self) -> bool:
-        """Serve until SIGTERM or SIGINT (installed here; main thread only), then :meth:`stop`.
+        """Serve until SIGTERM or SIGINT (caught from :meth:`start` on, in the main thread), then :meth:`stop`.
 
         Returns:
             True after a stop on a signal, False when Triton stopped on its own.
         """
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not self._stop_requested.wait(timeout=1.0):
                 if self._triton is None or not self._triton.is_alive():
                     LOGGER.error("the Triton server stopped on its own; see its log above")
                     break
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.stop()
         return self._stop_requested.is_set()
 
@@ -201,9 +209,13 @@ class Server:
         if self._triton is not None:
             self._triton.stop()
             self._triton = None
-        for model in self.models:
+        for index, model in enumerate(self.models):
+            sizes = ", ".join(f"{size}: {count}" for size, count in sorted(model.batch_sizes.items()))
+            LOGGER.info("instance %d: batch sizes run: %s", index, sizes or "none")
             model.detector.close()
         self.models = []
+        while self._previous_handlers:
+            signal.signal(*self._previous_handlers.popitem())
 
     def __enter__(self) -> Server:
         self.start()
