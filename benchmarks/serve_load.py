@@ -153,7 +153,9 @@ def run_level(server: ServerProcess, clients: int, seconds: float, max_requests:
     }  # fmt: skip
 
 
-def report(rows: list[dict[str, float]], reference: float, model: Path, args: argparse.Namespace, batches: str) -> str:
+def report(
+    rows: list[dict[str, float]], reference: float, model: Path, args: argparse.Namespace, batches: str, boxes: str
+) -> str:
     machine = machine_info()
     lines = [
         "# yolov6-serve load test (localhost)",
@@ -161,8 +163,9 @@ def report(rows: list[dict[str, float]], reference: float, model: Path, args: ar
         f"Command: `python benchmarks/serve_load.py {' '.join(sys.argv[1:])}`",
         f"Model: `{model.name}`; server: `--max-batch {args.max_batch} --max-queue-delay-us {args.queue_delay_us} "
         f"--instances {args.instances}`; {args.pictures} distinct 640x480 JPEGs.",
-        f"Machine: {machine['cpu']}; load when started: {machine.get('load', 'n/a')}.",
-        f"Reference: `Detector(folder)` on the same artifact: {reference:.1f} images/s.",
+        f"Machine: {machine['cpu']}; load when started: {machine.get('load average at start', 'n/a')}.",
+        f"Reference: `Detector(folder)` on the same artifact: {reference:.1f} images/s. Boxes per picture in the "
+        f"direct Detector answers every response is checked against: {boxes}.",
         "",
         "| clients | requests | images/s | vs Detector | p50 ms | p99 ms | p99/p50 | mean batch | wrong | lost |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             code = server.stop()
         batches = next((line.split("batch sizes run: ")[1] for line in server.log().splitlines()
                         if "batch sizes run: " in line), "n/a")  # fmt: skip
-        text = report(rows, reference, model, args, batches)
+        counts = sorted(len(result) for result in expected)
+        text = report(rows, reference, model, args, batches, f"{counts[0]}..{counts[-1]}")
     print(text)
     if args.out:
         args.out.write_text(text)
