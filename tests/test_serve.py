@@ -196,7 +196,9 @@ def test_sigterm_answers_the_requests_in_flight_and_exits_0(
         assert_same(answers[index], local(pictures[index])[0])
 
 
-def test_sigkill_leaves_no_stale_files_and_the_next_start_works_on_the_same_port(model: Path, tmp_path: Path) -> None:
+def test_sigkill_leaves_no_stale_files_and_the_next_start_works_on_the_same_port(
+    model: Path, pictures: list[Path], tmp_path: Path
+) -> None:
     port = free_port_block()
     server = ServerProcess(model, port, tmp_path / "log1", *SERVE_ARGS).wait_ready()
     pid = server.process.pid
@@ -212,8 +214,11 @@ def test_sigkill_leaves_no_stale_files_and_the_next_start_works_on_the_same_port
     assert not list(Path("/dev/shm").glob(f"pytrtion{pid}-*"))
     time.sleep(1.0)
     assert [c for c in children if running(int(c))] == []
-    again = ServerProcess(model, port, tmp_path / "log2", *SERVE_ARGS).wait_ready()
+    again = ServerProcess(model, port, tmp_path / "log2", *SERVE_ARGS, "--instances", "2").wait_ready()
+    with Client(again.grpc) as client:
+        assert client(cv2.imread(str(pictures[0]))).orig_shape == SIZES[0]
     assert again.stop() == 0, again.log()
+    assert "instance 1: batch sizes run" in again.log()
 
 
 def running(pid: int) -> bool:

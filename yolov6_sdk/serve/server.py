@@ -154,14 +154,17 @@ class Server:
         self._triton.run()
 
     def _open_detector(self) -> Detector:
-        detector = Detector(
-            self.options.model,
-            device=self.options.device,
-            backend=self.options.backend,
-            conf=self.options.conf,
-            iou=self.options.iou,
-            batch=self.options.max_batch if self.options.max_batch > 1 else None,
-        )
+        batch = self.options.max_batch if self.options.max_batch > 1 else None
+        try:
+            detector = Detector(self.options.model, device=self.options.device, backend=self.options.backend,
+                                conf=self.options.conf, iou=self.options.iou, batch=batch)  # fmt: skip
+        except ConfigError as exc:
+            if not str(exc).startswith("batch must be"):
+                raise
+            raise ConfigError(
+                f"--max-batch {self.options.max_batch} is more than {self.options.model} serves: {exc}; pass a "
+                "--max-batch in that range, or build the model with a larger batch (yolov6-build --batch 1 N)"
+            ) from None
         detector.warmup()
         return detector
 
