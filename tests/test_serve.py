@@ -108,16 +108,20 @@ def test_pictures_of_different_sizes_batch_together_and_each_gets_its_own_answer
 ) -> None:
     before = (metric(server, "nv_inference_count"), metric(server, "nv_inference_exec_count"))
     answers: dict[int, Results] = {}
+    clients = [Client(server.http) for _ in pictures]
+    start_together = threading.Barrier(len(pictures))
 
     def ask(index: int) -> None:
-        with Client(server.http) as client:
-            answers[index] = client(pictures[index])
+        start_together.wait(timeout=60)
+        answers[index] = clients[index](pictures[index])
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(pictures))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    for client in clients:
+        client.close()
     for index, path in enumerate(pictures):
         assert_same(answers[index], local(path)[0])
     requests = metric(server, "nv_inference_count") - before[0]
