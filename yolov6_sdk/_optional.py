@@ -14,6 +14,8 @@ _EXTRAS = {
     "torch": ("train", "the torch backend, export and training"),
     "faster_coco_eval": ("train", "COCO mAP evaluation"),
     "yaml": ("train", "reading YOLO data.yaml files"),
+    "pytriton": ("serve", "yolov6-serve (Triton Inference Server)"),
+    "tritonclient": ("serve", "the yolov6-serve client"),
 }
 
 

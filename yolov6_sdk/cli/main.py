@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("yolov6_sdk.cli.eval", "COCO mAP of a model on a validation split"),
     "bench": ("yolov6_sdk.cli.bench", "latency and FPS per backend, precision and batch size"),
     "train": ("yolov6_sdk.cli.train", "train or fine-tune a model"),
+    "serve": ("yolov6_sdk.cli.serve", "serve a model on a Triton Inference Server (HTTP, gRPC, metrics)"),
     "info": ("yolov6_sdk.cli.info", "parameters and GFLOPs of the model zoo"),
     "datagen": ("yolov6_sdk.training.datagen", "write a synthetic detection dataset"),
 }
