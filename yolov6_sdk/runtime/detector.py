@@ -66,6 +66,8 @@ class Detector:
         max_det: detections kept per image.
         imgsz: input (H, W) or side, multiples of 32; default: what the artifact records.
         classes: keep only these class ids.
+        agnostic: class-agnostic NMS (raw artifacts): a box suppresses overlapping boxes of every class, so an
+            object comes out once even when two classes score it above ``conf``.
         multi_label: NMS semantics: a box may come out once per class above ``conf`` (True, COCO evaluation)
             or only with its best class (False, detection). None: what the artifact records
             (:attr:`ModelInfo.multi_label`). End-to-end artifacts run the NMS they were exported with; another
@@ -120,6 +122,7 @@ class Detector:
         ort_provider: str | None = None,
         precision: str | None = None,
         reduced_decode: bool = True,
+        agnostic: bool = False,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         if not isinstance(reduced_decode, bool):
@@ -145,6 +148,7 @@ class Detector:
             raise
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.reduced_decode = reduced_decode
+        self.agnostic = bool(agnostic)
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
             self._note_end2end_settings(multi_label)
@@ -234,6 +238,13 @@ class Detector:
         return int(batch)
 
     def _note_end2end_settings(self, multi_label: bool | None) -> None:
+        outputs = {spec.name: spec.shape for spec in self.info.outputs}
+        kept = outputs.get(END2END_OUTPUTS[1], (None, None))[1:2]
+        if kept and isinstance(kept[0], int) and self.max_det > kept[0]:
+            LOGGER.warning("%s keeps at most %d detections per image inside the graph; max_det=%d cannot give more "
+                           "(re-export with a larger max_det)", self.backend.path, kept[0], self.max_det)  # fmt: skip
+        if self.agnostic:
+            LOGGER.warning("%s runs class-aware NMS inside the graph; agnostic=True is ignored", self.backend.path)
         if multi_label is not None and multi_label != self.info.multi_label:
             LOGGER.warning(
                 "%s runs %s-label NMS inside the graph; multi_label=%s is ignored (re-export to change it)",
@@ -412,8 +423,10 @@ class Detector:
             return [self._filter(det) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
         if on_device:
-            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label)
-        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label)
+            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label,
+                                         self.agnostic)  # fmt: skip
+        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label,
+                               self.agnostic)  # fmt: skip
 
     def _filter(self, det: Detections) -> Detections:
         """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
