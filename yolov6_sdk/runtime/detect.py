@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolov6_sdk.artifact.images import is_video
+from yolov6_sdk.artifact.images import is_video, pixel_limit
 from yolov6_sdk.artifact.reduced_decode import DecodedImage
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
 from yolov6_sdk.fileio import check_output_file, check_output_folder, fallback_path, write_text
@@ -138,10 +138,12 @@ def detect(
         The per-input records and failures. A failing input never raises.
 
     Raises:
-        ConfigError: ``detector_options`` given with an open Detector, invalid options (from the Detector), or
-            a ``save_dir`` / ``save_json`` that cannot be written (checked before the model is opened).
+        ConfigError: ``detector_options`` given with an open Detector, invalid options (from the Detector), a
+            bad ``YOLOV6_MAX_PIXELS``, or a ``save_dir`` / ``save_json`` that cannot be written (checked before
+            the model is opened).
         ArtifactError: an unusable model (from the Detector).
     """
+    pixel_limit()  # a bad YOLOV6_MAX_PIXELS is one configuration error, not one failure per file
     if save_dir is not None:
         check_output_folder(save_dir, "save_dir", ConfigError)
     if save_json is not None:

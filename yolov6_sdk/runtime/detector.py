@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from yolov6_sdk.artifact.images import as_bgr_uint8
+from yolov6_sdk.artifact.images import as_bgr_uint8, is_video
 from yolov6_sdk.artifact.preprocess import (
     MIN_SIDE,
     InputBuffer,
@@ -292,6 +292,7 @@ class Detector:
         """
         if errors not in ("raise", "skip"):
             raise ConfigError(f'errors must be "raise" or "skip", got {errors!r}')
+        _warn_about_videos(source)
         if errors == "raise":
             return list(self._run_items(image_items(source)))
         return self._run_items_skipping(image_items(source, strict=False))
@@ -469,6 +470,17 @@ class Detector:
             f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end}, "
             f"multi_label={self.multi_label})"
         )
+
+
+def _warn_about_videos(source: Any) -> None:
+    """Say so when a folder holds videos: a call returns still images only (a list of every frame's Results
+    would hold every frame in memory); :meth:`Detector.stream` or :func:`yolov6_sdk.detect` runs them."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        videos = sorted(p.name for p in Path(source).rglob("*") if is_video(p) and p.is_file())
+        if videos:
+            LOGGER.warning("%s holds %d video(s) (%s) that Detector(...) does not read: run them with "
+                           "detector.stream(video) or yolov6_sdk.detect(model, folder)", source, len(videos),
+                           ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else ""))  # fmt: skip
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
