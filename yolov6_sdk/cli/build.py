@@ -189,7 +189,7 @@ def _cpu_runtime_line(artifact: Path) -> str:
 @command("yolov6-build")
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(_parser(), argv)
-    check_outputs(folders={"-o/--output": args.output, "--triton": args.triton})
+    check_outputs(folders={"-o/--output": args.output, "Triton repository folder (--triton)": args.triton})
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
     from yolov6_sdk.export.build import run_build

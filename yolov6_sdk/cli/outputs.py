@@ -20,6 +20,7 @@ from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.fileio import check_output_file, check_output_folder
 
 PathLike = str | Path
+_SUFFIXES = {"--csv": ".csv", "--md": ".md"}  # the file kind an option writes, for the example in a message
 
 
 def check_outputs(
@@ -34,10 +35,12 @@ def check_outputs(
         if folder is not None:
             check_output_folder(folder, option, ConfigError)
     for option, path in (files or {}).items():
-        if path is not None:
-            if str(path).endswith(("/", "\\")):
-                raise ConfigError(f"{option} {str(path)!r} names a folder; pass a file path such as {path}out.json")
-            check_output_file(path, option, ConfigError)
+        if path is None:
+            continue
+        if str(path).endswith(("/", "\\")) or Path(path).is_dir():
+            example = Path(path) / f"out{_SUFFIXES.get(option, '.json')}"
+            raise ConfigError(f"{option} {str(path)!r} is a folder; pass a file path such as {str(example)!r}")
+        check_output_file(path, option, ConfigError)
 
 
 def numbered_run_folder(parent: PathLike, name: str = "exp") -> Path:

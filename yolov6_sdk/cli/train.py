@@ -119,7 +119,7 @@ def _config(args: argparse.Namespace) -> object:
             values["model"] = load(args.teacher).name
     if args.imgsz is None:
         values.update(_checkpoint_imgsz(args.teacher if (args.qat or args.distill) else None) or {})
-        values.update(_checkpoint_imgsz(args.weights) if "imgsz" not in values else {})
+        values.update((_checkpoint_imgsz(args.weights) or {}) if "imgsz" not in values else {})
     if args.no_amp:
         values["amp"] = False
     config = TrainConfig(**values)
