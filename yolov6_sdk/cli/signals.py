@@ -6,14 +6,16 @@ their reports (``yolov6-detect --save-json``: ``"complete": false``) and :func:`
 removes its hidden temporary. The command then prints one line and exits 128 + the signal number (130 for
 SIGINT, 143 for SIGTERM). A second signal during that clean-up gets the default behaviour (the process ends).
 
-An SDK error (:class:`~yolov6_sdk.errors.YOLOv6Error`) is printed as ``<prog>: error: <message>`` with exit 2;
-a reader that closed the pipe (``yolov6 --help | head -1``) ends the command quietly with 141 (128 + SIGPIPE).
+An SDK error (:class:`~yolov6_sdk.errors.YOLOv6Error`) is printed as ``<prog>: error: <message>`` with exit 2,
+and so is a disk that fills up or turns read-only mid-run (:data:`STORAGE_ERRORS`; files being written are removed
+by their writers, the ones written before stay); a reader that closed the pipe (``yolov6 --help | head -1``) ends the command quietly with 141 (128 + SIGPIPE).
 This module imports nothing heavy, so a signal during the command's own imports is handled too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -22,6 +24,9 @@ from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 BROKEN_PIPE_STATUS = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+STORAGE_ERRORS = frozenset(
+    {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}
+)  # the storage, not the program, failed
 
 
 class Interrupted(KeyboardInterrupt):
@@ -113,6 +118,12 @@ def run_command(prog: str, body: Callable[[Sequence[str] | None], int | None], a
         note = f"; {_NOTES[-1]}" if _NOTES[-1] else ""
         print(f"{prog}: interrupted by {name}{note}", file=sys.stderr)
         return status
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: {exc.strerror}{where}; free some space or write elsewhere (-o)", file=sys.stderr)
+        return 2
     except Exception as exc:
         from yolov6_sdk.errors import YOLOv6Error
 

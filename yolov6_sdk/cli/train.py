@@ -180,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
+    from yolov6_sdk.fileio import remove_stale_temporaries
     from yolov6_sdk.training.trainer import Trainer
 
     if args.threads:
@@ -190,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         trainer = Trainer(_config(args), progress=True)
     check_outputs(folders={"the run folder": trainer.out})
+    remove_stale_temporaries(trainer.out)  # what a killed run was writing (its last.pt is the one before)
     if trainer.state.epoch >= trainer.config.epochs:
         print(f"{trainer.out} already finished its {trainer.config.epochs} epochs; nothing to train. To train "
               f"longer: yolov6-train --resume {args.resume} --epochs N (N > {trainer.config.epochs})")  # fmt: skip

@@ -238,11 +238,11 @@ class Detector:
         return int(batch)
 
     def _note_end2end_settings(self, multi_label: bool | None) -> None:
-        outputs = {spec.name: spec.shape for spec in self.info.outputs}
-        kept = outputs.get(END2END_OUTPUTS[1], (None, None))[1:2]
-        if kept and isinstance(kept[0], int) and self.max_det > kept[0]:
+        shapes = {spec.name: spec.shape for spec in self.info.outputs}
+        kept = self.info.extra.get("max_det", shapes.get(END2END_OUTPUTS[1], (None, None))[1])
+        if isinstance(kept, int) and self.max_det > kept:
             LOGGER.warning("%s keeps at most %d detections per image inside the graph; max_det=%d cannot give more "
-                           "(re-export with a larger max_det)", self.backend.path, kept[0], self.max_det)  # fmt: skip
+                           "(re-export with a larger max_det)", self.backend.path, kept, self.max_det)  # fmt: skip
         if self.agnostic:
             LOGGER.warning("%s runs class-aware NMS inside the graph; agnostic=True is ignored", self.backend.path)
         if multi_label is not None and multi_label != self.info.multi_label:
