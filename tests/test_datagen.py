@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from yolov6_sdk.cli import datagen as datagen_cli
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.training import datagen
 
@@ -123,7 +124,7 @@ def test_calibration_images_are_plain_and_differ_from_training_images(tmp_path: 
 
 
 def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = datagen.main([str(tmp_path), "--train", "2", "--val", "1", "--seed", "4", "--imgsz", "96", "128"])
+    code = datagen_cli.main([str(tmp_path), "--train", "2", "--val", "1", "--seed", "4", "--imgsz", "96", "128"])
     assert code == 0
     assert len(list((tmp_path / "images" / "train").glob("*.jpg"))) == 2
     assert len(_coco(tmp_path, "val")["images"]) == 1

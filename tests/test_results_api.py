@@ -70,7 +70,7 @@ def test_old_names_read_the_same_arrays_as_the_boxes_views() -> None:
 
 def test_arrays_derived_from_boxes_are_plain_and_carry_no_scores() -> None:
     boxes = _results().boxes
-    for derived in (boxes[:1], boxes + 1, boxes >= 0, np.concatenate([boxes, boxes])):
+    for derived in (boxes[:, :2], boxes[..., 0], boxes + 1, boxes >= 0, np.concatenate([boxes, boxes])):
         assert type(derived) is np.ndarray
     with pytest.raises(AttributeError, match="Results.boxes itself"):
         _ = boxes.copy().conf
@@ -83,7 +83,8 @@ def test_results_survive_pickling_with_their_views() -> None:
     copy = pickle.loads(pickle.dumps(_results(frame=3)))
     assert isinstance(copy.boxes, Boxes) and copy.boxes.cls.tolist() == [0, 2] and copy.frame == 3
     np.testing.assert_allclose(copy.boxes.xywhn, _results().boxes.xywhn)
-    assert type(pickle.loads(pickle.dumps(_results().boxes[:1]))) is np.ndarray
+    assert type(pickle.loads(pickle.dumps(_results().boxes[:, :2]))) is np.ndarray
+    assert pickle.loads(pickle.dumps(_results().boxes[:1])).cls.tolist() == [0]
     deep = copy_module.deepcopy(_results())
     assert deep.scores.tolist() == pytest.approx([0.9, 0.6]) and deep.boxes.orig_shape == (80, 100)
 

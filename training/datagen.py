@@ -12,7 +12,6 @@ The same seed gives the same bytes (numpy ``Generator`` + cv2 drawing only, JPEG
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -370,27 +369,3 @@ def write_calibration_images(
         paths.append(folder / f"calib_{i:05d}.jpg")
         _write_jpeg(paths[-1], img)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``yolov6-datagen ROOT --train N --val N --seed S``: write a synthetic COCO-layout dataset."""
-    parser = argparse.ArgumentParser(prog="yolov6-datagen", description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="output folder (images/ and annotations/ are created in it)")
-    parser.add_argument("--train", type=int, default=200, help="number of training images (default 200)")
-    parser.add_argument("--val", type=int, default=50, help="number of validation images (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    parser.add_argument("--classes", type=int, default=8, help=f"number of classes, 1..{len(CLASS_NAMES)}")
-    parser.add_argument("--imgsz", type=int, nargs=2, default=(320, 640), metavar=("MIN", "MAX"),
-                        help="range of image heights and widths in px (default 320 640)")  # fmt: skip
-    parser.add_argument("--calib", type=int, default=0, help="also write N calibration images to ROOT/calib")
-    args = parser.parse_args(argv)
-    imgsz = (args.imgsz[0], args.imgsz[1])
-    root = generate_dataset(args.root, args.train, args.val, imgsz, args.seed, args.classes)
-    if args.calib:
-        write_calibration_images(root / "calib", args.calib, args.seed, imgsz, args.classes)
-    print(f"synthetic dataset written to {root} ({args.train} train, {args.val} val, {args.classes} classes)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

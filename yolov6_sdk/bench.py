@@ -321,6 +321,9 @@ class BenchRunner:
         # batch=job.batch: one backend run per call of B images (a batch the artifact cannot serve: ConfigError)
         with Detector(artifact, self.device, job.backend, conf=opts.conf, imgsz=imgsz, half=half,
                       cuda_graph=graph, batch=job.batch) as detector:  # fmt: skip
+            if job.artifact is not None:
+                size = f"{artifact.name}: timed at {detector.imgsz[0]}x{detector.imgsz[1]}, its input size"
+                self.notes += [size] if size not in self.notes else []
             frames = synthetic_frames(job.batch)
             split: list[tuple[float, float]] = []  # (inference, pre + post) ms of each call
 

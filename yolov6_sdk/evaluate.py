@@ -97,6 +97,11 @@ def load_eval_set(data: str | Path | DetectionSet, split: str = "val", *, cache:
     if isinstance(data, DetectionSet):
         return EvalSet(data, coco_ground_truth(data))
     parsed = load_split(data, split, cache=cache)
+    if not parsed.images:
+        raise DatasetError(
+            f"the {split!r} split of {data} holds no usable image, so there is nothing to score; pass a split with "
+            "images (--split val) or add images to it"
+        )
     if parsed.skipped:
         LOGGER.warning("%s split: %d problems, kept going without them; first: %s", split, len(parsed.skipped),
                        "; ".join(f"{p}: {r}" for p, r in parsed.skipped[:5]))  # fmt: skip

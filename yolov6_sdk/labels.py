@@ -133,7 +133,7 @@ def _read_cache(path: Path, key: str) -> DetectionSet | None:
                 return None
             counts = z["counts"]
             splits = np.cumsum(counts)[:-1]
-            images = [
+            images = [] if len(counts) == 0 else [
                 ImageRecord(Path(p), (int(s[0]), int(s[1])), b, c, int(i))
                 for p, s, b, c, i in zip(
                     z["paths"].tolist(), z["shapes"], np.split(z["boxes"], splits),

@@ -151,7 +151,12 @@ def decode_with_flags(data: bytes, name: str, flags: int) -> np.ndarray:
             f"cannot decode image file {name!r} ({len(data)} bytes): it is corrupt or not an image "
             f"format OpenCV reads ({', '.join(sorted(IMAGE_SUFFIXES))}); re-export or convert it"
         )
-    return _as_bgr_uint8(image, name, layout_known=True)
+    return _as_bgr_uint8(image, name, layout_known=True).view(DecodedPixels)
+
+
+class DecodedPixels(np.ndarray):
+    """An HxWx3 uint8 BGR picture decoded from a file: its layout is known, so :func:`as_bgr_uint8` takes it as
+    it is, however small (a 1x1 or 2x2 PNG is no channels-first array), and returns it as a plain array."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,6 +178,8 @@ def as_bgr_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
         ImageError: not an array, an empty image, a channels-first (CHW) or ambiguous array, an unsupported
             shape or dtype, or floats outside 0..1.
     """
+    if isinstance(array, DecodedPixels) and array.ndim == 3 and array.flags.c_contiguous:
+        return array.view(np.ndarray)  # a decoder's own output (a transposed or sliced view is checked again)
     return _as_bgr_uint8(array, name, layout_known=False)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yolov6_sdk.cli.options import parse
+from yolov6_sdk.cli.options import CommandParser, parse
+from yolov6_sdk.cli.outputs import check_outputs
+from yolov6_sdk.cli.signals import command, interrupt_note
 from yolov6_sdk.export.options import BuildOptions
 
 EPILOG = """examples:
@@ -47,7 +50,7 @@ def _argparse_settings(option: dataclasses.Field) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     """The parser: every :class:`BuildOptions` field as its option, then --triton and --verbose."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="yolov6-build",
         description="Build a YOLOv6 artifact: fp32/int8 ONNX for ONNX Runtime, or a TensorRT engine.",
         epilog=EPILOG,
@@ -92,6 +95,8 @@ def _plan_lines(plan: Any) -> list[str]:
     options = plan.options
     source = plan.onnx or plan.weights or f"randomly initialised {plan.model} (--random-weights)"
     batch = " ".join(map(str, options.batch_sizes))
+    if plan.backend != "tensorrt" and options.batch_sizes == (1,):
+        batch = "any (dynamic batch axis)"
     lines = [
         f"source     {source}",
         f"build      {plan.model} {plan.precision} on {plan.backend} ({plan.backend_reason}), imgsz "
@@ -112,7 +117,24 @@ def _plan_lines(plan: Any) -> list[str]:
             lines.append(f"float      exclude {' '.join(options.exclude) or '-'}; budget {budget}")
     if options.val:
         lines.append(f"validate   {options.val} (fp32 vs {plan.precision})")
-    return [*lines, f"output     {plan.artifact}"]
+    return [*lines, f"output     {plan.artifact}", *(f"note       {note}" for note in _plan_notes(plan))]
+
+
+def _plan_notes(plan: Any) -> list[str]:
+    """What the plan does differently from what the options might suggest: a size other than the weights were
+    trained at, a calibration folder a non-int8 build does not use."""
+    from yolov6_sdk.artifact.preprocess import check_imgsz
+
+    notes = []
+    trained = getattr(plan.checkpoint, "imgsz", None)
+    if trained and plan.options.imgsz is not None and check_imgsz(trained) != tuple(plan.imgsz):
+        height, width = check_imgsz(trained)
+        notes.append(f"the weights were trained at {height}x{width}; at {plan.imgsz[0]}x{plan.imgsz[1]} they usually "
+                     "score lower (drop --imgsz to build at the trained size)")  # fmt: skip
+    if plan.options.calib is not None and plan.calib is None:
+        why = "trained ranges of the QAT source" if plan.qat_target else f"a {plan.precision} build"
+        notes.append(f"--calib {plan.options.calib} is not used: {why} needs no calibration")
+    return notes
 
 
 def _size(num_bytes: int) -> str:
@@ -164,11 +186,12 @@ def _cpu_runtime_line(artifact: Path) -> str:
     return f"CPU runtime: {chosen}, measured fastest here: {choice.reason()} (recorded in the sidecar)"
 
 
-def main(argv: list[str] | None = None) -> int:
+@command("yolov6-build")
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse(_parser(), argv)
+    check_outputs(folders={"-o/--output": args.output, "Triton repository folder (--triton)": args.triton})
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
-    from yolov6_sdk.errors import YOLOv6Error
     from yolov6_sdk.export.build import run_build
     from yolov6_sdk.export.plan import plan_build
 
@@ -182,26 +205,26 @@ def main(argv: list[str] | None = None) -> int:
             from yolov6_sdk.export.triton import check_repository_folder, write_triton_repository
 
             check_repository_folder(args.triton)
+        interrupt_note(f"the previous {plan.artifact.name} (if any) is left as it was")
         result = run_build(plan, progress=bars, evaluate=_evaluator(plan))
         if args.triton:
-            largest = max(
-                plan.options.batch_sizes
-            )  # a dynamic-batch artifact without --bs: the repository picks its own cap
+            largest = max(plan.options.batch_sizes)  # default (1,) on a dynamic batch axis: the repository's cap
             repo = write_triton_repository(result.artifact, args.triton, max_batch=largest if largest > 1 else None)
-    except YOLOv6Error as exc:
+    finally:
         bars.close()
-        print(f"yolov6-build: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        bars.close()
-        print("yolov6-build: interrupted; no artifact was written", file=sys.stderr)
-        return 130
     print("\n".join(_summary(result)))
     if result.artifact.suffix == ".onnx" and result.backend == "onnxruntime":
         print(_cpu_runtime_line(result.artifact))
     if args.triton:
-        print(f"Triton model repository: {repo} (serve with: tritonserver --model-repository {args.triton})")
+        print(f"Triton model repository: {repo} ({_triton_batch(repo)}; serve with: tritonserver --model-repository "
+              f"{args.triton})")  # fmt: skip
     return 0
+
+
+def _triton_batch(repo: Path) -> str:
+    """``max_batch_size N`` as written in the repository's config.pbtxt."""
+    found = re.search(r"max_batch_size:\s*(\d+)", (Path(repo) / "config.pbtxt").read_text())
+    return f"max_batch_size {found.group(1)}" if found else "max_batch_size unknown"
 
 
 if __name__ == "__main__":

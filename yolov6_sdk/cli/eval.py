@@ -1,7 +1,8 @@
 """``yolov6-eval``: COCO mAP of any model artifact (.pt, .onnx, int8 .onnx, .engine) on a validation split.
 
 Official evaluation settings by default: conf 0.03, NMS IoU 0.65, 300 detections per image, multi-label NMS.
-Exit status: 0 on success, 2 for a usage error (bad option, unusable model or dataset).
+Exit status: 0 on success, 2 for a usage error (bad option, unusable model or dataset, an output file that
+cannot be written: checked before the evaluation), 130 / 143 when interrupted.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from yolov6_sdk.artifact.spec import BACKENDS
-from yolov6_sdk.cli.options import add_device, parse, parse_imgsz_option
+from yolov6_sdk.cli.options import CommandParser, add_device, parse, parse_imgsz_option
+from yolov6_sdk.cli.outputs import check_outputs
+from yolov6_sdk.cli.signals import command
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="yolov6-eval", description="COCO mAP of a YOLOv6 model artifact.")
+    p = CommandParser(prog="yolov6-eval", description="COCO mAP of a YOLOv6 model artifact.")
     p.add_argument("--model", required=True, help="artifact: .pt, .onnx or .engine/.plan")
     p.add_argument("--data", required=True, help="COCO-layout root or YOLO data.yaml")
     p.add_argument("--split", default="val", help="split to score, e.g. val or test (default val)")
@@ -25,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="input size H [W], multiples of 32 (default: the model's)")  # fmt: skip
     p.add_argument("--conf", type=float, default=0.03, help="score threshold (default 0.03)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (default 0.65)")
-    p.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
-    p.add_argument("--batch", "--bs", type=int, default=8, metavar="N", help="images per model run (default 8)")
+    p.add_argument("--max-det", type=_positive, default=300, help="detections per image (default 300)")
+    p.add_argument("--batch", "--bs", type=_positive, default=8, metavar="N", help="images per model run (default 8)")
     add_device(p)
     p.add_argument("--backend", default="auto", choices=("auto", *sorted(BACKENDS)),
                    help="runtime that runs the model (default auto: from the model file's suffix)")  # fmt: skip
@@ -50,24 +60,21 @@ def _table(name: str, metrics: dict, per_class: bool) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+@command("yolov6-eval")
+def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv)
     imgsz = parse_imgsz_option(parser, args.imgsz)
+    check_outputs(files={"--json": args.json, "--save-json": args.save_json})
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from yolov6_sdk.errors import YOLOv6Error
     from yolov6_sdk.fileio import atomic_path
     from yolov6_sdk.scoring import evaluate_artifact
 
-    try:
-        metrics = evaluate_artifact(
-            args.model, args.data, args.split, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
-            batch=args.batch, device=args.device, backend=args.backend, progress=True, save_json=args.save_json,
-        )  # fmt: skip
-    except YOLOv6Error as exc:
-        print(f"yolov6-eval: error: {exc}", file=sys.stderr)
-        return 2
+    metrics = evaluate_artifact(
+        args.model, args.data, args.split, imgsz=imgsz, conf=args.conf, iou=args.iou, max_det=args.max_det,
+        batch=args.batch, device=args.device, backend=args.backend, progress=True, save_json=args.save_json,
+    )  # fmt: skip
     print(_table(Path(args.model).name, metrics, args.per_class))
     if args.json:
         with atomic_path(args.json) as tmp:

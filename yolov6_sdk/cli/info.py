@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from yolov6_sdk.cli.options import parse, parse_imgsz_option
+from yolov6_sdk.cli.options import CommandParser, parse, parse_imgsz_option
+from yolov6_sdk.cli.signals import command
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
+    parser = CommandParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
     parser.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="PX",
                         help="input size H [W], multiples of 32 (default 640)")  # fmt: skip
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+@command("yolov6-info")
+def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv)
     size = parse_imgsz_option(parser, args.imgsz)

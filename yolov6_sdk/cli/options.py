@@ -9,6 +9,8 @@ deprecation note (:func:`add_deprecated_alias`), and a list option followed by p
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +21,28 @@ from yolov6_sdk.runtime.backends.registry import canonical_device
 
 DEVICE_HELP = "where to run: auto, cpu, cuda, cuda:N or N (GPU index, same as cuda:N) (default auto)"
 _SPILLED = "_spilled_positionals"
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    """`` (did you mean X?)`` for the candidate closest to ``word``, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors suggest the closest option or choice to a misspelt one."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            options = [s for action in self._actions for s in action.option_strings]
+            hints = [f"{word}{did_you_mean(word.split('=')[0], options)}" for word in unknown.group(1).split()]
+            message = "unrecognized arguments: " + " ".join(hints)
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            valid = re.findall(r"'([^']*)'", choice.group(2)) or [c.strip() for c in choice.group(2).split(",")]
+            message += did_you_mean(choice.group(1), valid)
+        super().error(message)
 
 
 def device(text: str) -> str:
@@ -76,7 +100,9 @@ class ListThenPositionals(argparse.Action):
 
     def _value(self, text: str) -> Any:
         if self.valid is not None and text not in self.valid:
-            raise ValueError(f"invalid choice {text!r} (choose from {', '.join(self.valid)})")
+            raise ValueError(
+                f"invalid choice {text!r} (choose from {', '.join(self.valid)}){did_you_mean(text, self.valid)}"
+            )
         return self.convert(text)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
@@ -131,10 +157,12 @@ def parse_imgsz_option(parser: argparse.ArgumentParser, values: Sequence[int] | 
 
 __all__ = [
     "DEVICE_HELP",
+    "CommandParser",
     "ListThenPositionals",
     "add_deprecated_alias",
     "add_device",
     "device",
+    "did_you_mean",
     "parse",
     "parse_imgsz_option",
 ]

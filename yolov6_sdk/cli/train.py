@@ -1,7 +1,11 @@
 """``yolov6-train``: train (or fine-tune, resume, self-distil) a YOLOv6 model on a COCO-layout folder or a YOLO yaml.
 
 Multi-GPU / multi-machine: launch with ``torchrun --nproc_per_node N -m yolov6_sdk.cli.train ...``.
-Exit status: 0 when training finished, 2 for a usage error (bad option, unusable data or checkpoint).
+Exit status: 0 when training finished, 2 for a usage error (bad option, unusable data or checkpoint, a run
+folder that cannot be written: checked before training), 130 / 143 when interrupted by SIGINT / SIGTERM (the
+last finished epoch is in last.pt; a checkpoint being written is removed, never left half-written).
+The training size defaults to the size the ``--teacher`` (``--qat``, ``--distill``) or ``--weights``
+checkpoint was trained at, as yolov6-build builds at the checkpoint's size, else 640.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+from collections.abc import Sequence
 
-from yolov6_sdk.cli.options import add_deprecated_alias, add_device, parse
+from yolov6_sdk.cli.options import CommandParser, add_deprecated_alias, add_device, parse
+from yolov6_sdk.cli.outputs import check_outputs
+from yolov6_sdk.cli.signals import command, interrupt_note
 
 # option name -> TrainConfig field, for the options that map one to one
 _PASS_THROUGH = (
@@ -25,12 +31,14 @@ _AUGMENT_OPTIONS = ("mosaic", "mixup", "scale", "translate")  # AugmentConfig fi
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="yolov6-train", description="Train a YOLOv6 model (official recipe).")
+    p = CommandParser(prog="yolov6-train", description="Train a YOLOv6 model (official recipe).")
     p.add_argument("--model", help="zoo config, e.g. yolov6n, yolov6s (default yolov6n)")
     p.add_argument("--data", help="COCO-layout root (images/{train,val}, annotations/instances_*.json) or data.yaml")
     p.add_argument("--epochs", type=int, help="epochs (default 400)")
     p.add_argument("--batch", "--bs", type=int, metavar="N", help="total batch over all processes (default 32)")
-    p.add_argument("--imgsz", type=int, help="square training size, multiple of 32 (default 640)")
+    p.add_argument("--imgsz", type=int,
+                   help="square training size, multiple of 32 (default: the --teacher's or --weights' training size, "
+                   "else 640)")  # fmt: skip
     p.add_argument("--workers", type=int, help="data-loading processes per training process (default 8)")
     add_device(p, default=None)
     p.add_argument("-o", "--output", dest="out", metavar="DIR",
@@ -109,6 +117,9 @@ def _config(args: argparse.Namespace) -> object:
             from yolov6_sdk.weights import load
 
             values["model"] = load(args.teacher).name
+    if args.imgsz is None:
+        values.update(_checkpoint_imgsz(args.teacher if (args.qat or args.distill) else None) or {})
+        values.update((_checkpoint_imgsz(args.weights) or {}) if "imgsz" not in values else {})
     if args.no_amp:
         values["amp"] = False
     config = TrainConfig(**values)
@@ -116,6 +127,17 @@ def _config(args: argparse.Namespace) -> object:
     if changes:
         config = replace(config, augment=replace(config.augment_config, **changes))
     return config
+
+
+def _checkpoint_imgsz(path: str | None) -> dict[str, int] | None:
+    """``{"imgsz": side}`` of the square size the checkpoint at ``path`` was trained at; None without one."""
+    if path is None:
+        return None
+    from yolov6_sdk.weights import load
+
+    trained = load(path).imgsz
+    side = max(trained) if isinstance(trained, (tuple, list)) else trained
+    return {"imgsz": int(side)} if isinstance(side, int) and side > 0 else None
 
 
 def _repopt_model(args: argparse.Namespace) -> str:
@@ -142,32 +164,42 @@ def _repopt_next_stage(model: str) -> str | None:
     return twin_config(config, "repopt").name if config.block == "hyper_search" else None
 
 
-def main(argv: list[str] | None = None) -> int:
+@command("yolov6-train")
+def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv)
     if args.resume is None and (args.data is None):
         parser.error("--data is required (or --resume LAST_PT to continue a run)")
+    for option in ("epochs", "batch", "workers", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < (0 if option == "workers" else 1):
+            parser.error(f"--{option} {value}: expected an integer >= {0 if option == 'workers' else 1}")
+    check_outputs(folders={"-o/--output": args.out})
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 reports progress
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
 
     import torch
 
-    from yolov6_sdk.errors import YOLOv6Error
+    from yolov6_sdk.fileio import remove_stale_temporaries
     from yolov6_sdk.training.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        if args.resume:
-            overrides = {k: getattr(args, k) for k in _PASS_THROUGH if getattr(args, k) is not None}
-            trainer = Trainer.resume(args.resume, progress=True, **overrides)
-        else:
-            trainer = Trainer(_config(args), progress=True)
-        repopt_next = _repopt_next_stage(trainer.config.model)
-        summary = trainer.fit()
-    except YOLOv6Error as exc:
-        print(f"yolov6-train: error: {exc}", file=sys.stderr)
-        return 2
+    if args.resume:
+        overrides = {k: getattr(args, k) for k in _PASS_THROUGH if getattr(args, k) is not None}
+        trainer = Trainer.resume(args.resume, progress=True, **overrides)
+    else:
+        trainer = Trainer(_config(args), progress=True)
+    check_outputs(folders={"the run folder": trainer.out})
+    remove_stale_temporaries(trainer.out)  # what a killed run was writing (its last.pt is the one before)
+    if trainer.state.epoch >= trainer.config.epochs:
+        print(f"{trainer.out} already finished its {trainer.config.epochs} epochs; nothing to train. To train "
+              f"longer: yolov6-train --resume {args.resume} --epochs N (N > {trainer.config.epochs})")  # fmt: skip
+        return 0
+    interrupt_note(f"{trainer.out / 'last.pt'} holds the last finished epoch; continue with yolov6-train "
+                   f"--resume {trainer.out / 'last.pt'}")  # fmt: skip
+    repopt_next = _repopt_next_stage(trainer.config.model)
+    summary = trainer.fit()
     if trainer.dist.main:
         print(f"finished {summary['epochs']} epochs; best mAP50-95 {summary['best_mAP50-95']:.4f}")
         print(f"weights: {summary['best']} (best), {summary['last']} (last); log: {summary['out'] / 'results.csv'}")

@@ -381,6 +381,8 @@ def _validate(state: _State, evaluate: sensitivity.Evaluate, reference: Path) ->
     maps = {}
     if plan.nms == "trt":  # the EfficientNMS_TRT plugin only runs inside TensorRT
         LOGGER.warning("no reference mAP: %s ends in a TensorRT plugin that ONNX Runtime cannot run", reference)
+    elif plan.qat_target is not None:  # its only export is the int8 Q/DQ model: no fp32 figure to show
+        LOGGER.info("a QAT build has no fp32 export; score the float teacher with yolov6-eval to compare")
     else:
         maps[f"{'fp16' if plan.precision == 'fp16' else 'fp32'} (onnx)"] = evaluate(reference)
     maps.setdefault(f"{plan.precision} ({plan.artifact.suffix[1:]})", evaluate(plan.artifact))
@@ -430,7 +432,8 @@ def run_build(
     finally:
         for leftover in (work, sidecar_path(work), work.with_suffix(".bin")):
             leftover.unlink(missing_ok=True)
-    maps = _validate(state, evaluate, fp32) if evaluate is not None else {}
+    reference = plan.artifact if fp32 == work else fp32  # an fp32 export that became the artifact itself
+    maps = _validate(state, evaluate, reference) if evaluate is not None else {}
     return BuildResult(
         artifact=plan.artifact,
         sidecar=sidecar_file,

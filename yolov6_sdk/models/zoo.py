@@ -8,6 +8,7 @@ channels by ``width_multiple`` (rounded up to a multiple of 8).
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field, replace
 
@@ -160,5 +161,7 @@ def get_config(name: str) -> ModelConfig:
     """The config called ``name``; raises :class:`ConfigError` (a KeyError) listing the valid names."""
     try:
         return ZOO[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(ZOO)}") from None
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(ZOO), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint}; valid names: {', '.join(ZOO)}") from None

@@ -1,9 +1,14 @@
 """The boxes of one image as the ecosystem reads them: ``boxes.xyxy``, ``boxes.xywh``, ``boxes.conf``, ``boxes.cls``.
 
 :class:`Boxes` *is* the ``(N, 4)`` float32 xyxy array of a :class:`~yolov6_sdk.runtime.results.Results` (so
-``results.boxes[:, 0]`` and ``np.asarray(results.boxes)`` keep working) and adds the named views. Whatever numpy
-derives from it (a slice, a row, arithmetic, a comparison) is a plain ``np.ndarray``, so a derived array never
-claims scores or classes that no longer line up with its rows.
+``results.boxes[:, 0]`` and ``np.asarray(results.boxes)`` keep working) and adds the named views.
+
+Selecting detections keeps a Boxes whose scores and classes line up with its rows, as ultralytics users write:
+``boxes[boxes.conf > 0.5]``, ``boxes[1:3]``, ``boxes[[0, 2]]`` are ``(M, 4)`` Boxes, and ``boxes[i]`` and each
+``box`` of ``for box in boxes`` is one detection: a ``(4,)`` Boxes (``x1, y1, x2, y2 = box`` works) whose views
+are ``(1, 4)`` / ``(1,)`` (``box.xyxy[0]``, ``box.conf.item()``, ``int(box.cls[0])``). Everything else numpy
+derives from it (a column ``boxes[:, 0]``, arithmetic, a comparison) is a plain ``np.ndarray``, so a derived
+array never claims scores or classes that no longer line up with its rows.
 """
 
 from __future__ import annotations
@@ -42,10 +47,21 @@ class Boxes(np.ndarray):
         self._orig_shape = (0, 0)
 
     def __getitem__(self, index: Any) -> Any:
-        return self.view(np.ndarray)[index]
+        plain = self.view(np.ndarray)
+        if self._conf is None or self.ndim != 2 or not _selects_rows(index):
+            return plain[index]
+        rows = plain[index]
+        if rows.ndim == 1:  # one detection: a (4,) Boxes with (1,)-long scores and classes
+            row = [int(index)]
+            one = np.array(rows, dtype=np.float32).view(Boxes)
+            one._conf, one._cls, one._orig_shape = self._conf[row], self._cls[row], self._orig_shape
+            return one
+        return Boxes(rows, self._conf[index], self._cls[index], self._orig_shape)
 
     def __iter__(self) -> Any:
-        return iter(self.view(np.ndarray))
+        if self._conf is None or self.ndim != 2:
+            return iter(self.view(np.ndarray))
+        return (self[i] for i in range(len(self)))
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         plain = tuple(x.view(np.ndarray) if isinstance(x, Boxes) else x for x in inputs)
@@ -74,11 +90,11 @@ class Boxes(np.ndarray):
 
     @property
     def xyxy(self) -> np.ndarray:
-        return np.array(self.view(np.ndarray), dtype=np.float32)
+        return np.array(self.view(np.ndarray), dtype=np.float32).reshape(-1, 4)
 
     @property
     def xywh(self) -> np.ndarray:
-        xyxy = self.view(np.ndarray)
+        xyxy = self.view(np.ndarray).reshape(-1, 4)
         out = np.empty_like(xyxy)
         out[:, :2] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
         out[:, 2:] = xyxy[:, 2:] - xyxy[:, :2]
@@ -117,7 +133,27 @@ class Boxes(np.ndarray):
         self._owned("orig_shape")
         return self._orig_shape
 
+    def cpu(self) -> Boxes:
+        """These boxes (they are numpy arrays on the CPU already); for code written for torch tensors."""
+        return self
+
+    def numpy(self) -> Boxes:
+        """These boxes (already numpy arrays); for code written for torch tensors."""
+        return self
+
     def __repr__(self) -> str:
         if self._conf is None:
             return repr(self.view(np.ndarray))
         return f"Boxes({len(self)} boxes, xyxy=\n{self.view(np.ndarray)!r},\nconf={self._conf!r}, cls={self._cls!r})"
+
+
+def _selects_rows(index: Any) -> bool:
+    """True for an index that picks whole detections: an int, a slice, a boolean mask or an array of ids."""
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        return True
+    if isinstance(index, slice):
+        return True
+    if isinstance(index, (list, np.ndarray)):
+        array = np.asarray(index)
+        return array.ndim == 1 and (array.dtype == bool or np.issubdtype(array.dtype, np.integer) or array.size == 0)
+    return False

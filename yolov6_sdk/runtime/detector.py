@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from yolov6_sdk.artifact.images import as_bgr_uint8
+from yolov6_sdk.artifact.images import as_bgr_uint8, is_video
 from yolov6_sdk.artifact.preprocess import (
     MIN_SIDE,
     InputBuffer,
@@ -67,6 +67,8 @@ class Detector:
         max_det: detections kept per image.
         imgsz: input (H, W) or side, multiples of 32; default: what the artifact records.
         classes: keep only these class ids.
+        agnostic: class-agnostic NMS (raw artifacts): a box suppresses overlapping boxes of every class, so an
+            object comes out once even when two classes score it above ``conf``.
         multi_label: NMS semantics: a box may come out once per class above ``conf`` (True, COCO evaluation)
             or only with its best class (False, detection). None: what the artifact records
             (:attr:`ModelInfo.multi_label`). End-to-end artifacts run the NMS they were exported with; another
@@ -121,6 +123,7 @@ class Detector:
         ort_provider: str | None = None,
         precision: str | None = None,
         reduced_decode: bool = True,
+        agnostic: bool = False,
     ) -> None:
         _check_thresholds(conf, iou, max_det)
         if not isinstance(reduced_decode, bool):
@@ -146,6 +149,7 @@ class Detector:
             raise
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.reduced_decode = reduced_decode
+        self.agnostic = bool(agnostic)
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
             self._note_end2end_settings(multi_label)
@@ -235,6 +239,13 @@ class Detector:
         return int(batch)
 
     def _note_end2end_settings(self, multi_label: bool | None) -> None:
+        shapes = {spec.name: spec.shape for spec in self.info.outputs}
+        kept = self.info.extra.get("max_det", shapes.get(END2END_OUTPUTS[1], (None, None))[1])
+        if isinstance(kept, int) and self.max_det > kept:
+            LOGGER.warning("%s keeps at most %d detections per image inside the graph; max_det=%d cannot give more "
+                           "(re-export with a larger max_det)", self.backend.path, kept, self.max_det)  # fmt: skip
+        if self.agnostic:
+            LOGGER.warning("%s runs class-aware NMS inside the graph; agnostic=True is ignored", self.backend.path)
         if multi_label is not None and multi_label != self.info.multi_label:
             LOGGER.warning(
                 "%s runs %s-label NMS inside the graph; multi_label=%s is ignored (re-export to change it)",
@@ -282,6 +293,7 @@ class Detector:
         """
         if errors not in ("raise", "skip"):
             raise ConfigError(f'errors must be "raise" or "skip", got {errors!r}')
+        _warn_about_videos(source)
         if errors == "raise":
             return list(self._run_items(image_items(source)))
         return self._run_items_skipping(image_items(source, strict=False))
@@ -436,8 +448,10 @@ class Detector:
             return [self._filter(det) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
         if on_device:
-            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label)
-        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label)
+            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label,
+                                         self.agnostic)  # fmt: skip
+        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label,
+                               self.agnostic)  # fmt: skip
 
     def _filter(self, det: Detections) -> Detections:
         """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
@@ -480,6 +494,17 @@ class Detector:
             f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end}, "
             f"multi_label={self.multi_label})"
         )
+
+
+def _warn_about_videos(source: Any) -> None:
+    """Say so when a folder holds videos: a call returns still images only (a list of every frame's Results
+    would hold every frame in memory); :meth:`Detector.stream` or :func:`yolov6_sdk.detect` runs them."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        videos = sorted(p.name for p in Path(source).rglob("*") if is_video(p) and p.is_file())
+        if videos:
+            LOGGER.warning("%s holds %d video(s) (%s) that Detector(...) does not read: run them with "
+                           "detector.stream(video) or yolov6_sdk.detect(model, folder)", source, len(videos),
+                           ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else ""))  # fmt: skip
 
 
 def _check_thresholds(conf: float, iou: float, max_det: int) -> None:

@@ -17,6 +17,7 @@ from yolov6_sdk._optional import require
 from yolov6_sdk.errors import ConfigError, ImageError, YOLOv6Error
 from yolov6_sdk.fileio import write_bytes, write_text
 from yolov6_sdk.runtime.boxes import Boxes
+from yolov6_sdk.runtime.results_idioms import ResultsIdioms, default_save_name
 
 _FONT_HEIGHT_AT_SCALE_1 = 22.0  # px: cv2.FONT_HERSHEY_SIMPLEX cap height at font scale 1
 _LABEL_OPACITY = 0.65  # label bands let the picture show through
@@ -72,8 +73,8 @@ def _write_image(path: Path, image: np.ndarray) -> Path:
     return write_bytes(path, encoded.tobytes())
 
 
-class Results:
-    """Detections of one image.
+class Results(ResultsIdioms):
+    """Detections of one image (``summary``, ``to_df``, ``show``, ``cpu``, ``numpy``: :class:`ResultsIdioms`).
 
     Attributes:
         boxes: a :class:`~yolov6_sdk.runtime.boxes.Boxes`: the ``(N, 4)`` float32 xyxy array in original-image
@@ -218,8 +219,13 @@ class Results:
                 ids.append(int(item))
         return np.asarray(ids, dtype=np.int64)
 
-    def plot(self, image: np.ndarray | None = None, line_width: int | None = None, labels: bool = True) -> np.ndarray:
+    def plot(
+        self, image: np.ndarray | None = None, line_width: int | None = None, labels: bool = True, conf: bool = True
+    ) -> np.ndarray:
         """Draw labelled boxes on a copy of ``image`` (default: ``orig_img``); returns HxWx3 uint8 BGR.
+
+        ``labels=False`` draws the boxes only; ``conf=False`` leaves the score out of each label;
+        ``line_width`` in px (None: the size rule below).
 
         Sizes follow the picture so labels stay legible without hiding what they name: the line is about
         0.5 % of the short side (at least 1 px), the text about 3.5 % of it (at least 8 px tall). Each label
@@ -239,8 +245,8 @@ class Results:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), class_color(class_id), width, cv2.LINE_8)
         if labels:
             for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
-                self._draw_label(canvas, box, f"{self.name(class_id)} {score:.2f}", class_color(class_id),
-                                 font_scale, font_thickness)  # fmt: skip
+                label = f"{self.name(class_id)} {score:.2f}" if conf else self.name(class_id)
+                self._draw_label(canvas, box, label, class_color(class_id), font_scale, font_thickness)
         return canvas
 
     @staticmethod
@@ -277,15 +283,18 @@ class Results:
             )
         return image
 
-    def save(self, path: str | Path, image: np.ndarray | None = None) -> Path:
+    def save(self, path: str | Path | None = None, image: np.ndarray | None = None, **plot_options: Any) -> Path:
         """Write the drawn image to ``path`` atomically (temp file in the same folder, then rename).
 
-        The format follows the suffix (.jpg, .png, ...). Returns the path written.
+        The format follows the suffix (.jpg, .png, ...); ``path`` None: ``results_<source name>`` in the current
+        folder (:func:`~yolov6_sdk.runtime.results_idioms.default_save_name`). ``plot_options``: ``line_width``,
+        ``labels``, ``conf`` as in :meth:`plot`. Returns the path written.
 
         Raises:
             ImageError: no image to draw on, or OpenCV cannot encode the suffix.
         """
-        return _write_image(Path(path), self.plot(image))
+        target = default_save_name(self.path, self.frame) if path is None else Path(path)
+        return _write_image(target, self.plot(image, **plot_options))
 
     draw = plot  # the earlier name of plot()
 
