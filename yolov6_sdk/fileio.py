@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from yolov6_sdk.errors import YOLOv6Error
+from yolov6_sdk.errors import OutputError, YOLOv6Error
 
 TEMP_MARK = ".tmp."
 
@@ -88,6 +88,29 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_output(path: str | Path, data: bytes, what: str, error: type[YOLOv6Error] = OutputError) -> Path:
+    """:func:`write_bytes` for results the user asked for: any failure is one ``error`` that names ``path``
+    (never the hidden temporary) and why: a file in the way, a folder at ``path``, no permission, no space.
+
+    Raises:
+        error: ``path`` cannot be written.
+    """
+    try:
+        return write_bytes(path, data)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        failure = exc
+    try:
+        check_output_file(path, what, error)
+    except error:
+        raise
+    except (OSError, ValueError):
+        pass  # the check cannot tell more than the write did
+    reason = (failure.strerror if isinstance(failure, OSError) else None) or str(failure)
+    raise error(
+        f"{what} {str(path)!r} cannot be written ({reason}); free some space or choose another path"
+    ) from failure
 
 
 def _process_start(pid: int) -> float | None:
