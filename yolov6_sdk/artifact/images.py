@@ -158,15 +158,17 @@ def read_image_bytes(path: str | Path) -> bytes:
         info = os.fstat(stream.fileno())
         refuse_special_file(path, info.st_mode)
         limit = byte_limit()
+        if info.st_size > limit:
+            raise ImageError(
+                f"image file {str(path)!r} holds {info.st_size} bytes, more than the {limit} an image of the pixel "
+                f"limit needs; pass a smaller file, or raise {MAX_PIXELS_ENV}"
+            )
         try:
-            data = stream.read(limit + 1) if info.st_size <= limit else b""
+            data = stream.read(info.st_size + 1)  # one byte more tells a file that grows while it is read
         except OSError as exc:
             raise ImageError(f"cannot read image file {str(path)!r}: {exc}; copy it again") from exc
-    if info.st_size > limit or len(data) > limit:
-        raise ImageError(
-            f"image file {str(path)!r} holds more than {limit} bytes ({max(info.st_size, len(data))}), more than an "
-            f"image of the pixel limit needs; pass a smaller file, or raise {MAX_PIXELS_ENV}"
-        )
+    if len(data) > info.st_size:
+        raise ImageError(f"image file {str(path)!r} grew while it was read; pass it again once it is complete")
     return data
 
 
