@@ -244,12 +244,13 @@ def test_writers_aimed_at_a_file_or_a_folder_raise_output_errors_naming_the_path
         (lambda: result.save_txt(afile / "x.txt"), afile / "x.txt", "is a file, not a folder"),
         (lambda: result.save(afile / "x.jpg"), afile / "x.jpg", "is a file, not a folder"),
         (lambda: result.save_txt(folder), folder, "is a folder"),
-        (lambda: result.save(folder), folder, "cannot encode|is a folder"),
+        (lambda: result.save(folder), folder, "is a folder"),
+        (lambda: result.save(tmp_path / "a\x00b.jpg"), tmp_path / "a\x00b.jpg", "cannot be written"),
     ]
     for write, named, reason in cases:
-        with pytest.raises((OutputError, ImageError), match=reason) as caught:
+        with pytest.raises(OutputError, match=reason) as caught:
             write()
-        assert str(named) in str(caught.value) and ".tmp." not in str(caught.value)
+        assert repr(str(named)) in str(caught.value) and ".tmp." not in str(caught.value)
     with pytest.raises(OutputError):
         result.save_txt(folder / "..")
     assert afile.read_text() == "in the way" and _tree(folder) == [] and _hidden(tmp_path) == []

@@ -66,6 +66,8 @@ MAX_CSV_SOURCE_CHARS = 4096  # the source column (a path or URL), escaped the sa
 
 
 def _write_image(path: Path, image: np.ndarray, what: str) -> Path:
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder; pass a file path such as {str(path / 'out.jpg')!r}")
     try:
         ok, encoded = cv2.imencode(path.suffix, image)
     except cv2.error:
