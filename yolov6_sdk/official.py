@@ -440,8 +440,8 @@ def _batchnorm_settings(path: Path, official: nn.Module) -> dict[str, list[float
             eps, momentum = module.__dict__.get("eps"), module.__dict__.get("momentum")
             if not valid_batchnorm_settings(eps, momentum):
                 raise CheckpointError(
-                    f"{path}: BatchNorm {name} has eps {shown(eps)} and momentum {shown(momentum)}; expected eps > 0 and "
-                    "momentum in [0, 1] or None: the file was altered, download it again"
+                    f"{path}: BatchNorm {name} has eps {shown(eps)} and momentum {shown(momentum)}; expected eps > 0 "
+                    "and momentum in [0, 1] or None: the file was altered, download it again"
                 )
             settings[name] = [float(eps), None if momentum is None else float(momentum)]
     return settings
