@@ -171,13 +171,17 @@ class Trainer:
         """Continue the run whose ``last.pt``, ``resume.pt`` or folder is ``path`` from its last finished epoch.
 
         The saved settings are used; ``overrides`` may change ``device``, ``workers`` or ``epochs`` (to extend);
-        any other override must equal the saved value (a resume with another model or dataset is refused).
+        any other override must equal the saved value (a resume with another model or dataset is refused). The
+        run goes on in the folder that holds the resumed file, also when the run was copied or moved there: the
+        folder recorded in the state is never written.
         """
         state_path = _state_path(Path(path))
         state = load_plain(state_path)  # bounded, plain tensors and containers only; CheckpointError otherwise
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{state_path} is not a {STATE_FORMAT} training state")
-        saved = TrainConfig.from_dict(state["config"])
+        saved = _in_run_folder(TrainConfig.from_dict(state["config"]), state_path.parent)
+        if "out" in overrides and Path(overrides["out"]).resolve() == state_path.parent.resolve():
+            overrides = {k: v for k, v in overrides.items() if k != "out"}
         changed = {k: v for k, v in overrides.items() if k not in _RESUMABLE_CHANGES and getattr(saved, k, v) != v}
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
         if changed or unknown:
@@ -380,6 +384,13 @@ class Trainer:
         write_results_csv(self.out / "results.csv", self.state.rows)
         columns = [c for c in self.state.rows[-1] if c not in ("epoch", "time")]
         plot_results(self.state.rows, self.out / "results.png", columns)
+
+
+def _in_run_folder(saved: TrainConfig, run: Path) -> TrainConfig:
+    """``saved`` writing into ``run``, the folder the resumed state was found in (a copied or moved run says so)."""
+    if Path(saved.out).resolve() != run.resolve():
+        LOGGER.warning("%s was started in %s; the resumed run writes into %s, where its state is", run, saved.out, run)
+    return dataclasses.replace(saved, out=str(run))
 
 
 def _state_path(path: Path) -> Path:

@@ -14,14 +14,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
 import mmap
 import numbers
 import os
+import reprlib
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +40,33 @@ _PLAIN_GLOBALS = frozenset(
 )
 _DTYPE_NAMES = frozenset(name for name, value in vars(torch).items() if isinstance(value, torch.dtype))
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a legacy torch.save file
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 60, 60
+
+
+def shown(value: Any) -> str:
+    """A bounded ``repr`` of a plain value read from a file: deep nesting, long strings and containers are cut
+    (a value nested 100,000 deep would exhaust the recursion limit of ``repr``)."""
+    return _SHOWN.repr(value)
+
+
+def shown_keys(mapping: dict[Any, Any], count: int = 10) -> list[str]:
+    """The first ``count`` keys of ``mapping`` (sorted), each cut as :func:`shown` cuts values."""
+    return sorted(key[:60] if isinstance(key, str) else shown(key) for key in mapping)[:count]
+
+
+@contextlib.contextmanager
+def refuse_deep_nesting(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a RecursionError met while reading or checking the checkpoint ``path`` into one CheckpointError."""
+    try:
+        yield
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: its content is nested too deeply for a checkpoint (a crafted or damaged file); download or "
+            "save it again"
+        ) from None
 
 
 def is_plain_global(module: str, name: str) -> bool:
@@ -118,7 +148,8 @@ def load_plain(path: str | os.PathLike[str]) -> Any:
             f"{checked.path} holds pickled Python objects ({', '.join(found[:3])}); this reader takes tensors and "
             "plain containers only: pass a checkpoint or training state that yolov6-sdk wrote"
         )
-    return torch_load(checked, weights_only=True)
+    with refuse_deep_nesting(checked.path):
+        return torch_load(checked, weights_only=True)
 
 
 def torch_load(checked: CheckpointFile, **kwargs: Any) -> Any:
@@ -265,7 +296,7 @@ def check_tensors(checked: CheckpointFile, tensors: Any, field: str) -> dict[str
         raise CheckpointError(f"{path}: field {field!r} must map names to tensors, got {type(tensors).__name__}")
     total = 0
     for key, value in tensors.items():
-        where = f"{field}[{key!r}]"
+        where = f"{field}[{shown(key)}]"
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             got = type(key).__name__ if not isinstance(key, str) else type(value).__name__
             raise CheckpointError(f"{path}: {field} must map str names to tensors, found a {got} at {where}")

@@ -38,6 +38,10 @@ class CalibrationError(BuildError):
     """A calibration folder that is missing, empty or holds no readable image."""
 
 
+class OutputError(YOLOv6Error, OSError):
+    """A file or folder that results cannot be written to (a file in the way, a folder, no permission, no space)."""
+
+
 class DatasetError(YOLOv6Error):
     """A dataset folder or annotation file that cannot be used."""
 

@@ -6,7 +6,7 @@ usual permissions (``0666 & ~umask``, like ``open``), is renamed onto the destin
 fsynced. A process killed mid-write leaves only such a temporary: :func:`remove_stale_temporaries` deletes the
 ones whose writing process (the pid in the name) is gone, and is run by every build on its output folder.
 :func:`check_output_folder` and :func:`check_output_file` answer "can results be written there?" before any
-work starts.
+work starts. :func:`exclusive_lock` keeps two processes from writing files of one name at once.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from yolov6_sdk.errors import YOLOv6Error
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, see exclusive_lock
+    fcntl = None  # type: ignore[assignment]
+
+from yolov6_sdk.errors import OutputError, YOLOv6Error
 
 TEMP_MARK = ".tmp."
 
@@ -78,6 +83,52 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def lock_path(path: str | Path) -> Path:
+    """The hidden lock file of ``path``: ``.<name>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+def _lock_held_file(lock: Path, on_wait: Callable[[], None] | None) -> int:
+    """Open and lock ``lock``, waiting for its holder; returns the descriptor once the lock is on the file that
+    is there (a holder removes the file as it lets go, so a waiter may have locked a removed one: retry)."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the lock of ``path`` (:func:`lock_path`, created in ``path``'s folder, which must exist) for the
+    block: a second process asking for it waits until the first lets go (``on_wait()`` is called once before
+    waiting). The lock file is removed when the block ends; the system drops the lock of a killed process, so a
+    lock file it leaves behind is taken over by the next one. Without ``fcntl`` (Windows) nothing is locked.
+    """
+    if fcntl is None:
+        yield
+        return
+    lock = lock_path(path)
+    fd = _lock_held_file(lock, on_wait)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a waiter then sees the file is gone and retries
+        os.close(fd)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     with atomic_path(path) as tmp:
@@ -88,6 +139,29 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_output(path: str | Path, data: bytes, what: str, error: type[YOLOv6Error] = OutputError) -> Path:
+    """:func:`write_bytes` for results the user asked for: any failure is one ``error`` that names ``path``
+    (never the hidden temporary) and why: a file in the way, a folder at ``path``, no permission, no space.
+
+    Raises:
+        error: ``path`` cannot be written.
+    """
+    try:
+        return write_bytes(path, data)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        failure = exc
+    try:
+        check_output_file(path, what, error)
+    except error:
+        raise
+    except (OSError, ValueError):
+        pass  # the check cannot tell more than the write did
+    reason = (failure.strerror if isinstance(failure, OSError) else None) or str(failure)
+    raise error(
+        f"{what} {str(path)!r} cannot be written ({reason}); free some space or choose another path"
+    ) from failure
 
 
 def _process_start(pid: int) -> float | None:

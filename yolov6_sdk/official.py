@@ -18,6 +18,7 @@ import copyreg
 import functools
 import importlib
 import logging
+import math
 import numbers
 import pickle
 import reprlib
@@ -35,6 +36,9 @@ from yolov6_sdk.checkpoint_reader import (
     check_tensors,
     is_plain_global,
     open_checkpoint,
+    refuse_deep_nesting,
+    shown,
+    shown_keys,
     torch_load,
     valid_batchnorm_settings,
 )
@@ -276,6 +280,12 @@ def read_official(source: Path | CheckpointFile) -> OfficialCheckpoint:
     Inf weights included) or an unknown layout.
     """
     checked = source if isinstance(source, CheckpointFile) else open_checkpoint(source, is_official_global)
+    with refuse_deep_nesting(checked.path):
+        return _read_checked(checked)
+
+
+def _read_checked(checked: CheckpointFile) -> OfficialCheckpoint:
+    """:func:`read_official` of a file whose structure passed the checks."""
     path = checked.path
     checkpoint = _unpickle_restricted(checked)
     official = _official_model(path, checkpoint)
@@ -308,10 +318,11 @@ def _official_model(path: Path, checkpoint: Any) -> OfficialModule:
     if isinstance(checkpoint, OfficialModule):
         return checkpoint
     if isinstance(checkpoint, dict):
-        found = checkpoint.get("ema") or checkpoint.get("model")
+        ema, model = checkpoint.get("ema"), checkpoint.get("model")  # no truth test: a tensor has none
+        found = ema if isinstance(ema, OfficialModule) else model
         if isinstance(found, OfficialModule):
             return found
-    found_keys = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    found_keys = shown_keys(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
     raise CheckpointError(
         f"{path} is neither a yolov6-sdk checkpoint (no 'format' key) nor an official YOLOv6 release file "
         f"(no pickled YOLOv6 model under 'ema' or 'model'); found {found_keys}"
@@ -429,8 +440,8 @@ def _batchnorm_settings(path: Path, official: nn.Module) -> dict[str, list[float
             eps, momentum = module.__dict__.get("eps"), module.__dict__.get("momentum")
             if not valid_batchnorm_settings(eps, momentum):
                 raise CheckpointError(
-                    f"{path}: BatchNorm {name} has eps {eps!r} and momentum {momentum!r}; expected eps > 0 and "
-                    "momentum in [0, 1] or None: the file was altered, download it again"
+                    f"{path}: BatchNorm {name} has eps {shown(eps)} and momentum {shown(momentum)}; expected eps > 0 "
+                    "and momentum in [0, 1] or None: the file was altered, download it again"
                 )
             settings[name] = [float(eps), None if momentum is None else float(momentum)]
     return settings
@@ -462,6 +473,16 @@ def _official_training_info(checkpoint: Any) -> dict[str, Any]:
     if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
         info["epoch"] = int(epoch)
     results = checkpoint.get("results")
-    if isinstance(results, (list, tuple)) and all(isinstance(r, numbers.Real) for r in results):
+    if isinstance(results, (list, tuple)) and all(_finite_real(r) for r in results):
         info["results"] = [float(r) for r in results]
     return info
+
+
+def _finite_real(value: Any) -> bool:
+    """True for a real number that is a finite float (``2**2000`` overflows float, NaN is no score)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return False

@@ -38,6 +38,9 @@ from yolov6_sdk.checkpoint_reader import (
     CheckpointFile,
     check_tensors,
     open_checkpoint,
+    refuse_deep_nesting,
+    shown,
+    shown_keys,
     torch_load,
     valid_batchnorm_settings,
 )
@@ -155,12 +158,14 @@ def load(path: str | os.PathLike[str], fuse: bool = False, device: str | torch.d
         target = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
-    if checked.is_plain:
-        loaded = _from_sdk_checkpoint(checked, torch_load(checked, weights_only=True))
-    else:  # pickled modules: an official release file, which only the restricted reader admits
-        loaded = _from_official(checked)
+    with refuse_deep_nesting(checked.path):
+        if checked.is_plain:
+            loaded = _from_sdk_checkpoint(checked, torch_load(checked, weights_only=True))
+        else:  # pickled modules: an official release file, which only the restricted reader admits
+            loaded = _from_official(checked)
     if fuse:
         fuse_model(loaded.model)
+        check_fused_weights(loaded.model, str(checked.path))
     try:
         loaded.model.to(target)
     except (RuntimeError, AssertionError) as exc:  # torch asserts when built without the device's support
@@ -176,7 +181,7 @@ def _from_sdk_checkpoint(checked: CheckpointFile, checkpoint: Any) -> LoadedMode
         config = get_config(fields["model"])
     except ConfigError as exc:
         raise CheckpointError(
-            f"{path} holds model {fields['model']!r}, unknown to yolov6-sdk {__version__}: {exc}"
+            f"{path} holds model {shown(fields['model'])}, unknown to yolov6-sdk {__version__}: {exc}"
         ) from None
     meta = fields["meta"]
     config = replace(config, distill_head=meta.get("distill_head", config.distill_head))
@@ -190,6 +195,7 @@ def _from_sdk_checkpoint(checked: CheckpointFile, checkpoint: Any) -> LoadedMode
         raise _field_error(path, "imgsz", f"a multiple of the largest stride {max(model.strides)}", imgsz)
     model.load_state_dict(_fp32(state), strict=True, assign=True)
     _apply_batchnorm(path, model, meta.get("batchnorm", {}))
+    _check_batchnorm_statistics(path, model)
     model.names = fields["names"]
     model.eval()
     return LoadedModel(model, config.name, tuple(model.names), imgsz, meta, "sdk", checked.sha256, path)
@@ -198,18 +204,18 @@ def _from_sdk_checkpoint(checked: CheckpointFile, checkpoint: Any) -> LoadedMode
 def _sdk_fields(path: Path, checkpoint: Any) -> dict[str, Any]:
     """The fields of our format with their types checked (the tensors are checked against the model later)."""
     if not isinstance(checkpoint, dict) or "format" not in checkpoint:
-        found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        found = shown_keys(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
             f"{path} is neither a yolov6-sdk checkpoint (no 'format' key) nor an official YOLOv6 release file "
             f"(no pickled model under 'ema' or 'model'); found {found}"
         )
     if not (isinstance(checkpoint["format"], str) and checkpoint["format"] == FORMAT):
         raise CheckpointError(
-            f"{path} has format {checkpoint['format']!r}; this yolov6-sdk {__version__} reads {FORMAT!r}: "
+            f"{path} has format {shown(checkpoint['format'])}; this yolov6-sdk {__version__} reads {FORMAT!r}: "
             "upgrade yolov6-sdk or re-save the checkpoint with this version"
         )
     missing = [key for key in _SDK_KEYS if key not in checkpoint]
-    unknown = sorted(map(str, set(checkpoint) - set(_SDK_KEYS)))
+    unknown = shown_keys({key: None for key in checkpoint if key not in _SDK_KEYS}, count=5)
     if missing or unknown:
         found = f"without {missing}" if missing else f"with unknown fields {unknown[:5]}"
         raise CheckpointError(f"{path} is a {FORMAT} checkpoint {found}: it is damaged, save it again")
@@ -303,6 +309,7 @@ def _from_official(checked: CheckpointFile) -> LoadedModel:
     for name, (eps, momentum) in found.batchnorm.items():
         if isinstance(modules.get(name), nn.BatchNorm2d):
             modules[name].eps, modules[name].momentum = eps, momentum
+    _check_batchnorm_statistics(checked.path, model)
     model.names = list(found.names)
     model.eval()
     meta = {
@@ -315,6 +322,37 @@ def _from_official(checked: CheckpointFile) -> LoadedModel:
     return LoadedModel(
         model, found.config.name, tuple(found.names), found.config.imgsz, meta, "official", checked.sha256, checked.path
     )
+
+
+def _check_batchnorm_statistics(path: Path, model: nn.Module) -> None:
+    """Every BatchNorm's ``running_var`` must be >= 0: fusing divides by ``sqrt(running_var + eps)``, so a
+    negative variance becomes NaN weights and a model that detects nothing."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d) and module.running_var is not None:
+            negative = int((module.running_var < 0).sum())
+            if negative:
+                raise CheckpointError(
+                    f"{path}: {name}.running_var holds {negative} negative values (a variance is >= 0); the file "
+                    "was altered or damaged: use the weights of an earlier epoch or save them again"
+                )
+
+
+def check_fused_weights(model: nn.Module, source: str) -> None:
+    """Raise unless every floating parameter and buffer of the fused ``model`` is finite.
+
+    Fusing folds each BatchNorm into its convolution (weight * gamma / sqrt(running_var + eps)): statistics that
+    were finite can still give Inf or NaN weights (a variance near -eps, a huge gamma), which detect nothing.
+    ``source`` names the weights in the message.
+
+    Raises:
+        CheckpointError: naming the first tensor that is not finite.
+    """
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{source}: fusing the model gives NaN or Inf values in {name}: its BatchNorm statistics are out "
+                "of range (a variance of about -eps, or huge scales); use the weights of an earlier epoch or retrain"
+            )
 
 
 def _zoo_name(config: ModelConfig) -> str:
@@ -389,4 +427,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
 def load_official(path: str | os.PathLike[str]) -> LoadedModel:
     """Read an official meituan/YOLOv6 release ``.pt`` (see :func:`yolov6_sdk.official.read_official`) and build
     its model on the CPU in eval mode, fp32, with each BatchNorm's own eps and momentum."""
-    return _from_official(open_checkpoint(path, is_official_global))
+    checked = open_checkpoint(path, is_official_global)
+    with refuse_deep_nesting(checked.path):
+        return _from_official(checked)

@@ -7,7 +7,9 @@ are scaled by 255.
 
 A file is decoded only after its header (:func:`~yolov6_sdk.artifact.image_header.image_size`) shows at most
 :func:`pixel_limit` pixels (:data:`MAX_PIXELS`, or the environment variable ``YOLOV6_MAX_PIXELS``), so the
-memory a decode takes is bounded by the limit, not by what a file claims.
+memory a decode takes is bounded by the limit, not by what a file claims. Only regular files are read (a device
+such as ``/dev/zero``, a named pipe or a socket, or a link to one, is refused before it is opened for reading),
+and at most :func:`byte_limit` bytes of them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -32,7 +35,14 @@ MAX_PIXELS = 100_000_000
 """Default pixel limit (width x height) of an image file: 100 MP, about 300 MB once decoded as BGR uint8."""
 MAX_PIXELS_ENV = "YOLOV6_MAX_PIXELS"
 
+BYTES_PER_PIXEL = 8
+"""Bytes an image file may hold per pixel of the limit: 16-bit RGBA stored uncompressed (TIFF, PNG)."""
+METADATA_BYTES = 64 << 20
+"""Bytes an image file may hold beside its pixels (EXIF, ICC profiles, XMP, thumbnails)."""
+
 _JPEG_MAGIC = b"\xff\xd8"
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
 _CHANNEL_COUNTS = (1, 3, 4)
 _GLOB_CHARS = frozenset("*?[")
 
@@ -82,21 +92,84 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(read_image_bytes(path), str(path))
 
 
-def read_image_bytes(path: str | Path) -> bytes:
-    """The encoded bytes of image file ``path``, undecoded.
+def byte_limit() -> int:
+    """The most bytes an image file may hold: :data:`BYTES_PER_PIXEL` per pixel of :func:`pixel_limit`, plus
+    :data:`METADATA_BYTES` (864 MiB at the default limit).
 
     Raises:
-        ImageError: the file is missing, is a folder or cannot be read.
+        ConfigError: ``YOLOV6_MAX_PIXELS`` is not a positive integer.
+    """
+    return pixel_limit() * BYTES_PER_PIXEL + METADATA_BYTES
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is when it is a device, a named pipe or a socket ("a character
+    device"...), else None (a regular file, a folder)."""
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), None)
+
+
+def refuse_special_file(path: str | Path, mode: int, what: str = "image file") -> None:
+    """Raise unless ``mode`` (``path``'s ``st_mode``, links followed) is that of a regular file or a folder.
+
+    Raises:
+        ImageError: ``path`` is (or links to) a device, a named pipe or a socket, which can be endless or block.
+    """
+    kind = special_file_kind(mode)
+    if kind is not None:
+        target = os.path.realpath(path)
+        link = f" (a link to {target!r})" if target != os.path.abspath(path) else ""
+        raise ImageError(
+            f"{what} {str(path)!r}{link} is {kind}, not a regular file; devices, pipes and sockets are not read "
+            "(they can be endless or wait forever): copy the data into a file and pass that"
+        )
+
+
+def refuse_special_path(path: str | Path, what: str) -> None:
+    """:func:`refuse_special_file` for a path that may not exist (nothing is raised then)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    refuse_special_file(path, mode, what)
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of image file ``path`` (a regular file of at most :func:`byte_limit` bytes), undecoded.
+
+    Raises:
+        ImageError: the file is missing, is a folder, is not a regular file (a device, pipe or socket, or a link
+            to one), is larger than the limit, or cannot be read.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"image file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
-    if path.is_dir():
-        raise ImageError(f"{str(path)!r} is a folder, expected an image file; pass a file, or use list_images()")
     try:
-        return path.read_bytes()
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"image file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read image file {str(path)!r}: {exc}; check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{str(path)!r} is a folder, expected an image file; pass a file, or use list_images()")
+    refuse_special_file(path, mode)
+    try:  # non-blocking: should the path have become a pipe since the check, opening it does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise ImageError(f"cannot read image file {str(path)!r}: {exc}; check its permissions") from exc
+    with open(fd, "rb", closefd=True) as stream:
+        info = os.fstat(stream.fileno())
+        refuse_special_file(path, info.st_mode)
+        limit = byte_limit()
+        if info.st_size > limit:
+            raise ImageError(
+                f"image file {str(path)!r} holds {info.st_size} bytes, more than the {limit} an image of the pixel "
+                f"limit needs; pass a smaller file, or raise {MAX_PIXELS_ENV}"
+            )
+        try:
+            data = stream.read(info.st_size + 1)  # one byte more tells a file that grows while it is read
+        except OSError as exc:
+            raise ImageError(f"cannot read image file {str(path)!r}: {exc}; copy it again") from exc
+    if len(data) > info.st_size:
+        raise ImageError(f"image file {str(path)!r} grew while it was read; pass it again once it is complete")
+    return data
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -277,6 +350,7 @@ def list_images(source: str | Path) -> list[Path]:
             raise ImageError(f"folder {text!r} holds no image file ({_suffix_list()}); check the folder")
         logger.debug("found %d images under %s", len(images), path)
         return images
+    refuse_special_path(path, "image source")
     raise ImageError(f"image source {text!r} does not exist; pass an image file, a folder or a glob pattern")
 
 

@@ -28,7 +28,10 @@ export options, ``multi_label`` included, in its metadata) and the calibration r
 the fp32 ONNX hash, the calibration images and method).
 Every file is written atomically, so an interrupted build leaves no artifact behind; the artifact and its sidecar
 are published together (:func:`yolov6_sdk.artifact.sidecar.publish_artifact`), so a killed build leaves the
-old pair or none. Before any work the output folder is checked (it can be created and written), and the
+old pair or none, and builds of one name take turns (:func:`yolov6_sdk.fileio.exclusive_lock`), so two at once
+never leave one's artifact with the other's sidecar. An ONNX artifact is parsed, its external data checked to lie
+in its folder, before it is published; an ONNX source whose weights live in other files is published with them
+inside the one file. Before any work the output folder is checked (it can be created and written), and the
 temporaries of killed builds in it are removed.
 """
 
@@ -38,7 +41,6 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ import onnx
 import onnxruntime
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.external_data import copy_self_contained, external_tensors, read_model_proto
 from yolov6_sdk.artifact.sidecar import (
     Sidecar,
     check_artifact_hash,
@@ -67,8 +70,8 @@ from yolov6_sdk.errors import BuildError, ConfigError, YOLOv6Error
 from yolov6_sdk.export import calibration, ort_quant, qdq, sensitivity
 from yolov6_sdk.export.build_key import build_key
 from yolov6_sdk.export.options import BuildOptions
-from yolov6_sdk.export.plan import BuildPlan, engine_config, plan_build
-from yolov6_sdk.fileio import check_output_folder, remove_stale_temporaries, temporary_sibling
+from yolov6_sdk.export.plan import BuildPlan, check_replaceable, engine_config, plan_build
+from yolov6_sdk.fileio import check_output_folder, exclusive_lock, remove_stale_temporaries, temporary_sibling
 
 LOGGER = logging.getLogger(__name__)
 
@@ -240,6 +243,8 @@ def _prepare_onnx(state: _State, evaluate: sensitivity.Evaluate | None, work: Pa
     suffix = ".qdq.onnx" if qat else ".fp16.onnx" if half else ".fp32.onnx"
     cache = plan.artifact if fp32_only else plan.artifact.with_suffix(suffix)
     source, reused = _export(plan, cache, half, dest=work if fp32_only else cache)
+    if source == plan.onnx and external_tensors(read_model_proto(source)):  # every stage reads one file
+        source = copy_self_contained(source, source_copy(work))
     state.cached += ["export"] if reused and plan.onnx is None else []
     state.hashes["fp32_onnx"] = plan.source_sha256 if source == plan.onnx else file_sha256(source)
     state.timed("export", started)
@@ -249,13 +254,19 @@ def _prepare_onnx(state: _State, evaluate: sensitivity.Evaluate | None, work: Pa
     return source, _quantize(state, source, out, evaluate)
 
 
+def source_copy(work: Path) -> Path:
+    """Where an ONNX source kept in several files is copied as one, beside the build's temporary ``work``."""
+    return work.with_name(f"{work.stem}.source.onnx")
+
+
 def _finish_onnx(state: _State, onnx_path: Path, work: Path) -> Path:
     """Publish the ONNX artifact with its sidecar (``onnx_path``: the finished file; copied to ``work`` first
     when it is the user's file or a cache) and return the sidecar's path."""
     plan = state.plan
     if onnx_path not in (work, plan.artifact):
-        shutil.copyfile(onnx_path, work)
+        copy_self_contained(onnx_path, work)
     built = plan.artifact if onnx_path == plan.artifact else work
+    read_model_proto(built)  # what is published parses, and keeps no data outside its folder
     sidecar = onnx_sidecar(
         built,
         precision=plan.precision,
@@ -415,12 +426,21 @@ def run_build(
     prepare_output_folder(plan.artifact.parent)
     state.calib = calibration_set(plan)  # a bad calibration folder fails before any export
     state.build_key = build_key(plan, state.calib)
+    plan.artifact.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(plan.artifact, lambda: LOGGER.warning("waiting for another build of %s", plan.artifact)):
+        return _run_locked(state, evaluate)
+
+
+def _run_locked(state: _State, evaluate: sensitivity.Evaluate | None) -> BuildResult:
+    """:func:`run_build`'s work, while this process alone builds ``plan.artifact`` (and its caches)."""
+    plan = state.plan
+    if not plan.options.force:  # another build may have published this name while this one waited
+        check_replaceable(plan.artifact, plan.source_sha256)
     existing = _up_to_date(plan, state.build_key)
     if existing is not None:
         return _reused(plan, existing)
     work = temporary_sibling(plan.artifact)
     try:
-        plan.artifact.parent.mkdir(parents=True, exist_ok=True)
         fp32, final_onnx = _prepare_onnx(state, evaluate, work)
         finish = {"tensorrt": _build_engine, "openvino": _finish_ir}.get(plan.backend, _finish_onnx)
         sidecar_file = finish(state, final_onnx, work)
@@ -430,7 +450,7 @@ def run_build(
             "output folder"
         ) from exc
     finally:
-        for leftover in (work, sidecar_path(work), work.with_suffix(".bin")):
+        for leftover in (work, sidecar_path(work), work.with_suffix(".bin"), source_copy(work)):
             leftover.unlink(missing_ok=True)
     reference = plan.artifact if fp32 == work else fp32  # an fp32 export that became the artifact itself
     maps = _validate(state, evaluate, reference) if evaluate is not None else {}

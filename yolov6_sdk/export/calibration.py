@@ -29,7 +29,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from yolov6_sdk import __version__
-from yolov6_sdk.artifact.images import decode_image, is_image, read_image
+from yolov6_sdk.artifact.images import decode_image, is_image, read_image, read_image_bytes
 from yolov6_sdk.artifact.preprocess import check_imgsz, preprocess_batch
 from yolov6_sdk.artifact.spec import INPUT_NAME
 from yolov6_sdk.errors import CalibrationError, ImageError
@@ -126,9 +126,9 @@ def load_calibration_set(
     files, skipped = [], 0
     for path in select_evenly(candidates, size):
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            data, error = b"", f"cannot read {path}: {exc}"
+            data = read_image_bytes(path)
+        except ImageError as exc:
+            data, error = b"", str(exc)
         else:
             error = _decode_error(data, path)
         if error:

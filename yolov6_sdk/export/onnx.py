@@ -38,6 +38,7 @@ from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, NMS_MODES, RAW
 from yolov6_sdk.errors import BuildError, ConfigError
 from yolov6_sdk.fileio import atomic_path
 from yolov6_sdk.models import fuse
+from yolov6_sdk.weights import check_fused_weights
 
 LOGGER = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def export_onnx(
     options.validate()
     path = Path(path)
     model = fuse(copy.deepcopy(model).float().eval().cpu())
+    check_fused_weights(model, f"the {model.config.name} model to export")
     wrapped: nn.Module = _End2End(model, options) if options.nms else model
     dtype = torch.float16 if options.half else torch.float32
     wrapped = wrapped.to(dtype)

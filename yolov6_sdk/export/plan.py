@@ -102,11 +102,14 @@ def _inspect_onnx_source(path: Path) -> Any:
     """The :class:`~yolov6_sdk.export.tensorrt.OnnxInfo` of an ONNX source, read once for all planning checks.
 
     Raises:
-        ArtifactError: the file is not readable ONNX. BuildError: it has no single [B, 3, H, W] input.
+        ArtifactError: the file is not readable ONNX, or keeps weights outside its folder. BuildError: it has no
+            single [B, 3, H, W] input.
     """
+    from yolov6_sdk.artifact.external_data import read_model_proto
     from yolov6_sdk.export.tensorrt import inspect_onnx
 
     info = inspect_onnx(path)
+    read_model_proto(path)  # weights kept in other files must lie inside the source's folder
     if len(info.inputs) != 1 or len(info.inputs[0].shape) != 4:
         raise BuildError(
             f"{path}: expected one [B, 3, H, W] image input, got {[(i.name, i.shape) for i in info.inputs]}; "

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.errors import ConfigError, ImageError, YOLOv6Error
-from yolov6_sdk.fileio import write_bytes, write_text
+from yolov6_sdk.errors import ConfigError, ImageError, OutputError, YOLOv6Error
+from yolov6_sdk.fileio import check_output_folder, write_output
 from yolov6_sdk.runtime.boxes import Boxes
 from yolov6_sdk.runtime.results_idioms import ResultsIdioms, default_save_name
+from yolov6_sdk.runtime.safe_names import display_name, path_component
 
 _FONT_HEIGHT_AT_SCALE_1 = 22.0  # px: cv2.FONT_HERSHEY_SIMPLEX cap height at font scale 1
 _LABEL_OPACITY = 0.65  # label bands let the picture show through
@@ -61,16 +62,20 @@ def text_color(background_bgr: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 CSV_COLUMNS = ("source", "frame", "class_id", "name", "conf", "x1", "y1", "x2", "y2")
+MAX_CSV_NAME_CHARS = 256  # a class name in a CSV cell: control characters escaped, longer names cut
+MAX_CSV_SOURCE_CHARS = 4096  # the source column (a path or URL), escaped the same way
 
 
-def _write_image(path: Path, image: np.ndarray) -> Path:
+def _write_image(path: Path, image: np.ndarray, what: str) -> Path:
+    if path.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a folder; pass a file path such as {str(path / 'out.jpg')!r}")
     try:
         ok, encoded = cv2.imencode(path.suffix, image)
     except cv2.error:
         ok = False
     if not ok:
         raise ImageError(f"cannot encode an image for {str(path)!r}; use a suffix such as .jpg or .png")
-    return write_bytes(path, encoded.tobytes())
+    return write_output(path, encoded.tobytes(), what)
 
 
 class Results(ResultsIdioms):
@@ -245,7 +250,8 @@ class Results(ResultsIdioms):
             cv2.rectangle(canvas, (x1, y1), (x2, y2), class_color(class_id), width, cv2.LINE_8)
         if labels:
             for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
-                label = f"{self.name(class_id)} {score:.2f}" if conf else self.name(class_id)
+                name = display_name(self.name(class_id))
+                label = f"{name} {score:.2f}" if conf else name
                 self._draw_label(canvas, box, label, class_color(class_id), font_scale, font_thickness)
         return canvas
 
@@ -292,9 +298,10 @@ class Results(ResultsIdioms):
 
         Raises:
             ImageError: no image to draw on, or OpenCV cannot encode the suffix.
+            OutputError: ``path`` cannot be written (a file in the way, a folder there, no permission).
         """
         target = default_save_name(self.path, self.frame) if path is None else Path(path)
-        return _write_image(target, self.plot(image, **plot_options))
+        return _write_image(target, self.plot(image, **plot_options), "save")
 
     draw = plot  # the earlier name of plot()
 
@@ -304,27 +311,39 @@ class Results(ResultsIdioms):
         One line per detection: ``class cx cy w h`` with the box centre and size divided by the image width
         and height (0..1, six decimals), plus `` conf`` when ``save_conf``. No detections: an empty file (a
         YOLO label file of an image without objects).
+
+        Raises:
+            OutputError: ``path`` cannot be written (a file in the way, a folder there, no permission).
         """
         rows = np.concatenate((self.boxes.xywhn, self.scores[:, None]), axis=1)
         lines = [
             f"{class_id} " + " ".join(f"{v:.6f}" for v in (row if save_conf else row[:4]))
             for class_id, row in zip(self.class_ids.tolist(), rows, strict=True)
         ]
-        return write_text(path, "".join(line + "\n" for line in lines))
+        return write_output(path, "".join(line + "\n" for line in lines).encode(), "save_txt")
 
     def save_crop(self, folder: str | Path, suffix: str = ".jpg") -> list[Path]:
-        """Save each detection's region of ``orig_img`` as ``<folder>/<class name>/<stem>[_f<frame>]_<i>.<suffix>``.
+        """Save each detection's region of ``orig_img`` as ``<folder>/<class>/<stem>[_f<frame>]_<i>.<suffix>``.
 
-        ``stem`` is the source's file stem ("image" without a source) and ``i`` the detection's index; a box is
-        widened to whole pixels (floor of x1, y1, ceiling of x2, y2) and kept at least 1 px. Returns the paths
-        written, in detection order.
+        ``class`` is the class name made one safe file-name component
+        (:func:`~yolov6_sdk.runtime.safe_names.path_component`: no separators, ``..``, control characters or
+        hidden names; the class id when nothing is left), so every crop lands inside ``folder`` whatever the
+        model file names its classes. ``stem`` is the source's file stem ("image" without a source) and ``i``
+        the detection's index; a box is widened to whole pixels (floor of x1, y1, ceiling of x2, y2) and kept at
+        least 1 px. Returns the paths written, in detection order.
 
         Raises:
             ImageError: no original image is stored, or OpenCV cannot encode ``suffix``.
+            ConfigError: ``suffix`` is not a file suffix such as ``.jpg``.
+            OutputError: ``folder`` cannot be written (a file in the way, no permission).
         """
+        if not (isinstance(suffix, str) and suffix[:1] == "." and path_component(suffix[1:], "") == suffix[1:]):
+            raise ConfigError(f"save_crop suffix must be a file suffix such as '.jpg' or '.png', got {suffix!r}")
         image = self._image_for_drawing(None)
+        if len(self):
+            check_output_folder(folder, "save_crop folder", OutputError)
         height, width = self.orig_shape
-        stem = Path(self.path).stem if self.path else "image"
+        stem = path_component(Path(self.path).stem, "image") if self.path else "image"
         if self.frame is not None:
             stem = f"{stem}_f{self.frame}"
         written = []
@@ -333,8 +352,8 @@ class Results(ResultsIdioms):
             y1 = min(max(int(np.floor(box[1])), 0), height - 1)
             x2 = min(max(int(np.ceil(box[2])), x1 + 1), width)
             y2 = min(max(int(np.ceil(box[3])), y1 + 1), height)
-            target = Path(folder) / self.name(class_id) / f"{stem}_{i}{suffix}"
-            written.append(_write_image(target, image[y1:y2, x1:x2]))
+            target = Path(folder) / path_component(self.name(class_id), str(int(class_id))) / f"{stem}_{i}{suffix}"
+            written.append(_write_image(target, image[y1:y2, x1:x2], "save_crop"))
         return written
 
     def to_dict(self) -> dict[str, Any]:
@@ -372,7 +391,9 @@ class Results(ResultsIdioms):
         """The detections as CSV text, one row each: ``source, frame, class_id, name, conf, x1, y1, x2, y2``.
 
         Boxes in original-image pixels; ``frame`` empty for a still image. ``header`` adds the column names, so
-        rows of many images or frames can be joined under one header.
+        rows of many images or frames can be joined under one header. Control characters in a name or source are
+        escaped (a carriage return becomes the two characters ``\\r``), so every row is one line that
+        ``csv.reader`` reads back; a name longer than :data:`MAX_CSV_NAME_CHARS` is cut.
         """
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -381,7 +402,9 @@ class Results(ResultsIdioms):
         frame = "" if self.frame is None else self.frame
         for box, score, class_id in zip(self.boxes, self.scores, self.class_ids, strict=True):
             coords = [f"{float(v):.2f}" for v in box]
-            writer.writerow([self.path or "", frame, int(class_id), self.name(class_id), f"{score:.5f}", *coords])
+            name = display_name(self.name(class_id), MAX_CSV_NAME_CHARS)
+            writer.writerow([display_name(self.path or "", MAX_CSV_SOURCE_CHARS), frame, int(class_id), name,
+                             f"{score:.5f}", *coords])  # fmt: skip
         return buffer.getvalue()
 
     def to_supervision(self) -> Any:
@@ -392,7 +415,7 @@ class Results(ResultsIdioms):
             MissingDependencyError: supervision is not installed (``pip install supervision``).
         """
         sv = require("supervision")
-        class_names = np.array([self.name(c) for c in self.class_ids], dtype=str)
+        class_names = np.array([self.name(c) for c in self.class_ids], dtype=object)  # no copy padded to the longest
         return sv.Detections(
             xyxy=self.boxes.xyxy,
             confidence=self.scores.copy(),
@@ -401,7 +424,7 @@ class Results(ResultsIdioms):
         )
 
     def __repr__(self) -> str:
-        counts = Counter(self.name(c) for c in self.class_ids)
+        counts = Counter(display_name(self.name(c)) for c in self.class_ids)
         summary = ", ".join(f"{n} {name}" for name, n in counts.most_common(5))
         more = ", ..." if len(counts) > 5 else ""
         body = f": {summary}{more}" if counts else ""

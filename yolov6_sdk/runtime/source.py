@@ -12,6 +12,7 @@ import contextlib
 import functools
 import glob
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
+from yolov6_sdk.artifact.images import (
+    as_bgr_uint8,
+    is_image,
+    is_video,
+    list_images,
+    read_image,
+    refuse_special_path,
+)
 from yolov6_sdk.artifact.reduced_decode import DecodedImage, read_full_size, read_image_for_model
 from yolov6_sdk.errors import ConfigError, ImageError
 from yolov6_sdk.fileio import atomic_path
@@ -139,6 +147,7 @@ def media_files(source: str | Path) -> list[Path]:
     elif any(char in "*?[" for char in text):
         candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     else:
+        refuse_special_path(path, "source")
         raise ImageError(f"source {text!r} does not exist; pass an image or video file, a folder or a glob pattern")
     found = [p for p in candidates if is_image(p) or is_video(p)]
     if not found:
@@ -146,14 +155,43 @@ def media_files(source: str | Path) -> list[Path]:
     return found
 
 
+MAX_CAMERA_INDEX = 99
+"""Highest camera index taken (OpenCV reads larger numbers as a capture backend plus an index)."""
+
+
+def check_camera_index(index: int) -> int:
+    """``index`` when it names a camera OpenCV can be asked to open: 0..:data:`MAX_CAMERA_INDEX`, and on Linux a
+    video device ``/dev/video<index>`` that exists (OpenCV's automatic choice for -1 can crash the process).
+
+    Raises:
+        ImageError: a negative or too large index, or no such camera device.
+    """
+    if not 0 <= index <= MAX_CAMERA_INDEX:
+        raise ImageError(
+            f"camera index {index} is out of range; pass the number of a camera, 0 to {MAX_CAMERA_INDEX} "
+            "(0 is the first camera)"
+        )
+    device = Path(f"/dev/video{index}")
+    if sys.platform.startswith("linux") and not device.is_char_device():
+        found = sorted(p.name for p in Path("/dev").glob("video[0-9]*"))
+        raise ImageError(
+            f"camera {index} does not exist ({device} is not a video device); cameras found: "
+            f"{', '.join(found) or 'none'}"
+        )
+    return index
+
+
 def _open_capture(source: str | Path | int) -> cv2.VideoCapture:
     if isinstance(source, (str, Path)) and "://" not in str(source):
         path = Path(source)
+        refuse_special_path(path, "video file")
         if not path.is_file():
             raise ImageError(f"video file {str(path)!r} does not exist; check the path (cwd is {Path.cwd()})")
         if path.stat().st_size == 0:
             raise ImageError(f"video file {str(path)!r} is empty (0 bytes); re-copy or re-download it")
-    capture = cv2.VideoCapture(int(source) if isinstance(source, (int, np.integer)) else str(source))
+    if isinstance(source, (int, np.integer)):
+        source = check_camera_index(int(source))
+    capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if not capture.isOpened():
         capture.release()
         raise ImageError(
