@@ -66,6 +66,7 @@ TRT11 = fake_trt("11.4.0.106", weak_typing=False)
 class RecordingConfig:
     def __init__(self) -> None:
         self.flags: list[str] = []
+        self.cleared: list[str] = []
         self.pools: dict[str, int] = {}
         self.profiles: list[RecordingProfile] = []
         self.timing_cache: tuple[Any, bool] | None = None
@@ -83,8 +84,12 @@ class RecordingConfig:
     def create_timing_cache(self, data: bytes) -> tuple[str, bytes]:
         return ("cache", data)
 
-    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> None:
+    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
         self.timing_cache = (cache, ignore_mismatch)
+        return True  # taken, as TensorRT reports it
+
+    def clear_flag(self, flag: str) -> None:
+        self.cleared.append(flag)
 
 
 class RecordingProfile:
