@@ -12,10 +12,12 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import onnx
 import pytest
+import torch
 from conftest import randomize_model
 from tensorrt_double import make_tensorrt, parse_problems
 
@@ -28,6 +30,8 @@ from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.export.tensorrt import BuildConfig, build_engine, save_timing_cache
 from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.runtime.backends import tensorrt as backend
+from yolov6_sdk.runtime.backends.base import Backend
+from yolov6_sdk.runtime.backends.cuda_graphs import ShapeCache
 from yolov6_sdk.training.datagen import write_calibration_images
 
 HW = (64, 96)
@@ -258,3 +262,68 @@ def test_execution_needs_every_address_and_a_stream_of_its_own(
     )
     backend.execute(context, 7, tmp_path / "e.engine")
     assert calls(trt, "execute_async_v3")[-1] == (7, True) and "warning" not in trt.recorder.names()
+
+
+# --------------------------------------------------------------------------------------------------- backend state
+
+
+def cpu_backend(trt: Any, engine_path: Path, cuda_graph: bool) -> backend.TensorRTBackend:
+    """The TensorRT backend over the stand-in's engine with CPU torch buffers: its per-shape bookkeeping and its
+    TensorRT calls run here; CUDA-only steps (streams, capture) are what the caller provides or what fails."""
+    loaded = backend.TensorRTBackend.__new__(backend.TensorRTBackend)
+    Backend.__init__(loaded, engine_path, "cpu")
+    loaded._torch, loaded._dev, loaded._trt, loaded.cuda_graph = torch, torch.device("cpu"), trt, cuda_graph
+    loaded._engine = engine_of(trt, engine_path)
+    inputs, loaded._outputs = trt_compat.engine_io(trt, loaded._engine)
+    loaded._input = inputs[0]
+    loaded._min_batch, loaded._max_batch = loaded._batch_range()
+    return loaded
+
+
+def thread_state(loaded: backend.TensorRTBackend, released: list[Any]) -> backend._ThreadState:
+    stream = SimpleNamespace(cuda_stream=7, synchronize=lambda: None)
+    return backend._ThreadState(stream, loaded._new_context(), ShapeCache(2, release=released.append))
+
+
+def run_shape(loaded: backend.TensorRTBackend, state: backend._ThreadState, batch: int) -> backend._ShapeState:
+    images = torch.rand(batch, 3, *HW)
+    shape = tuple(images.shape)
+    entry = state.shapes.get_or_make(shape, lambda: loaded._new_shape(state, shape))
+    outputs = loaded._run(state, entry, images)
+    assert outputs["det_boxes"].shape == (batch, 20, 4)
+    return entry
+
+
+def test_each_graph_shape_gets_its_own_context_and_failed_captures_run_eagerly(
+    trt: Any, exports: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = build_engine(exports["trt"], tmp_path / "e.engine", BuildConfig("fp32", (1, 4), HW, end2end=True))
+    loaded, released = cpu_backend(trt, engine, cuda_graph=True), []
+    state = thread_state(loaded, released)
+    with caplog.at_level(logging.WARNING, logger="yolov6_sdk.runtime.backends.cuda_graphs"):
+        one, two = run_shape(loaded, state, 1), run_shape(loaded, state, 2)
+        again = run_shape(loaded, state, 1)  # no capture is tried again for a shape whose capture failed
+    assert again is one and len({id(state.context), id(one.context), id(two.context)}) == 3
+    assert one.context.shapes == {"images": (1, 3, *HW)} and two.context.shapes == {"images": (2, 3, *HW)}
+    assert (one.captured, one.graph, two.captured) == (True, None, True)  # no CUDA here: every capture fails
+    assert caplog.text.count("CUDA graph capture of input") == 2
+    assert (
+        calls(trt, "execute_async_v3") == [(7, True)] * 5
+    )  # two warm-ups, three eager runs, all on the backend's stream
+    run_shape(loaded, state, 3)  # a third shape drops the least recently used (two) from the bounded cache
+    assert released == [two] and state.shapes.keys() == [(1, 3, *HW), (3, 3, *HW)]
+
+
+def test_eager_runs_share_the_threads_context_and_set_its_shape_each_time(
+    trt: Any, exports: dict[str, Path], tmp_path: Path
+) -> None:
+    engine = build_engine(exports["trt"], tmp_path / "e.engine", BuildConfig("fp32", (1, 4), HW, end2end=True))
+    loaded = cpu_backend(trt, engine, cuda_graph=False)
+    state = thread_state(loaded, [])
+    trt.recorder.calls.clear()
+    one, two = run_shape(loaded, state, 1), run_shape(loaded, state, 2)
+    run_shape(loaded, state, 1)
+    assert one.context is None and two.context is None and "create_execution_context" not in trt.recorder.names()
+    assert [s for _, s, _ in calls(trt, "set_input_shape")] == [(1, 3, *HW)] * 2 + [(2, 3, *HW)] * 2 + [(1, 3, *HW)]
+    with pytest.raises(YOLOv6Error, match="outside the engine's profile"):
+        run_shape(loaded, state, 5)
