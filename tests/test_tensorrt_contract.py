@@ -27,7 +27,8 @@ from yolov6_sdk.errors import BuildError, YOLOv6Error
 from yolov6_sdk.export import calibration, fake_quant, ort_quant
 from yolov6_sdk.export import tensorrt as builder
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
-from yolov6_sdk.export.tensorrt import BuildConfig, build_engine, save_timing_cache
+from yolov6_sdk.export.tensorrt import BuildConfig, build_engine
+from yolov6_sdk.export.trt_timing_cache import save_timing_cache
 from yolov6_sdk.models import build_model, fuse
 from yolov6_sdk.runtime.backends import tensorrt as backend
 from yolov6_sdk.runtime.backends.base import Backend

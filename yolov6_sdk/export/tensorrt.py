@@ -38,7 +38,6 @@ TensorRT's own log goes to ``logging.getLogger("yolov6_sdk.tensorrt")``. Files a
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from yolov6_sdk.artifact.sidecar import (
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
 from yolov6_sdk.export.options import HARDWARE_COMPAT
+from yolov6_sdk.export.trt_timing_cache import attach_timing_cache, default_timing_cache, save_timing_cache
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
@@ -361,46 +361,6 @@ def serialize_engine(builder: Any, network: Any, builder_config: Any) -> bytes:
     if serialized is None:
         raise BuildError("TensorRT could not build the engine; its errors are in the yolov6_sdk.tensorrt log")
     return bytes(memoryview(serialized))
-
-
-def attach_timing_cache(builder_config: Any, data: bytes) -> bool:
-    """Give the builder the timing cache serialised in ``data`` (b"": a new one); True when ``data`` was taken.
-
-    A cache TensorRT cannot read or will not take (another release or GPU, damaged) is logged and replaced by a
-    new, empty one, so the build times its tactics afresh instead of failing.
-    """
-    if data:
-        cache = builder_config.create_timing_cache(data)
-        if cache is not None and builder_config.set_timing_cache(cache, ignore_mismatch=False):
-            return True
-        LOGGER.warning("TensorRT refused the timing cache it was given (%d bytes); starting a new one", len(data))
-    cache = builder_config.create_timing_cache(b"")
-    if cache is None or not builder_config.set_timing_cache(cache, ignore_mismatch=False):
-        LOGGER.warning("TensorRT could not start a timing cache; building without one")
-    return False
-
-
-def default_timing_cache(engine_path: Path, trt_version: str, compute_capability: str, gpu_name: str) -> Path:
-    """``timing-trt<version>-sm<cc>-<gpu>.cache`` beside the engine: one cache per TensorRT release and GPU model
-    (two models of one compute capability time tactics differently)."""
-    sm = compute_capability.replace(".", "")
-    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
-    return engine_path.parent / f"timing-trt{trt_version}-sm{sm}-{gpu}.cache"
-
-
-def save_timing_cache(builder_config: Any, path: Path) -> bool:
-    """Serialise the builder's timing cache (grown by the build) to ``path`` atomically; False (and nothing
-    written) when the builder holds none."""
-    cache = builder_config.get_timing_cache()
-    serialized = None if cache is None else cache.serialize()
-    if serialized is None:
-        LOGGER.warning("TensorRT returned no timing cache after the build; %s is not written", path)
-        return False
-    data = bytes(memoryview(serialized))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    LOGGER.info("timing cache saved to %s (%d bytes)", path, len(data))
-    return True
 
 
 def write_engine(plan: bytes, engine_path: Path, sidecar: Sidecar) -> Path:

@@ -169,6 +169,7 @@ class TorchBackend(Backend):
             captured = state.graphs.get_or_make(shape, lambda: self._capture(batch, state.stream))
             if captured.graph is None:
                 output = self.model(batch)
+                output.record_stream(caller)  # read by the clone below: not reused before the caller is done
             else:
                 captured.static_input.copy_(batch)
                 captured.graph.replay()
