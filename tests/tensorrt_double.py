@@ -29,9 +29,13 @@ import onnx
 
 VERSIONS = {10: "10.16.1.11", 11: "11.1.0.106"}
 MAX_OPSET = {10: 22, 11: 23}
-SUPPORTED_OPS = frozenset(
-    ["Add", "ArgMax", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "DequantizeLinear", "Div", "Equal", "Expand", "Gather", "Identity", "MaxPool", "Mul", "QuantizeLinear", "Range", "ReduceMax", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze", "Where", "NonMaxSuppression"]
-)
+# ONNX op types of onnx-tensorrt's operator table that the SDK's exports use (plus a few neighbours)
+SUPPORTED_OPS = frozenset({
+    "Add", "ArgMax", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "DequantizeLinear",
+    "Div", "Equal", "Expand", "Gather", "Identity", "MaxPool", "Mul", "NonMaxSuppression", "QuantizeLinear",
+    "Range", "ReduceMax", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze",
+    "Sub", "TopK", "Transpose", "Unsqueeze", "Where",
+})  # fmt: skip
 PLUGIN_OPS = frozenset({"EfficientNMS_TRT"})
 QUANTISED_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.INT4}
 _ONNX_TO_TRT = {
