@@ -13,9 +13,10 @@ Precision comes from the ONNX graph, built as a strongly typed network wherever 
 * int8: an ONNX with explicit Q/DQ nodes (from the SDK's quantiser, conv biases float: TensorRT's
   DequantizeLinear takes no int32). Strongly typed (the default on TensorRT 10, the only mode on 11), every layer
   outside the Q/DQ pairs (the head's float part, the decode) runs in the ONNX's type, fp32 (TF32 allowed), not
-  fp16; the quantised body is most of the work, so int8 still beats fp16 on yolov6n-size models, and the head is
-  what remains. Legacy TensorRT 10 path (``strongly_typed=False``): weak typing with the INT8 and FP16 flags, so
-  layers outside Q/DQ run in fp16 rather than fp32.
+  fp16. What keeps int8 ahead of fp16 is a small float remainder: the quantiser leaves only the head's last
+  layers float (``--exclude`` and the sensitivity fallback add more, each costing fp32 time); on TensorRT 10
+  the legacy path (``strongly_typed=False``: weak typing with the INT8 and FP16 flags) runs that remainder in
+  fp16 instead. Compare with ``yolov6-bench`` on the target GPU.
 
 The implicit INT8 calibrator path (``IInt8EntropyCalibrator2`` and friends through ``config.int8_calibrator``)
 is deliberately left out: TensorRT 10.1 deprecated it and TensorRT 11 removed it. Calibration happens when the
