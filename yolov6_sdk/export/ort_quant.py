@@ -10,7 +10,7 @@ One code path serves every target; :data:`TARGETS` holds what differs:
 * ``"tensorrt"``: int8 symmetric activations (zero point 0) and weights, Q/DQ only on the inputs of the
   quantised ops (TensorRT's recommended placement; it fuses the conv activations itself). Conv biases stay
   float: TensorRT's DequantizeLinear takes only int8/fp8/int4 inputs, so an int32 bias behind one fails the
-  ONNX parse; TensorRT quantises the bias itself when it fuses the convolution.
+  ONNX parse.
 * ``"openvino"``: the TensorRT flavour, for OpenVINO IR builds (OpenVINO folds the pairs into its int8
   kernels; see the entry in :data:`TARGETS` for why this flavour).
 
