@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The GPU checks in one go, for a machine with a CUDA GPU and CUDA torch (TensorRT not needed): about 7 minutes.
+# The GPU checks in one go, for a machine with a CUDA GPU and CUDA torch (TensorRT optional): at most 8 minutes.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR            run everything, figures and logs under OUT_DIR
 #   bash benchmarks/gpu_check.sh --dry-run OUT_DIR  print the commands only (no GPU needed, nothing written)
 #
 # Steps (each under its own time limit; a failed step is recorded and the next one runs):
 #   env         nvidia-smi and the torch / CUDA versions                     -> env.txt
-#   gpu-tests   pytest -m gpu (CUDA pre/post, torch CUDA backend, graphs)    -> gpu_tests.txt, gpu_tests.xml
+#   gpu-tests   pytest -m "gpu or tensorrt" (CUDA pre/post, torch CUDA backend, graphs, threads; TensorRT
+#               engines where TensorRT is installed, skipped otherwise)       -> gpu_tests.txt, gpu_tests.xml
 #   torch-cuda  yolov6-bench, torch backend on CUDA, fp32 + fp16, batch 1 and 32, without CUDA graphs
 #   torch-graph the same with --cuda-graph                                   -> bench_torch_cuda*.{md,json,csv}
-#               (model-only vs end-to-end: the p50 and e2e p50 columns; the e2e runs pre/post on CUDA)
-#   prepost     pre/post-processing, numpy on the CPU vs torch on CUDA       -> prepost.md
+#               (model-only timings: untrained zoo weights give NMS no candidates)
+#   demo-e2e    yolov6-bench on the trained demo weights (weights/yolov6n-shapes.pt), eager and --cuda-graph:
+#               the end-to-end rows, whose NMS has candidates to work on  -> bench_demo_cuda*.{md,json,csv}
+#   prepost     pre/post-processing, numpy on the CPU vs torch on CUDA, both from host frames to device input
+#               and from device output to host detections               -> prepost.md
 #   ort-cpu     yolov6-bench, ONNX Runtime fp32 on the CPU, batch 1 (reference) -> bench_ort_cpu.{md,json,csv}
 # summary.md lists every step with its command, exit status and seconds.
 #
-# Environment: PYTHON (default python), YOLOV6_GPU_CHECK_CACHE (the bench's build cache, default a temp folder
+# Every timed figure follows at least 3 warm-up runs; the step limits add up to 460 s.
+#
+# Environment: PYTHON (default python3), YOLOV6_GPU_CHECK_CACHE (the bench's build cache, default a temp folder
 # outside OUT_DIR), YOLOV6_GPU_CHECK_MODELS (default yolov6n).
 set -u
 
@@ -42,21 +48,23 @@ if [ -z "$out" ]; then
 fi
 
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac  # the steps run from the repository root
-python_bin="${PYTHON:-python}"
+python_bin="${PYTHON:-python3}"
 models="${YOLOV6_GPU_CHECK_MODELS:-yolov6n}"
 cache="${YOLOV6_GPU_CHECK_CACHE:-${TMPDIR:-/tmp}/yolov6-gpu-check-cache}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 bench="$python_bin -m yolov6_sdk.cli.bench"
 torch_bench="$bench --models $models --backends torch --precision fp32 fp16 --bs 1 32 --device cuda --iters 50 --warmup 10 --cache $cache"
+demo_bench="$bench weights/yolov6n-shapes.pt --backends torch --bs 1 32 --device cuda --iters 30 --warmup 5 --cache $cache"
 
 # name | seconds allowed | command  (commands are run by bash from the repository root)
 steps=(
-    "env|20|nvidia-smi; $python_bin -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name(0))'"
-    "gpu-tests|150|$python_bin -m pytest -m gpu -q -p no:cacheprovider --junitxml=$out/gpu_tests.xml tests"
-    "torch-cuda|90|$torch_bench --md $out/bench_torch_cuda.md --json $out/bench_torch_cuda.json --csv $out/bench_torch_cuda.csv"
-    "torch-graph|90|$torch_bench --cuda-graph --md $out/bench_torch_cuda_graph.md --json $out/bench_torch_cuda_graph.json --csv $out/bench_torch_cuda_graph.csv"
-    "prepost|50|$python_bin benchmarks/gpu_prepost.py --device cuda --bs 1 32 --out $out/prepost.md"
-    "ort-cpu|70|$bench --models $models --backends onnxruntime --precision fp32 --bs 1 --device cpu --iters 20 --warmup 3 --cache $cache --md $out/bench_ort_cpu.md --json $out/bench_ort_cpu.json --csv $out/bench_ort_cpu.csv"
+    "env|15|nvidia-smi; $python_bin -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name(0))'"
+    "gpu-tests|140|$python_bin -m pytest -m 'gpu or tensorrt' -q -p no:cacheprovider --junitxml=$out/gpu_tests.xml tests"
+    "torch-cuda|75|$torch_bench --md $out/bench_torch_cuda.md --json $out/bench_torch_cuda.json --csv $out/bench_torch_cuda.csv"
+    "torch-graph|75|$torch_bench --cuda-graph --md $out/bench_torch_cuda_graph.md --json $out/bench_torch_cuda_graph.json --csv $out/bench_torch_cuda_graph.csv"
+    "demo-e2e|60|$demo_bench --md $out/bench_demo_cuda.md --json $out/bench_demo_cuda.json --csv $out/bench_demo_cuda.csv && $demo_bench --cuda-graph --md $out/bench_demo_cuda_graph.md --json $out/bench_demo_cuda_graph.json --csv $out/bench_demo_cuda_graph.csv"
+    "prepost|45|$python_bin benchmarks/gpu_prepost.py --device cuda --bs 1 32 --warmup 3 --out $out/prepost.md"
+    "ort-cpu|50|$bench --models $models --backends onnxruntime --precision fp32 --bs 1 --device cpu --iters 20 --warmup 3 --cache $cache --md $out/bench_ort_cpu.md --json $out/bench_ort_cpu.json --csv $out/bench_ort_cpu.csv"
 )
 
 if [ "$dry_run" -eq 1 ]; then

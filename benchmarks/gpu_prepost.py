@@ -1,10 +1,17 @@
 """Time pre- and post-processing on the CPU (numpy) and on a torch device (CUDA), side by side.
 
-Pre-processing: B 1280x720 BGR frames letterboxed into the float32 [B, 3, 640, 640] input (numpy into a reused
-buffer; torch on the device). Post-processing: decode + NMS of a synthetic raw output [B, 8400, 85] holding
-``--candidates`` boxes per image above the threshold (clustered, so NMS has work), on each side. Each figure is
-the median of ``--iters`` timed runs (ms per batch, device synchronised). The device detections are checked
-against the numpy ones (same count per image). Writes a markdown table to ``--out``.
+Each side starts and ends where the pipeline does, so the figures compare like with like:
+
+* pre-processing, from B 1280x720 uint8 BGR frames on the host to the float32 [B, 3, 640, 640] input on the device:
+  CPU = numpy letterbox into a reused buffer + upload of that float batch through a pinned buffer (157 MB at
+  batch 32, as the TensorRT backend stages it); device = upload of the uint8 frames + letterbox there.
+* post-processing, from the raw output [B, 8400, 85] on the device (a synthetic one holding ``--candidates``
+  clustered boxes per image above the threshold, so NMS has work) to detections on the host: CPU = download of
+  the raw output + numpy decode and NMS; device = decode and NMS there + download of the detections.
+
+Each figure is the median of ``--iters`` timed runs after ``--warmup`` (>= 3) untimed ones (ms per batch, device
+synchronised). The device detections are checked against the numpy ones (same count per image). Writes a
+markdown table to ``--out``.
 
     python benchmarks/gpu_prepost.py --device cuda --out gpu/prepost.md
 """
@@ -36,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imgsz", type=int, default=640, help="square model input, multiple of 32 (default 640)")
     parser.add_argument("--candidates", type=int, default=300, help="boxes above conf per image (default 300)")
     parser.add_argument("--iters", type=int, default=30, help="timed runs per figure (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before each figure, >= 3 (default 3)")
     parser.add_argument("--out", type=Path, required=True, help="markdown file to write")
     return parser.parse_args(argv)
 
@@ -56,9 +64,11 @@ def synthetic_raw(batch: int, anchors: int, candidates: int, imgsz: int, seed: i
     return raw
 
 
-def median_ms(run: Callable[[], object], iters: int, sync: Callable[[], None]) -> float:
-    run()
-    sync()  # warm-up (allocations, kernel loading)
+def median_ms(run: Callable[[], object], iters: int, sync: Callable[[], None], warmup: int = 3) -> float:
+    """Median wall time of ``run()`` + ``sync()`` over ``iters`` runs after ``warmup`` untimed ones, ms."""
+    for _ in range(warmup):  # allocations, kernel loading, cuDNN/cuBLAS set-up, pinned buffer growth
+        run()
+        sync()
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
@@ -79,10 +89,21 @@ def measure(args: argparse.Namespace, batch: int) -> list[str]:
     raw = synthetic_raw(batch, anchors, min(args.candidates, anchors), args.imgsz)
     raw_device = torch.from_numpy(raw).to(device)
     buffer = InputBuffer()
-    cpu_pre = median_ms(lambda: preprocess_batch(frames, args.imgsz, buffer=buffer), args.iters, lambda: None)
-    cpu_post = median_ms(lambda: postprocess_raw(raw), args.iters, lambda: None)
-    dev_pre = median_ms(lambda: preprocess_batch_torch(frames, args.imgsz, device), args.iters, sync)
-    dev_post = median_ms(lambda: postprocess_raw_torch(raw_device), args.iters, sync)
+    pinned = torch.empty((batch, 3, args.imgsz, args.imgsz), dtype=torch.float32, pin_memory=device.type == "cuda")
+
+    def cpu_preprocess() -> object:
+        host, _ = preprocess_batch(frames, args.imgsz, buffer=buffer)
+        pinned.numpy()[...] = host
+        return pinned.to(device, non_blocking=True)
+
+    def device_postprocess() -> list[object]:
+        return [[t.cpu() for t in found] for found in postprocess_raw_torch(raw_device)]
+
+    timed = {"iters": args.iters, "warmup": args.warmup}
+    cpu_pre = median_ms(cpu_preprocess, sync=sync, **timed)
+    cpu_post = median_ms(lambda: postprocess_raw(raw_device.cpu().numpy()), sync=sync, **timed)
+    dev_pre = median_ms(lambda: preprocess_batch_torch(frames, args.imgsz, device), sync=sync, **timed)
+    dev_post = median_ms(device_postprocess, sync=sync, **timed)
     same = [len(a.scores) for a in postprocess_raw(raw)] == [len(b.scores) for b in postprocess_raw_torch(raw_device)]
     figures = [cpu_pre, cpu_post, cpu_pre + cpu_post, dev_pre, dev_post, dev_pre + dev_post]
     return [str(batch), *(f"{value:.2f}" for value in figures), "yes" if same else "NO"]
@@ -90,8 +111,8 @@ def measure(args: argparse.Namespace, batch: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.imgsz <= 0 or args.imgsz % 32 or args.iters < 1 or any(b < 1 for b in args.bs):
-        print("imgsz must be a positive multiple of 32, iters and batch sizes >= 1", file=sys.stderr)
+    if args.imgsz <= 0 or args.imgsz % 32 or args.iters < 1 or args.warmup < 3 or any(b < 1 for b in args.bs):
+        print("imgsz must be a positive multiple of 32, iters and batch sizes >= 1, warmup >= 3", file=sys.stderr)
         return 2
     rows = [measure(args, batch) for batch in args.bs]
     header = ["batch", "CPU pre ms", "CPU post ms", "CPU pre+post ms", f"{args.device} pre ms",
@@ -101,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python benchmarks/gpu_prepost.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
-        f"{FRAME_SHAPE[1]}x{FRAME_SHAPE[0]} BGR frames -> [B, 3, {args.imgsz}, {args.imgsz}]; synthetic raw output "
-        f"with {args.candidates} boxes above conf 0.25 per image; median of {args.iters} runs, ms per batch.",
+        f"{FRAME_SHAPE[1]}x{FRAME_SHAPE[0]} BGR frames on the host -> [B, 3, {args.imgsz}, {args.imgsz}] float32 on "
+        f"{args.device} (CPU pre includes the pinned upload of the float batch); synthetic raw output on "
+        f"{args.device} with {args.candidates} boxes above conf 0.25 per image -> detections on the host (CPU post "
+        f"includes the download of the raw output); median of {args.iters} runs after {args.warmup} warm-ups, ms "
+        "per batch.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ("env", "gpu-tests", "torch-cuda", "torch-graph", "prepost", "ort-cpu")
+STEPS = ("env", "gpu-tests", "torch-cuda", "torch-graph", "demo-e2e", "prepost", "ort-cpu")
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -40,7 +42,7 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     for step in STEPS:
         assert f"# {step} (at most" in done.stdout
-    assert "pytest -m gpu" in done.stdout
+    assert "pytest -m 'gpu or tensorrt'" in done.stdout
     assert "--backends torch --precision fp32 fp16 --bs 1 32 --device cuda" in done.stdout
     assert (
         "--cuda-graph" in done.stdout and "--backends onnxruntime --precision fp32 --bs 1 --device cpu" in done.stdout
@@ -83,4 +85,35 @@ def test_a_run_writes_a_log_per_step_and_a_summary_and_goes_on_after_a_failure(t
     assert rows["prepost"] == "1" and rows["torch-cuda"] == "0" and rows["ort-cpu"] == "0"
     assert (out / "gpu_tests.txt").is_file() and not (out / "summary.md.tmp").exists()
     calls = (tmp_path / "calls.txt").read_text()
-    assert calls.count("yolov6_sdk.cli.bench") == 3 and "-m pytest -m gpu" in calls
+    assert calls.count("yolov6_sdk.cli.bench") == 5 and "-m pytest -m gpu or tensorrt" in calls
+
+
+def test_defaults_fit_eight_minutes_with_warm_ups_python3_and_trained_weights_for_nms(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    limits = [int(n) for n in re.findall(r"\(at most (\d+)s\)", done.stdout)]
+    assert len(limits) == len(STEPS) and sum(limits) <= 8 * 60
+    commands = [line for line in done.stdout.splitlines() if not line.startswith("#")]
+    assert all(line.split()[0] in ("python3", "nvidia-smi;") for line in commands)
+    warmups = [int(n) for n in re.findall(r"--warmup (\d+)", done.stdout)]
+    assert len(warmups) == 6 and min(warmups) >= 3
+    demo = commands[STEPS.index("demo-e2e")]
+    assert demo.count("weights/yolov6n-shapes.pt") == 2 and "--cuda-graph" in demo
+
+
+def test_prepost_counts_warm_ups_and_refuses_fewer_than_three(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import gpu_prepost
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    runs: list[int] = []
+    gpu_prepost.median_ms(lambda: runs.append(1), iters=2, sync=lambda: None, warmup=3)
+    assert len(runs) == 5
+    assert gpu_prepost.main(["--device", "cpu", "--warmup", "2", "--out", str(tmp_path / "p.md")]) == 2
+    args = ["--device", "cpu", "--bs", "1", "--imgsz", "128", "--iters", "1", "--candidates", "5"]
+    assert gpu_prepost.main([*args, "--out", str(tmp_path / "p.md")]) == 0
+    text = (tmp_path / "p.md").read_text()
+    assert "CPU pre includes the pinned upload of the float batch" in text and "after 3 warm-ups" in text

@@ -143,9 +143,18 @@ def test_qat_export_has_the_ptq_placement(qat_pair: tuple) -> None:
     assert qdq.concat_scale_mismatches(exported) == []
     assert qdq.qdq_nodes_among(exported, split.tail) == []
     types = {numpy_helper.to_array(i).dtype for i in exported.graph.initializer if i.name.endswith("_quantized")}
-    assert types == {np.dtype(np.int8), np.dtype(np.int32)}  # int8 weights, int32 biases, as PTQ writes them
+    # int8 weights; int32 biases for ONNX Runtime, float biases for TensorRT (its parser takes no int32 DQ)
+    assert types == ({np.dtype(np.int8)} if target == "tensorrt" else {np.dtype(np.int8), np.dtype(np.int32)})
+    assert int32_dequantizers(exported) == int32_dequantizers(ptq_model)
+    assert (int32_dequantizers(exported) == 0) == (target == "tensorrt")
     meta = read_metadata_of(exported)
     assert meta["precision"] == "int8" and meta["quant_target"] == target and meta["calibration_method"] == "qat"
+
+
+def int32_dequantizers(model: onnx.ModelProto) -> int:
+    """DequantizeLinear nodes reading an int32 initializer (quantised biases)."""
+    int32 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT32}
+    return sum(node.op_type == "DequantizeLinear" and node.input[0] in int32 for node in model.graph.node)
 
 
 def read_metadata_of(model: onnx.ModelProto) -> dict[str, str]:

@@ -196,6 +196,19 @@ def test_tensorrt_target_is_symmetric_int8_and_cpu_target_uint8(quantized: tuple
     assert weights and all(numpy_helper.to_array(w).dtype == np.int8 for w in weights)
 
 
+def test_tensorrt_target_keeps_biases_float_and_cpu_target_quantises_them(quantized: tuple) -> None:
+    target, model = quantized
+    dtypes = {i.name: i.data_type for i in model.graph.initializer}
+    dequantized = [dtypes.get(n.input[0]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    int32 = dequantized.count(onnx.TensorProto.INT32)
+    if target == "tensorrt":  # TensorRT's DequantizeLinear takes int8 (fp8, int4) inputs only
+        assert int32 == 0 and set(dequantized) - {None} == {onnx.TensorProto.INT8}
+        biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+        assert biases and all(dtypes.get(b) == onnx.TensorProto.FLOAT for b in biases)
+    else:
+        assert int32 > 50  # one per quantised conv
+
+
 def test_input_is_quantised_on_the_pixel_grid(quantized: tuple) -> None:
     target, model = quantized
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

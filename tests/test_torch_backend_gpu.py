@@ -169,3 +169,40 @@ def test_detector_on_cuda_gives_the_cpu_boxes_within_1_px(
         for a, b in zip(expected, got, strict=True):
             assert isinstance(b.boxes, np.ndarray)
             _assert_same_detections(a, b, box_tol=1.0, score_tol=1e-2)  # device resize differs by <= 1 gray level
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_threads_sharing_a_graphed_backend_each_get_their_shapes_results(art: SimpleNamespace, ieee_fp32: None) -> None:
+    """Two threads replay graphs of different shapes on one backend (own streams, thread-local captures) while
+    the main thread keeps the GPU busy; every result equals the eager run of its own batch."""
+    import threading
+
+    batches = {0: _random_batch(4).cuda(), 1: _random_batch(5, (1, 3, 64, 160)).cuda()}
+    results: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    errors: list[BaseException] = []
+    with TorchBackend(art.checkpoint, device="cuda", cuda_graph=True) as graphed:
+
+        def work(key: int) -> None:
+            try:
+                for _ in range(5):
+                    results[key].append(graphed.infer(batches[key])["outputs"])
+                torch.cuda.current_stream().synchronize()
+            except BaseException as exc:  # reported below, with the thread's failure
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(key,)) for key in batches]
+        for thread in threads:
+            thread.start()
+        busy = torch.rand(512, 512, device="cuda")
+        for _ in range(50):
+            busy = busy @ busy / 512  # other CUDA work while the threads capture and replay
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert graphed.graph_shapes == [(1, 64, 160), (2, 96, 160)]
+    with TorchBackend(art.checkpoint, device="cuda") as eager:
+        for key, batch in batches.items():
+            expected = eager.infer(batch)["outputs"]
+            for got in results[key]:
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

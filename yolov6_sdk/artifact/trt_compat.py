@@ -69,6 +69,7 @@ class TrtFeatures:
         memory_pool_limit: ``IBuilderConfig.set_memory_pool_limit`` exists.
         hardware_levels: our names of the hardware-compatibility levels offered ("ampere_plus", ...).
         device_memory_v2: ``ICudaEngine.device_memory_size_v2`` exists (``device_memory_size`` is gone in 11).
+        tf32_flag: ``BuilderFlag.TF32`` exists (set by default: fp32 layers may run in TF32).
     """
 
     version: str
@@ -82,6 +83,7 @@ class TrtFeatures:
     memory_pool_limit: bool
     hardware_levels: tuple[str, ...]
     device_memory_v2: bool
+    tf32_flag: bool = False
 
     @property
     def strongly_typed_only(self) -> bool:
@@ -108,6 +110,7 @@ def probe(trt: Any) -> TrtFeatures:
         memory_pool_limit=hasattr(config_cls, "set_memory_pool_limit"),
         hardware_levels=tuple(ours for ours, theirs in HARDWARE_LEVELS.items() if hasattr(levels, theirs)),
         device_memory_v2=hasattr(engine_cls, "device_memory_size_v2"),
+        tf32_flag=hasattr(builder_flag, "TF32"),
     )
 
 
@@ -211,6 +214,12 @@ def set_precision_flags(trt: Any, config: Any, features: TrtFeatures, flags: tup
                 "build from an fp16 or Q/DQ ONNX as a strongly typed network instead"
             )
         config.set_flag(getattr(trt.BuilderFlag, name))
+
+
+def clear_tf32(trt: Any, config: Any, features: TrtFeatures) -> None:
+    """Clear ``BuilderFlag.TF32`` (on by default) so fp32 layers compute in fp32, not TF32's 10-bit mantissas."""
+    if features.tf32_flag:
+        config.clear_flag(trt.BuilderFlag.TF32)
 
 
 def set_hardware_compatibility(trt: Any, config: Any, features: TrtFeatures, level: str) -> None:

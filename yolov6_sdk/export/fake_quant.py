@@ -17,7 +17,8 @@ Quantisers are registered as submodules under ``qat_quantizers`` with non-persis
 
 :func:`export_qat_onnx` traces the fake-quant model with the classic exporter (opset 13, per-channel axis), which
 writes each fake-quant op as a QuantizeLinear/DequantizeLinear pair, then stores weights as int8 and biases as
-int32 initializers behind their DequantizeLinear (:func:`yolov6_sdk.export.qdq.fold_weight_quantize`) and drops
+int32 initializers behind their DequantizeLinear (:func:`yolov6_sdk.export.qdq.fold_weight_quantize`; float for
+the ``tensorrt`` target, whose parser takes no int32 DequantizeLinear, as its PTQ model has them) and drops
 the ReLUs that a uint8 zero-point-0 tensor makes idle (:func:`~yolov6_sdk.export.qdq.drop_clamping_relus`),
 the form PTQ writes.
 """
@@ -76,6 +77,11 @@ class QuantPlan:
 
     @property
     def signed(self) -> bool:
+        return self.target == "tensorrt"
+
+    @property
+    def float_bias(self) -> bool:
+        """Biases stay float in the export (``ort_quant.TARGETS[target].float_bias``: TensorRT's rule)."""
         return self.target == "tensorrt"
 
     def to_meta(self) -> dict[str, Any]:
@@ -219,7 +225,7 @@ class _QuantConv:
         with torch.no_grad():
             _, scale = fake_quant_weight(self.weight, self.weight_axis, self._bias_scale_floor())
             bias = _bias_on_grid(self.bias, self.input_scale, scale)
-        self.frozen = (scale, None if bias is None else bias.clone())
+        self.frozen = (scale, None if bias is None else bias.detach().clone())
 
 
 class QuantConv2d(_QuantConv, nn.Conv2d):
@@ -397,7 +403,7 @@ def attach(model: nn.Module, plan: QuantPlan) -> nn.Module:
         if axis != wanted.weight_axis or conv.groups != 1:
             raise BuildError(f"{path}: per-channel weight axis {axis} of a {type(conv).__name__} is not supported")
         conv.__class__ = wanted  # same parameters and buffers: only the forward changes
-        conv.input_scale = input_scale
+        conv.input_scale = None if plan.float_bias else input_scale  # None: the bias is not put on a grid
     model.qat_quantizers = quantizers
     model.qat_plan = plan
     return model
@@ -444,7 +450,8 @@ def export_qat_onnx(
     """Export a fake-quantised model (:func:`attach`) as a Q/DQ ONNX at ``path`` (atomically).
 
     Activations keep the QuantizeLinear/DequantizeLinear pairs the exporter writes for the fake-quant ops;
-    weights become int8 and biases int32 initializers behind a DequantizeLinear, as in a PTQ model.
+    weights become int8 and biases int32 initializers behind a DequantizeLinear, as in a PTQ model (float for the
+    ``tensorrt`` target).
     Metadata records ``precision="int8"``, ``quant_target`` and ``calibration_method="qat"``.
 
     Raises:
@@ -465,7 +472,7 @@ def export_qat_onnx(
     with tempfile.TemporaryDirectory(prefix="yolov6-qat-") as tmp:
         graph = onnx.load(str(export_onnx(model, Path(tmp) / "qat.onnx", options, metadata=meta)))
     qdq.drop_clamping_relus(graph)
-    qdq.fold_weight_quantize(graph)
+    qdq.fold_weight_quantize(graph, quantize_biases=not plan.float_bias)
     onnx.checker.check_model(graph)
     with atomic_path(path) as tmp_out:
         onnx.save(graph, str(tmp_out))

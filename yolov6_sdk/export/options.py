@@ -241,7 +241,7 @@ class BuildOptions:
     )
     timing_cache: Path | None = _option(
         None,
-        "timing cache to read and update (default: timing-trt<version>-sm<cc>.cache beside the engine)",
+        "timing cache to read and update (default: timing-trt<version>-sm<cc>-<gpu>.cache beside the engine)",
         _path("--timing-cache"),
         "tensorrt",
         type=Path,

@@ -8,7 +8,9 @@ One code path serves every target; :data:`TARGETS` holds what differs:
   runs QLinearConv (ReLU folded in), QLinearSigmoid and QLinearMul without float round trips between them
   (quantising the SiLUs measured 5-9 % faster at equal output error).
 * ``"tensorrt"``: int8 symmetric activations (zero point 0) and weights, Q/DQ only on the inputs of the
-  quantised ops (TensorRT's recommended placement; it fuses the conv activations itself).
+  quantised ops (TensorRT's recommended placement; it fuses the conv activations itself). Conv biases stay
+  float: TensorRT's DequantizeLinear takes only int8/fp8/int4 inputs, so an int32 bias behind one fails the
+  ONNX parse.
 * ``"openvino"``: the TensorRT flavour, for OpenVINO IR builds (OpenVINO folds the pairs into its int8
   kernels; see the entry in :data:`TARGETS` for why this flavour).
 
@@ -108,6 +110,7 @@ class QuantTarget:
         symmetric: activation ranges made symmetric around 0.
         op_types: op types that get Q/DQ.
         output_float_ops: op types whose outputs get no Q/DQ of their own (the consumer quantises).
+        float_bias: conv biases stay float initializers instead of int32 behind a DequantizeLinear.
     """
 
     name: str
@@ -115,6 +118,7 @@ class QuantTarget:
     symmetric: bool
     op_types: tuple[str, ...]
     output_float_ops: tuple[str, ...]
+    float_bias: bool = False
 
 
 _BODY_OPS = ("Conv", "ConvTranspose", "Concat", "MaxPool", "Add")
@@ -125,7 +129,8 @@ TARGETS = {
         "onnxruntime-cpu", QuantType.QUInt8, False, (*_BODY_OPS, "Relu", "Sigmoid", "Mul"), ()
     ),
     # TensorRT fuses a conv's activation itself; Q/DQ go on the inputs of the quantised ops only.
-    "tensorrt": QuantTarget("tensorrt", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose")),
+    # Biases stay float: TensorRT's ONNX parser refuses a DequantizeLinear of int32.
+    "tensorrt": QuantTarget("tensorrt", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose"), float_bias=True),
     # OpenVINO folds Q/DQ pairs into its own int8 convolutions; measured faster with symmetric int8
     # activations placed as for TensorRT than with ONNX Runtime's uint8 flavour (benchmarks/openvino_cpu.md).
     "openvino": QuantTarget("openvino", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose")),
@@ -409,6 +414,7 @@ def _extra_options(target: QuantTarget) -> dict[str, Any]:
         "WeightSymmetric": True,
         "ForceQuantizeNoInputCheck": True,
         "OpTypesToExcludeOutputQuantization": list(target.output_float_ops),
+        "QuantizeBias": not target.float_bias,
     }
 
 

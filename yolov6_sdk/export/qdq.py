@@ -324,13 +324,15 @@ def _quantize_array(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, axis: in
     return np.clip(q, info.min, info.max).astype(zero.dtype)
 
 
-def fold_weight_quantize(model: onnx.ModelProto) -> None:
+def fold_weight_quantize(model: onnx.ModelProto, quantize_biases: bool = True) -> None:
     """Store quantised constants as integers (in place), the form ONNX Runtime's quantiser writes.
 
     A QuantizeLinear of an initializer (a conv weight) becomes an int8 initializer read by its DequantizeLinear.
-    The float bias of a Conv/ConvTranspose whose input and weight are dequantised becomes an int32 initializer
-    with scale ``input scale * weight scale`` (per output channel) behind a new DequantizeLinear; the bias must
-    already lie on that grid for the graph's output to stay as it was. Constant nodes become initializers.
+    With ``quantize_biases``, the float bias of a Conv/ConvTranspose whose input and weight are dequantised
+    becomes an int32 initializer with scale ``input scale * weight scale`` (per output channel) behind a new
+    DequantizeLinear; the bias must already lie on that grid for the graph's output to stay as it was. Without
+    it (the TensorRT target, whose DequantizeLinear takes no int32) biases stay float. Constant nodes become
+    initializers.
     """
     _constants_to_initializers(model)
     inits, consumers = _initializers(model), _consumers(model)
@@ -349,7 +351,7 @@ def fold_weight_quantize(model: onnx.ModelProto) -> None:
         dead.add(id(q))
     kept = [node for node in model.graph.node if id(node) not in dead]
     del model.graph.node[:]
-    model.graph.node.extend(_quantize_biases(kept, arrays, model))
+    model.graph.node.extend(_quantize_biases(kept, arrays, model) if quantize_biases else kept)
     _drop_unused_initializers(model)
 
 

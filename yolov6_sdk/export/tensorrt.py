@@ -5,19 +5,34 @@ write_engine`` (engine + sidecar), driven by :func:`build_engine` with one froze
 
 Precision comes from the ONNX graph, built as a strongly typed network wherever TensorRT offers one:
 
-* fp32: an fp32 ONNX.
+* fp32: an fp32 ONNX, with ``BuilderFlag.TF32`` cleared (TensorRT sets it by default, and TF32 rounds the inputs
+  of convolutions to 10-bit mantissas): an fp32 engine computes in fp32.
 * fp16: the ONNX exported with half weights and I/O (``ExportOptions(half=True)``). TensorRT 11 has no FP16
   builder flag; on TensorRT 10, ``strongly_typed=False`` (or a TensorRT without strong typing) takes the legacy
   weak-typing path instead: ``BuilderFlag.FP16`` on an fp32 or fp16 ONNX.
-* int8: an ONNX with explicit Q/DQ nodes (from the SDK's quantiser). Legacy TensorRT 10 path: weak typing with
-  the INT8 and FP16 flags, so layers outside Q/DQ run in fp16 rather than fp32.
+* int8: an ONNX with explicit Q/DQ nodes (from the SDK's quantiser, conv biases float: TensorRT's
+  DequantizeLinear takes no int32). Strongly typed (the default on TensorRT 10, the only mode on 11), every layer
+  outside the Q/DQ pairs (the head's float part, the decode) runs in the ONNX's type, fp32 (TF32 allowed), not
+  fp16. What keeps int8 ahead of fp16 is a small float remainder: the quantiser leaves only the head's last
+  layers float (``--exclude`` and the sensitivity fallback add more, each costing fp32 time); on TensorRT 10
+  the legacy path (``strongly_typed=False``: weak typing with the INT8 and FP16 flags) runs that remainder in
+  fp16 instead. Compare with ``yolov6-bench`` on the target GPU.
 
 The implicit INT8 calibrator path (``IInt8EntropyCalibrator2`` and friends through ``config.int8_calibrator``)
 is deliberately left out: TensorRT 10.1 deprecated it and TensorRT 11 removed it. Calibration happens when the
 Q/DQ ONNX is made.
 
-The batch profile is ``(min, opt, max)`` from the ``--bs`` list. A timing cache named after the TensorRT version
-and GPU compute capability is loaded from, and saved to, the engine's folder, so later builds there reuse it.
+End-to-end engines end in ``EfficientNMS_TRT`` (deprecated since TensorRT 10.12, still registered in 11): it
+sorts only the top 4096 scores of each image before NMS (the CPU path keeps up to 30000), so at a low ``conf``
+(0.001-0.03, COCO evaluation) its detections and mAP can differ from the raw engine's; score thresholds below
+0.01 also take its slower dense path. A build warns at such a ``conf`` and refuses ``max_det`` above 4096;
+evaluate the raw engine for mAP. The ONNX ``NonMaxSuppression`` export (TensorRT's INMSLayer) has
+data-dependent output shapes, which need an output allocator and cannot be captured in a CUDA graph, so it is
+refused (see :func:`check_onnx`).
+
+The batch profile is ``(min, opt, max)`` from the ``--bs`` list. A timing cache named after the TensorRT version,
+GPU compute capability and GPU model is loaded from, and saved to, the engine's folder, so later builds there
+reuse it; one that TensorRT will not take (another release or GPU, or damaged) is replaced by a new one.
 TensorRT's own log goes to ``logging.getLogger("yolov6_sdk.tensorrt")``. Files are written atomically.
 """
 
@@ -45,12 +60,15 @@ from yolov6_sdk.artifact.sidecar import (
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
 from yolov6_sdk.export.options import HARDWARE_COMPAT
+from yolov6_sdk.export.trt_timing_cache import attach_timing_cache, default_timing_cache, save_timing_cache
 from yolov6_sdk.fileio import atomic_path
 
 LOGGER = logging.getLogger(__name__)
 
 HARDWARE_COMPATIBILITY = HARDWARE_COMPAT
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+EFFICIENT_NMS_TOPK = 4096  # scores per image that EfficientNMS_TRT sorts before NMS
+EFFICIENT_NMS_DENSE_CONF = 0.01  # below this score threshold the plugin takes its slower dense path
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ class BuildConfig:
             ``a b c`` -> (min a, opt b, max c).
         imgsz: (H, W) input size in pixels, multiples of 32; an int means square.
         workspace_gib: builder workspace memory pool limit, GiB.
-        timing_cache: timing cache file; None -> ``timing-trt<version>-sm<cc>.cache`` beside the engine.
+        timing_cache: timing cache file; None -> ``timing-trt<version>-sm<cc>-<gpu>.cache`` beside the engine.
         reuse_timing_cache: load an existing timing cache before building (it is always saved after).
         end2end: the ONNX ends in the ``EfficientNMS_TRT`` plugin (exported with ``nms="trt"``).
         hardware_compatibility: "none", "ampere_plus" or "same_compute_capability".
@@ -201,6 +219,32 @@ def check_onnx(config: BuildConfig, info: OnnxInfo) -> None:
         raise BuildError(
             f"end2end={config.end2end} needs {want}, but {info.path} {'has' if info.nms else 'has no'} NMS"
         )
+    if info.nms == "trt":
+        check_efficient_nms(info)
+
+
+def check_efficient_nms(info: OnnxInfo) -> None:
+    """The EfficientNMS_TRT limits: refuse ``max_det`` above its top-k, warn about a ``conf`` below 0.01.
+
+    Raises:
+        BuildError: ``max_det`` (ONNX metadata) > 4096.
+    """
+    max_det, conf = info.metadata.get("max_det"), info.metadata.get("conf")
+    if isinstance(max_det, int) and max_det > EFFICIENT_NMS_TOPK:
+        raise BuildError(
+            f"{info.path} asks EfficientNMS_TRT for {max_det} detections per image, but the plugin keeps only the "
+            f"top {EFFICIENT_NMS_TOPK} scores; re-export with max_det <= {EFFICIENT_NMS_TOPK} or build the raw ONNX"
+        )
+    if isinstance(conf, (int, float)) and conf < EFFICIENT_NMS_DENSE_CONF:
+        LOGGER.warning(
+            "%s: conf %g is below %g: EfficientNMS_TRT takes its slower dense path and sorts only the top %d scores "
+            "per image (the CPU NMS keeps 30000), so detections at this threshold can differ; evaluate mAP on the "
+            "raw engine",
+            info.path,
+            conf,
+            EFFICIENT_NMS_DENSE_CONF,
+            EFFICIENT_NMS_TOPK,
+        )
 
 
 def plan_precision(features: trt_compat.TrtFeatures, config: BuildConfig, info: OnnxInfo) -> PrecisionPlan:
@@ -267,21 +311,23 @@ def configure(
     plan: PrecisionPlan,
     timing_cache: bytes | None,
 ) -> Any:
-    """A builder config: workspace, precision flags, batch profile, timing cache and hardware compatibility.
+    """A builder config: workspace, precision flags (TF32 cleared for fp32), batch profile, timing cache and
+    hardware compatibility.
 
     ``timing_cache`` is a serialised cache to start from (b"" for a new one, None for none).
     """
     builder_config = builder.create_builder_config()
     trt_compat.set_workspace(trt, builder_config, features, int(config.workspace_gib * (1 << 30)))
     trt_compat.set_precision_flags(trt, builder_config, features, plan.flags)
+    if config.precision == "fp32":
+        trt_compat.clear_tf32(trt, builder_config, features)
     images = network.get_input(0)
     if any(int(d) < 0 for d in images.shape):
         profile = builder.create_optimization_profile()
         profile.set_shape(images.name, *input_profile(config, tuple(int(d) for d in images.shape)))
         builder_config.add_optimization_profile(profile)
     if timing_cache is not None and features.timing_cache:
-        cache = builder_config.create_timing_cache(timing_cache)
-        builder_config.set_timing_cache(cache, ignore_mismatch=False)
+        attach_timing_cache(builder_config, timing_cache)
     trt_compat.set_hardware_compatibility(trt, builder_config, features, config.hardware_compatibility)
     return builder_config
 
@@ -316,19 +362,6 @@ def serialize_engine(builder: Any, network: Any, builder_config: Any) -> bytes:
     if serialized is None:
         raise BuildError("TensorRT could not build the engine; its errors are in the yolov6_sdk.tensorrt log")
     return bytes(memoryview(serialized))
-
-
-def default_timing_cache(engine_path: Path, trt_version: str, compute_capability: str) -> Path:
-    """``timing-trt<version>-sm<cc>.cache`` beside the engine (one cache per TensorRT release and GPU kind)."""
-    return engine_path.parent / f"timing-trt{trt_version}-sm{compute_capability.replace('.', '')}.cache"
-
-
-def save_timing_cache(builder_config: Any, path: Path) -> None:
-    """Serialise the builder's timing cache (grown by the build) to ``path`` atomically."""
-    data = bytes(memoryview(builder_config.get_timing_cache().serialize()))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    LOGGER.info("timing cache saved to %s (%d bytes)", path, len(data))
 
 
 def write_engine(plan: bytes, engine_path: Path, sidecar: Sidecar) -> Path:
@@ -408,7 +441,7 @@ def build_engine(
         raise BuildError("building a TensorRT engine needs a CUDA GPU, and none is visible")
     environment = {"tensorrt_version": features.version, "gpu_name": gpu[0], "compute_capability": gpu[1]}
     plan = plan_precision(features, config, info)
-    cache_path = config.timing_cache or default_timing_cache(engine_path, features.version, gpu[1])
+    cache_path = config.timing_cache or default_timing_cache(engine_path, features.version, gpu[1], gpu[0])
     serialized, seconds = _run_builder(trt, features, config, info, plan, cache_path)
     io = _engine_io(trt, serialized)
     extra = {

@@ -11,10 +11,15 @@ raw engine, or the EfficientNMS tensors ``num_dets`` [B, 1] int32, ``det_boxes``
 ``det_scores`` [B, K] float32, ``det_classes`` [B, K] int32 for an end-to-end engine. fp16 outputs are returned
 as float32.
 
-Each CUDA stream gets its own execution context and output buffers (``set_input_shape`` for the batch,
-``set_tensor_address`` with torch-owned buffers, ``execute_async_v3`` on the caller's current torch stream), so
-threads that each use their own stream can share one backend. With ``cuda_graph=True`` the engine call is
-captured once per batch size into a CUDA graph and replayed (static input/output buffers).
+Each thread gets its own CUDA stream (TensorRT warns of extra synchronisation on the legacy default stream),
+execution context and output buffers (``set_input_shape`` for the batch, checked against the profile;
+``set_tensor_address`` for every I/O tensor with torch-owned buffers; ``execute_async_v3`` on that stream, which
+first waits for the caller's current stream, and which the caller's stream then waits for), so threads may share
+one backend. With ``cuda_graph=True`` each input shape gets an execution context of its own, set to that shape,
+and a CUDA graph of its engine call, captured on first use in thread-local mode and replayed (static input and
+output buffers); a shape whose capture fails runs without a graph. Per thread the buffers, pinned staging memory,
+graphs and contexts of the last :data:`~yolov6_sdk.runtime.backends.cuda_graphs.SHAPE_CACHE_SIZE` input shapes
+are kept (least recently used dropped), so rectangular inference's many shapes stay bounded.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from yolov6_sdk.artifact.sidecar import Sidecar, check_compatible, read_sidecar,
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
+from yolov6_sdk.runtime.backends.cuda_graphs import ShapeCache, capture_graph, ordered_stream
 
 LOGGER = logging.getLogger(__name__)
 
@@ -117,16 +123,64 @@ def engine_model_info(
     )
 
 
-@dataclass
-class _Slot:
-    """Per-stream state: an execution context and the buffers of each input shape [B, 3, H, W] it has run (H and W
-    vary for an engine with a dynamic height/width profile)."""
+def profile_range(engine: Any, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(min, max) shapes of input ``name`` in optimisation profile 0."""
+    low, _, high = engine.get_tensor_profile_shape(name, 0)
+    return tuple(int(d) for d in low), tuple(int(d) for d in high)
 
+
+def set_input_shape(context: Any, engine: Any, name: str, shape: tuple[int, ...], path: Path) -> None:
+    """``context.set_input_shape`` checked: a shape outside the engine's profile is one clear error.
+
+    Raises:
+        YOLOv6Error: TensorRT refused ``shape`` (the message gives the profile's range and how to widen it).
+    """
+    if not context.set_input_shape(name, shape):
+        low, high = profile_range(engine, name)
+        raise YOLOv6Error(
+            f"{path.name}: input {name} of shape {list(shape)} lies outside the engine's profile {list(low)} .. "
+            f"{list(high)}; resize to fit, or rebuild with yolov6-build (wider --bs, or a larger --imgsz for a "
+            "dynamic height/width)"
+        )
+
+
+def bind_addresses(context: Any, addresses: dict[str, int]) -> None:
+    """Set the device address of every I/O tensor (``{name: pointer}``), as ``execute_async_v3`` needs."""
+    for name, pointer in addresses.items():
+        context.set_tensor_address(name, pointer)
+
+
+def execute(context: Any, stream_handle: int, path: Path) -> None:
+    """Queue the engine on the CUDA stream ``stream_handle`` (never the legacy default stream 0).
+
+    Raises:
+        YOLOv6Error: TensorRT refused to run (its reason is in the ``yolov6_sdk.tensorrt`` log).
+    """
+    if not context.execute_async_v3(stream_handle):
+        raise YOLOv6Error(f"{path.name}: TensorRT execution failed; see the yolov6_sdk.tensorrt log")
+
+
+@dataclass
+class _ShapeState:
+    """What one input shape [B, 3, H, W] needs on one thread: output buffers and, with CUDA graphs, a graph with
+    its own execution context and static input (a graph replays the context state it was captured with, so it
+    cannot share a context with another shape's graph). ``graph`` None after a failed capture: run eagerly."""
+
+    outputs: dict[str, Any]
+    context: Any = None
+    static_input: Any = None
+    graph: Any = None
+    captured: bool = False
+
+
+@dataclass
+class _ThreadState:
+    """One thread's CUDA stream (never the legacy default), eager execution context and per-shape caches."""
+
+    stream: Any
     context: Any
-    outputs: dict[tuple[int, ...], dict[str, Any]] = field(default_factory=dict)
-    static_inputs: dict[tuple[int, ...], Any] = field(default_factory=dict)
-    graphs: dict[tuple[int, ...], Any] = field(default_factory=dict)
-    pinned: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    shapes: ShapeCache[tuple[int, ...], _ShapeState] = field(default_factory=ShapeCache)
+    pinned: ShapeCache[tuple[int, ...], Any] = field(default_factory=ShapeCache)
     staged: Any = None  # CUDA event: the last pinned -> device copy has been read
 
 
@@ -170,7 +224,7 @@ class TensorRTBackend(Backend):
             raise ArtifactError(f"{path}: expected one input tensor, found {[s.name for s in inputs]}")
         self._input, self._outputs = inputs[0], outputs
         self._min_batch, self._max_batch = self._batch_range()
-        self._slots: dict[int, _Slot] = {}
+        self._threads: dict[int, _ThreadState] = {}
         self._lock = threading.Lock()
         self._info = self._make_info() if self.sidecar is not None else self._engine_info()
 
@@ -220,118 +274,114 @@ class TensorRTBackend(Backend):
     # ----------------------------------------------------------------------------------------------- running
 
     def infer(self, images: Any) -> dict[str, Any]:
-        """Run one batch on the current torch CUDA stream; see the module docstring for inputs and outputs."""
+        """Run one batch; see the module docstring for inputs and outputs.
+
+        The engine runs on this thread's own stream, after the work queued on the caller's current stream; the
+        returned tensors are ready in the caller's stream order.
+        """
         torch = self._torch
-        stream = torch.cuda.current_stream(self._dev)
-        slot = self._slot(stream)
-        batch = self._upload(images, slot, stream)
-        size = int(batch.shape[0])
-        if not self._min_batch <= size <= self._max_batch:
-            raise YOLOv6Error(
-                f"{self.path.name} serves batches of {self._min_batch}..{self._max_batch}, got {size}; "
-                "rebuild with a wider --batch profile or split the batch"
-            )
-        with torch.cuda.device(self._dev):
-            outputs = self._outputs_for(slot, tuple(int(d) for d in batch.shape))
-            if self.cuda_graph:
-                self._run_graph(slot, batch, stream)
-            else:
-                self._bind(slot.context, batch, outputs)
-                self._execute(slot.context, stream)
+        state = self._thread_state()
+        caller = torch.cuda.current_stream(self._dev)
+        with torch.cuda.device(self._dev), ordered_stream(torch, state.stream, caller):
+            batch = self._upload(images, state)
+            size = int(batch.shape[0])
+            if not self._min_batch <= size <= self._max_batch:
+                raise YOLOv6Error(
+                    f"{self.path.name} serves batches of {self._min_batch}..{self._max_batch}, got {size}; "
+                    "rebuild with a wider --batch profile or split the batch"
+                )
+            shape = tuple(int(d) for d in batch.shape)
+            entry = state.shapes.get_or_make(shape, lambda: self._new_shape(state, shape))
+            outputs = self._run(state, entry, batch)
         return {name: t.float() if t.dtype == torch.float16 else t.clone() for name, t in outputs.items()}
 
-    def _slot(self, stream: Any) -> _Slot:
-        key = int(stream.cuda_stream)
+    def _thread_state(self) -> _ThreadState:
+        key = threading.get_ident()
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None:
-                with self._torch.cuda.device(self._dev):
-                    context = self._engine.create_execution_context()
-                if context is None:
-                    raise YOLOv6Error(f"{self.path.name}: TensorRT could not create an execution context (GPU memory?)")
-                slot = self._slots[key] = _Slot(context)
-        return slot
+            state = self._threads.get(key)
+        if state is None:
+            with self._torch.cuda.device(self._dev):
+                stream = self._torch.cuda.Stream(self._dev)
+                # a dropped shape's context and buffers may still be in use by queued work: wait for it first
+                state = _ThreadState(
+                    stream, self._new_context(), ShapeCache(release=lambda _entry: stream.synchronize())
+                )
+            with self._lock:
+                state = self._threads.setdefault(key, state)
+        return state
 
-    def _upload(self, images: Any, slot: _Slot, stream: Any) -> Any:
-        """The batch as a contiguous tensor on the device in the engine's input dtype."""
+    def _new_context(self) -> Any:
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise YOLOv6Error(f"{self.path.name}: TensorRT could not create an execution context (GPU memory?)")
+        return context
+
+    def _upload(self, images: Any, state: _ThreadState) -> Any:
+        """The batch as a contiguous tensor on the device in the engine's input dtype (copied on this thread's
+        stream; numpy through a pinned buffer per shape)."""
         torch = self._torch
         dtype = getattr(torch, self._input.dtype)
         if isinstance(images, np.ndarray):
-            host = slot.pinned.get(images.shape)
-            if host is None:
-                host = slot.pinned[images.shape] = torch.empty(images.shape, dtype=torch.float32, pin_memory=True)
-            if slot.staged is not None:
-                slot.staged.synchronize()  # the previous copy out of this pinned buffer has finished
+            shape = tuple(images.shape)
+            host = state.pinned.get_or_make(shape, lambda: torch.empty(shape, dtype=torch.float32, pin_memory=True))
+            if state.staged is not None:
+                state.staged.synchronize()  # the previous copy out of a pinned buffer has finished
             host.numpy()[...] = images
             images = host.to(self._dev, non_blocking=True)
-            slot.staged = torch.cuda.Event()
-            slot.staged.record(stream)
+            state.staged = torch.cuda.Event()
+            state.staged.record(state.stream)
         if images.ndim != 4 or images.shape[1] != 3:
             raise YOLOv6Error(f"expected a [B, 3, H, W] batch, got shape {tuple(images.shape)}")
         return images.to(self._dev, dtype).contiguous()
 
-    def _outputs_for(self, slot: _Slot, shape: tuple[int, ...]) -> dict[str, Any]:
-        """Output buffers for an input of ``shape`` [B, 3, H, W] (allocated once per slot and shape)."""
-        buffers = slot.outputs.get(shape)
-        if buffers is None:
-            context = slot.context
-            context.set_input_shape(self._input.name, shape)
-            buffers = {}
-            for spec in self._outputs:
-                size = tuple(int(d) for d in context.get_tensor_shape(spec.name))
-                if any(d < 0 for d in size):
-                    raise ArtifactError(
-                        f"{self.path.name}: output {spec.name} has a data-dependent shape {size}; build from the raw "
-                        "or the EfficientNMS (nms='trt') ONNX export"
-                    )
-                buffers[spec.name] = self._torch.empty(size, dtype=getattr(self._torch, spec.dtype), device=self._dev)
-            slot.outputs[shape] = buffers
-        return buffers
+    def _new_shape(self, state: _ThreadState, shape: tuple[int, ...]) -> _ShapeState:
+        """Output buffers for input ``shape`` (and, with CUDA graphs, a context of its own set to that shape)."""
+        context = self._new_context() if self.cuda_graph else state.context
+        set_input_shape(context, self._engine, self._input.name, shape, self.path)
+        outputs = {}
+        for spec in self._outputs:
+            size = tuple(int(d) for d in context.get_tensor_shape(spec.name))
+            if any(d < 0 for d in size):
+                raise ArtifactError(
+                    f"{self.path.name}: output {spec.name} has a data-dependent shape {size}; build from the raw "
+                    "or the EfficientNMS (nms='trt') ONNX export"
+                )
+            outputs[spec.name] = self._torch.empty(size, dtype=getattr(self._torch, spec.dtype), device=self._dev)
+        return _ShapeState(outputs, context if self.cuda_graph else None)
 
-    def _input_hw(self) -> tuple[int, int, int]:
-        _, channels, height, width = self._input.shape
-        return channels or 3, height or self._info.imgsz[0], width or self._info.imgsz[1]
+    def _run(self, state: _ThreadState, entry: _ShapeState, batch: Any) -> dict[str, Any]:
+        """Run ``batch`` eagerly, or replay its shape's graph (captured on first use; eager if capture failed)."""
+        stream = state.stream
+        if not self.cuda_graph or (entry.captured and entry.graph is None):
+            context = entry.context or state.context
+            set_input_shape(context, self._engine, self._input.name, tuple(batch.shape), self.path)
+            bind_addresses(context, self._addresses(batch, entry.outputs))
+            execute(context, stream.cuda_stream, self.path)
+            return entry.outputs
+        if entry.static_input is None:
+            entry.static_input = self._torch.empty_like(batch)
+            bind_addresses(entry.context, self._addresses(entry.static_input, entry.outputs))
+        entry.static_input.copy_(batch)
+        if not entry.captured:
+            execute(entry.context, stream.cuda_stream, self.path)  # warm-up: TensorRT's lazy set-up stays outside
+            what = f"input {list(batch.shape)} of {self.path.name}"
+            entry.graph = capture_graph(self._torch, stream, lambda: self._enqueue(entry.context, stream), what)
+            entry.captured = True
+            if entry.graph is None:
+                return self._run(state, entry, batch)
+        entry.graph.replay()
+        return entry.outputs
 
-    def _bind(self, context: Any, batch: Any, outputs: dict[str, Any]) -> None:
-        context.set_input_shape(self._input.name, tuple(batch.shape))
-        context.set_tensor_address(self._input.name, batch.data_ptr())
-        for name, tensor in outputs.items():
-            context.set_tensor_address(name, tensor.data_ptr())
+    def _enqueue(self, context: Any, stream: Any) -> None:
+        execute(context, stream.cuda_stream, self.path)
 
-    def _execute(self, context: Any, stream: Any) -> None:
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise YOLOv6Error(f"{self.path.name}: TensorRT execution failed; see the yolov6_sdk.tensorrt log")
-
-    def _run_graph(self, slot: _Slot, batch: Any, stream: Any) -> None:
-        """Copy into the static input and replay the CUDA graph of this input shape (captured on first use)."""
-        shape = tuple(int(d) for d in batch.shape)
-        static = slot.static_inputs.get(shape)
-        if static is None:
-            static = slot.static_inputs[shape] = self._torch.empty_like(batch)
-        static.copy_(batch)
-        graph = slot.graphs.get(shape)
-        if graph is None:
-            graph = slot.graphs[shape] = self._capture(slot, static, stream)
-        graph.replay()
-
-    def _capture(self, slot: _Slot, static: Any, stream: Any) -> Any:
-        torch = self._torch
-        outputs = slot.outputs[tuple(int(d) for d in static.shape)]
-        self._bind(slot.context, static, outputs)
-        self._execute(slot.context, stream)  # warm-up: TensorRT finishes its lazy set-up outside the capture
-        side = torch.cuda.Stream(self._dev)
-        side.wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side):
-            self._execute(slot.context, side)
-        stream.wait_stream(side)
-        LOGGER.debug("captured a CUDA graph for batch %d of %s", static.shape[0], self.path.name)
-        return graph
+    def _addresses(self, batch: Any, outputs: dict[str, Any]) -> dict[str, int]:
+        return {self._input.name: batch.data_ptr(), **{name: t.data_ptr() for name, t in outputs.items()}}
 
     def close(self) -> None:
         """Wait for queued work, then drop graphs, contexts, buffers and the engine."""
-        if getattr(self, "_slots", None):
+        if getattr(self, "_threads", None):
             self._torch.cuda.synchronize(self._dev)
-            self._slots.clear()
+            self._threads.clear()
         self._engine = None
         self._runtime = None

@@ -3,11 +3,14 @@
 On CUDA it takes and returns tensors on its device (``wants_torch``), so letterboxing and NMS run there too;
 on the CPU the numpy pre- and post-processing is faster, and the Detector uses it.
 
-With ``cuda_graph=True`` the forward is captured into a CUDA graph once per CUDA stream and input shape
+With ``cuda_graph=True`` the forward is captured into a CUDA graph once per thread and input shape
 ``(B, 3, H, W)``, with a static input and output tensor each; ``infer`` copies the batch into the static input,
-replays the graph and returns a clone of the static output. A first batch of a new shape costs a few eager
-warm-up runs and the capture; later batches of that shape skip Python and kernel launch overhead. Threads that
-each use their own torch stream may share one backend (each stream has its own graphs and buffers).
+replays the graph on the thread's own CUDA stream (which first waits for the caller's current stream, and which
+the caller's stream then waits for) and returns a clone of the static output. A first batch of a new shape costs
+a few eager warm-up runs and the capture, made in thread-local capture mode so other threads' CUDA work cannot
+spoil it; a shape whose capture fails anyway runs eagerly. Later batches of that shape skip Python and kernel
+launch overhead. Threads may share one backend; each keeps the graphs of its last
+:data:`~yolov6_sdk.runtime.backends.cuda_graphs.SHAPE_CACHE_SIZE` input shapes (least recently used dropped).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from yolov6_sdk.artifact.sidecar import recorded_multi_label
 from yolov6_sdk.artifact.spec import INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
+from yolov6_sdk.runtime.backends.cuda_graphs import ShapeCache, capture_graph, ordered_stream
 from yolov6_sdk.runtime.backends.registry import parse_device
 
 LOGGER = logging.getLogger(__name__)
@@ -34,11 +38,20 @@ WARMUP_RUNS = 3  # eager runs on a side stream before a capture, so lazy cuDNN/c
 
 @dataclass(frozen=True)
 class _CapturedForward:
-    """One CUDA graph of the model's forward with its static input [B, 3, H, W] and output [B, A, 5 + nc]."""
+    """One CUDA graph of the model's forward with its static input [B, 3, H, W] and output [B, A, 5 + nc];
+    ``graph`` None when the capture failed (the shape runs eagerly)."""
 
     graph: Any
     static_input: Any
     static_output: Any
+
+
+@dataclass(frozen=True)
+class _ThreadGraphs:
+    """One thread's CUDA stream and the graphs of its recent input shapes."""
+
+    stream: Any
+    graphs: ShapeCache[tuple[int, ...], _CapturedForward]
 
 
 class TorchBackend(Backend):
@@ -86,7 +99,7 @@ class TorchBackend(Backend):
         loaded = load(self.path, fuse=True, device=self.device)
         self.model = loaded.model.half() if half else loaded.model
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple[int, tuple[int, ...]], _CapturedForward] = {}
+        self._threads: dict[int, _ThreadGraphs] = {}
         self._lock = threading.Lock()
         self._dtype = self._torch.float16 if half else self._torch.float32
         dtype_name = "float16" if half else "float32"
@@ -118,9 +131,13 @@ class TorchBackend(Backend):
 
     @property
     def graph_shapes(self) -> list[tuple[int, int, int]]:
-        """The input shapes (B, H, W) with a captured CUDA graph, sorted (empty without ``cuda_graph``)."""
+        """The input shapes (B, H, W) with a captured CUDA graph on any thread, sorted (empty without
+        ``cuda_graph``)."""
         with self._lock:
-            return sorted({(shape[0], shape[2], shape[3]) for _, shape in self._graphs})
+            threads = list(self._threads.values())
+        return sorted(
+            {(s[0], s[2], s[3]) for t in threads for s, captured in t.graphs.items() if captured.graph is not None}
+        )
 
     def infer(self, images: Any) -> dict[str, Any]:
         """Run ``images`` [B, 3, H, W] (tensor or numpy); returns ``{"outputs": tensor}`` on the device.
@@ -142,38 +159,49 @@ class TorchBackend(Backend):
             return {RAW_OUTPUT_NAME: self.model(batch)}
 
     def _replay(self, batch: Any) -> Any:
-        """Copy ``batch`` into the static input of its graph (captured on first use), replay, clone the output."""
+        """Copy ``batch`` into the static input of its graph (captured on first use), replay on this thread's
+        stream, clone the output (eager on that stream when the shape's capture failed)."""
         torch = self._torch
-        stream = torch.cuda.current_stream(self.device)
-        key = (int(stream.cuda_stream), tuple(batch.shape))
-        with torch.cuda.device(self.device):
-            with self._lock:
-                captured = self._graphs.get(key)
-                if captured is None:
-                    captured = self._graphs[key] = self._capture(batch, stream)
-            captured.static_input.copy_(batch)
-            captured.graph.replay()
-            return captured.static_output.clone()
+        state = self._thread_graphs()
+        caller = torch.cuda.current_stream(self.device)
+        with torch.cuda.device(self.device), ordered_stream(torch, state.stream, caller):
+            shape = tuple(batch.shape)
+            captured = state.graphs.get_or_make(shape, lambda: self._capture(batch, state.stream))
+            if captured.graph is None:
+                output = self.model(batch)
+                output.record_stream(caller)  # read by the clone below: not reused before the caller is done
+            else:
+                captured.static_input.copy_(batch)
+                captured.graph.replay()
+                output = captured.static_output
+        return output.clone()
+
+    def _thread_graphs(self) -> _ThreadGraphs:
+        key = threading.get_ident()
+        with self._lock:
+            state = self._threads.get(key)
+            if state is None:
+                stream = self._torch.cuda.Stream(self.device)
+                graphs = ShapeCache(release=lambda _captured: stream.synchronize())  # queued replays finish first
+                state = self._threads[key] = _ThreadGraphs(stream, graphs)
+        return state
 
     def _capture(self, batch: Any, stream: Any) -> _CapturedForward:
-        """Warm up on a side stream, then capture the forward of a static copy of ``batch`` into a CUDA graph."""
-        torch = self._torch
+        """Warm up on ``stream`` (the current stream), then capture the forward of a static copy of ``batch``."""
         static_input = batch.clone()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(stream)
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_RUNS):
-                self.model(static_input)
-        stream.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_output = self.model(static_input)
-        LOGGER.debug("captured a CUDA graph for input %s of %s", tuple(batch.shape), self.path.name)
-        return _CapturedForward(graph, static_input, static_output)
+        for _ in range(WARMUP_RUNS):
+            self.model(static_input)
+        outputs: list[Any] = []
+        what = f"input {tuple(batch.shape)} of {self.path.name}"
+        graph = capture_graph(self._torch, stream, lambda: outputs.append(self.model(static_input)), what)
+        if graph is None:
+            return _CapturedForward(None, None, None)
+        LOGGER.debug("captured a CUDA graph for %s", what)
+        return _CapturedForward(graph, static_input, outputs[0])
 
     def close(self) -> None:
         """Wait for queued work, then drop the CUDA graphs, their buffers and the model."""
-        if self._graphs:
+        if self._threads:
             self._torch.cuda.synchronize(self.device)
-            self._graphs.clear()
+            self._threads.clear()
         self.model = None
