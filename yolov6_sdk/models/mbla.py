@@ -71,7 +71,7 @@ class MBLABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slices = self.cv1(x).split(self.c, dim=1)  # k x [B, c, H, W]
         outputs = [slices[0]]
-        for start, chain in zip(slices[1:], self.m):
+        for start, chain in zip(slices[1:], self.m, strict=True):
             outputs.append(start)
             for block in chain:
                 outputs.append(block(outputs[-1]))  # [B, c, H, W]
