@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="runtimes to time --models on (default: all)")  # fmt: skip
     parser.add_argument("--precision", action=ListThenPositionals, valid=PRECISIONS, default=list(PRECISIONS),
                         dest="precisions", help="precisions to build --models in (default: all)")  # fmt: skip
-    parser.add_argument("--imgsz", action=ListThenPositionals, convert=int, default=[640], metavar="PX",
-                        help="input size H [W], multiples of 32 (default 640)")  # fmt: skip
+    parser.add_argument("--imgsz", action=ListThenPositionals, convert=int, default=None, metavar="PX",
+                        help="input size H [W] of --models, multiples of 32 (default each model's: 640, "
+                        "P6 1280, Lite 320)")  # fmt: skip
     parser.add_argument("--iters", type=int, default=None, help="timed runs (default: adaptive, 5..200 or ~10 s)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: adaptive, 1..10 or ~3 s)")
     add_device(parser)
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             artifacts=tuple(args.artifacts),
             backends=tuple(args.backends),
             precisions=tuple(args.precisions),
-            imgsz=(imgsz, imgsz) if isinstance(imgsz, int) else imgsz,
+            imgsz=(imgsz, imgsz) if isinstance(imgsz, int) else imgsz,  # None: each model's own size
             iters=args.iters,
             warmup=args.warmup,
             device=args.device,

@@ -114,6 +114,29 @@ class ModelConfig:
         return [math.ceil(c * self.width_multiple / 8) * 8 for c in self.base_channels]
 
     @property
+    def input_multiple(self) -> int:
+        """What each input side must be a multiple of: the largest stride (64 for P6, whose neck upsamples the
+        stride-64 map onto the stride-32 one), but 32 for Lite, whose stride-64 level only downsamples (the
+        official 224x128 size included)."""
+        return 32 if self.lite else max(self.strides)
+
+    def check_imgsz(self, imgsz: int | tuple[int, int]) -> tuple[int, int]:
+        """``imgsz`` (a side, or (H, W)) as (H, W); raises :class:`ConfigError` naming the nearest valid sizes when a
+        side is not a positive multiple of :attr:`input_multiple`."""
+        stride = self.input_multiple
+        size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+        for side in size:
+            if isinstance(side, bool) or not isinstance(side, int) or side <= 0 or side % stride:
+                below = max(stride, int(side) // stride * stride) if isinstance(side, (int, float)) else stride
+                nearest = sorted({below, below + stride} if below < side else {below})
+                raise ConfigError(
+                    f"image size {side!r} does not fit {self.name}: each side must be a multiple of {stride}"
+                    f"{' (its largest stride)' if stride == max(self.strides) else ''}; nearest valid: "
+                    f"{' or '.join(map(str, nearest))}"
+                )
+        return int(size[0]), int(size[1])
+
+    @property
     def head_reg_max(self) -> int:
         """Bins - 1 of the DFL branch the head trains: 16 when it has DFL or the distillation branch."""
         return 16 if (self.use_dfl or self.distill_head) else 0
