@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{'model':<16} {'line':<6} {'params (M)':>10} {'GFLOPs':>8}  at H x W")
     for row in zoo_table(imgsz):
-        print(f"{row.name:<16} {row.line:<6} {row.params_m:>10.2f} {row.gflops:>8.1f}  {row.imgsz[0]}x{row.imgsz[1]}")
+        print(f"{row.name:<16} {row.line:<6} {row.params_m:>10.2f} {row.gflops:>8.2f}  {row.imgsz[0]}x{row.imgsz[1]}")
     return 0
 
 
