@@ -157,7 +157,8 @@ def test_qarepvgg_v1_and_v2_share_every_tensor_but_compute_different_functions()
 
 @pytest.mark.parametrize(
     ("name", "imgsz"),
-    [("yolov6n-qa", (64, 96)), ("yolov6s-qa1", (64, 64)), ("yolov6m-qa", (64, 64)), ("yolov6s-mbla", (64, 96))]
+    [("yolov6n-qa", (64, 96)), ("yolov6s-qa", (32, 64)), ("yolov6m-qa", (64, 64))]
+    + [("yolov6n-qa1", (32, 64)), ("yolov6s-qa1", (64, 64)), ("yolov6m-qa1", (32, 64)), ("yolov6s-mbla", (64, 96))]
     + [pytest.param(n, (64, 64), marks=pytest.mark.slow) for n in ("yolov6m-mbla", "yolov6l-mbla")]
     + [("yolov6x-mbla", (32, 64)), ("yolov6l-relu-v1", (32, 64))],
 )

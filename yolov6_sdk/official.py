@@ -65,7 +65,7 @@ def _shell_class(qualified_name: str) -> type[OfficialModule]:
     return type(short, (OfficialModule,), {"official_name": qualified_name, "__module__": __name__})
 
 
-# Model classes of releases 0.2.0 .. 0.4.x (paper line, v3.0, P6 and lite families); all map to the shell.
+# Model classes of releases 0.2.0 .. 0.4.x (paper line, v3.0, P6, Lite, base, MBLA and QARepVGG); all map to the shell.
 _OFFICIAL_CLASSES: dict[str, frozenset[str]] = {
     module: frozenset(names.split())
     for module, names in {
