@@ -50,7 +50,7 @@ def calib_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _checkpoint(name: str, imgsz: int, folder: Path) -> tuple[Path, torch.nn.Module]:
     """A checkpoint of random weights whose outputs are not trivial (non-identity BatchNorms, live predictors)."""
     model = build_model(name, num_classes=3)
-    model = calibrated(model, 2, 3, imgsz, imgsz) if ZOO[name].family == "qarepvgg" else randomize_model(model)
+    model = calibrated(model, 4, 3, imgsz, imgsz) if ZOO[name].family == "qarepvgg" else randomize_model(model)
     model.names = ["a", "b", "c"]
     return save_checkpoint(folder / f"{name}.pt", model.eval(), imgsz=imgsz), model
 
