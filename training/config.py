@@ -13,9 +13,9 @@ from yolov6_sdk.models import get_config
 
 from .augment import AugmentConfig
 from .cwd import CWD_TEMPERATURE, CWD_WEIGHT
+from .official_recipe import official_recipe
 from .qat import QAT_LR0, QAT_TARGETS
 
-_OFFICIAL_LR0 = {name: 0.02 for name in ("yolov6n", "yolov6n-v1", "yolov6n-repopt", "yolov6n-hs")}  # others 0.01
 OPTIMIZERS = ("sgd", "adamw")
 # AdamW's lr0 before batch scaling: 0.002 at batch 8, the AdamW rate that short detector runs commonly use
 ADAMW_LR0 = 0.008
@@ -25,11 +25,13 @@ ADAMW_LR0 = 0.008
 class TrainConfig:
     """Every setting of a training run; defaults are the official ones (tools/train.py and configs/*.py).
 
-    ``lr0`` None takes the config's official value (0.02 for yolov6n, 0.01 otherwise); like the official, it is
-    then scaled by ``per-device batch / bs_per_gpu`` and ``weight_decay`` by ``batch * accumulate / 64``.
+    Settings left None take the model's official value (:func:`~yolov6_sdk.training.official_recipe.official_recipe`):
+    ``imgsz`` (1280 for P6, 320 for Lite, 640 otherwise), ``momentum``, ``weight_decay``, ``atss_warmup_epochs``
+    and ``lr0`` (0.02 for yolov6n, 0.01 for most others, 0.4 for Lite); like the official, ``lr0`` is then scaled
+    by ``per-device batch / bs_per_gpu`` and ``weight_decay`` by ``batch * accumulate / 64``.
     Warm-up lasts ``max(round(warmup_epochs * iterations per epoch), min_warmup_iters)`` iterations (official
     minimum 1000; lower it for short runs). ``close_mosaic_epochs`` None means ``min(15, epochs // 4)``.
-    ``augment`` None is the official recipe of the model (mixup 0.1 for yolov6m/l). ``iou_type`` None is the
+    ``augment`` None is the official recipe of the model (zoom 0.9 and mixup 0.1 for the M/L sizes and MBLA). ``iou_type`` None is the
     model's. Evaluation runs every ``eval_interval`` epochs, every ``min(3, eval_interval)`` in the last
     ``heavy_eval_range`` epochs, and after the last epoch. ``ema_tau`` is the EMA ramp in optimiser steps.
     """
@@ -38,7 +40,7 @@ class TrainConfig:
     data: str = ""
     epochs: int = 400
     batch: int = 32
-    imgsz: int = 640
+    imgsz: int | None = None
     workers: int = 8
     device: str = "auto"
     out: str = "runs/train"
@@ -47,8 +49,8 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr0: float | None = None
     lrf: float = 0.01
-    momentum: float = 0.937
-    weight_decay: float = 5e-4
+    momentum: float | None = None
+    weight_decay: float | None = None
     nominal_batch: int = 64
     bs_per_gpu: int = 32
     warmup_epochs: float = 3.0
@@ -56,7 +58,7 @@ class TrainConfig:
     warmup_momentum: float = 0.8
     warmup_bias_lr: float = 0.1
     iou_type: str | None = None
-    atss_warmup_epochs: int = 0
+    atss_warmup_epochs: int | None = None
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     amp: bool = True
@@ -78,15 +80,21 @@ class TrainConfig:
     cwd_temperature: float = CWD_TEMPERATURE
 
     def __post_init__(self) -> None:
-        get_config(self.model)
+        model = get_config(self.model)
+        recipe = official_recipe(model)
+        for name in ("imgsz", "momentum", "weight_decay", "atss_warmup_epochs"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(recipe, name))
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"TrainConfig.optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         positive = ("epochs", "batch", "nominal_batch", "bs_per_gpu", "eval_interval", "eval_max_det")
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected an integer >= 1")
-        if self.imgsz < 32 or self.imgsz % 32:
-            raise ConfigError(f"TrainConfig.imgsz={self.imgsz}: expected a multiple of 32 (e.g. 416 or 640)")
+        try:
+            model.check_imgsz(self.imgsz)
+        except ConfigError as exc:
+            raise ConfigError(f"TrainConfig.imgsz={self.imgsz!r}: {exc}") from None
         if not self.data:
             raise ConfigError("TrainConfig.data is empty: pass a COCO-layout folder or a YOLO data.yaml")
         if self.repopt_scales and (get_config(self.model).block != "repopt" or self.optimizer != "sgd"):
@@ -110,7 +118,7 @@ class TrainConfig:
             return QAT_LR0
         if self.optimizer == "adamw":
             return ADAMW_LR0
-        return _OFFICIAL_LR0.get(self.model, 0.01)
+        return official_recipe(get_config(self.model)).lr0
 
     @property
     def mosaic_off_epochs(self) -> int:
@@ -120,7 +128,7 @@ class TrainConfig:
     def augment_config(self) -> AugmentConfig:
         if self.augment is not None:
             return self.augment
-        return AugmentConfig(mixup=0.1) if self.model in ("yolov6m", "yolov6l") else AugmentConfig()
+        return official_recipe(get_config(self.model)).augment
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (the checkpoint ``meta`` and the resume state hold it)."""

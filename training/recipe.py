@@ -14,6 +14,7 @@ from torch import nn
 
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.models import YOLOv6
+from yolov6_sdk.models.zoo import FAMILIES
 from yolov6_sdk.weights import load
 
 from .losses import YOLOv6Loss
@@ -91,6 +92,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     loaded = load(path)
     if loaded.meta.get("fused"):
         raise ConfigError(f"{path} is fused (reparameterised) and cannot be trained; use the unfused checkpoint")
+    _check_same_family(path, loaded.model, model)
     source, target = loaded.model.state_dict(), model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if len(matched) < len(target) / 2:
@@ -105,6 +107,19 @@ def load_pretrained(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
         LOGGER.warning("kept the initial values of %d tensors that %s does not fit: %s", len(skipped), path,
                        ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))  # fmt: skip
     return {"loaded": sorted(matched), "skipped": skipped}
+
+
+def _check_same_family(path: str | Path, source: YOLOv6, target: nn.Module) -> None:
+    """Refuse weights of another release family (P6, Lite, base, MBLA, QARepVGG, ...): even where some tensor names
+    coincide, they belong to other blocks."""
+    config = getattr(target, "config", None)
+    if config is None or source.config.family == config.family:
+        return
+    raise ConfigError(
+        f"{path} holds {source.config.name}, a {FAMILIES[source.config.family]} model, but --model {config.name} "
+        f"is a {FAMILIES[config.family]} model: weights of one family do not fit another. Train with --model "
+        f"{source.config.name}, or pass {config.name} weights"
+    )
 
 
 __all__ = ["build_loss", "build_optimizer", "load_pretrained", "lr_factor"]

@@ -55,7 +55,8 @@ class BenchOptions:
         models: zoo names (used when ``artifacts`` is empty).
         artifacts: existing .pt/.onnx/.engine files; backend from the suffix, precision from the file.
         backends, precisions: combinations to try for ``models``.
-        imgsz: (H, W) model input, multiples of 32.
+        imgsz: (H, W) model input of ``models``, multiples of 32; None: each model's own size (1280 for P6, 320
+            for Lite, 640 otherwise).
         iters, warmup: timed and warm-up runs per measurement; None = adaptive (5..200 runs or ~10 s; 1..10 or ~3 s).
         device: "auto" (CUDA when torch sees one), "cpu", "cuda" or "cuda:N".
         cache: the bench's own folder, where ``models``' checkpoints and artifacts are built and reused; None =
@@ -70,7 +71,7 @@ class BenchOptions:
     artifacts: tuple[Path, ...] = ()
     backends: tuple[BackendKind, ...] = BACKENDS
     precisions: tuple[Precision, ...] = PRECISIONS
-    imgsz: tuple[int, int] = (640, 640)
+    imgsz: tuple[int, int] | None = None
     iters: int | None = None
     warmup: int | None = None
     device: str = "auto"
@@ -78,6 +79,15 @@ class BenchOptions:
     calib: Path | None = None
     conf: float = 0.25
     cuda_graph: bool = False
+
+    def model_imgsz(self, model: str) -> tuple[int, int]:
+        """(H, W) the zoo model ``model`` is timed at: :attr:`imgsz`, else the model's own size."""
+        if self.imgsz is not None:
+            return self.imgsz
+        from yolov6_sdk.models import get_config
+
+        side = get_config(model).imgsz
+        return side, side
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", tuple(Path(a) for a in self.artifacts))
@@ -94,7 +104,9 @@ class BenchOptions:
             unknown = [v for v in values if v not in known]
             if unknown or not values:
                 raise ConfigError(f"{label}s must be some of {', '.join(known)}, got {list(values)}")
-        if len(self.imgsz) != 2 or any(not isinstance(v, int) or v <= 0 or v % 32 for v in self.imgsz):
+        if self.imgsz is not None and (
+            len(self.imgsz) != 2 or any(not isinstance(v, int) or v <= 0 or v % 32 for v in self.imgsz)
+        ):
             raise ConfigError(f"imgsz must be (H, W) positive multiples of 32, got {self.imgsz}")
         for label, value in (("iters", self.iters), ("warmup", self.warmup)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -316,7 +328,7 @@ class BenchRunner:
 
         opts = self.options
         half = job.backend == "torch" and job.precision == "fp16"
-        imgsz = None if job.artifact else opts.imgsz  # a given artifact runs at its own size
+        imgsz = None if job.artifact else opts.model_imgsz(job.model)  # a given artifact runs at its own size
         graph = opts.cuda_graph and job.backend in ("torch", "tensorrt") and self.device.startswith("cuda")
         # batch=job.batch: one backend run per call of B images (a batch the artifact cannot serve: ConfigError)
         with Detector(artifact, self.device, job.backend, conf=opts.conf, imgsz=imgsz, half=half,
@@ -349,7 +361,8 @@ class BenchRunner:
         (their source digest) from run to run.
         """
         opts = self.options
-        path = opts.cache / artifact_name(model, RANDOM_SOURCE, opts.imgsz, "fp32", ".pt")
+        imgsz = opts.model_imgsz(model)
+        path = opts.cache / artifact_name(model, RANDOM_SOURCE, imgsz, "fp32", ".pt")
         if not path.is_file():
             from yolov6_sdk.models import build_model
             from yolov6_sdk.weights import save_checkpoint
@@ -358,7 +371,7 @@ class BenchRunner:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 network = build_model(model).eval()
-            save_checkpoint(path, network, imgsz=max(opts.imgsz))
+            save_checkpoint(path, network, imgsz=max(imgsz))
             self.notes.append(f"{path.name}: created in {opts.cache} with random initial weights (timing only)")
         return path
 
@@ -379,7 +392,7 @@ class BenchRunner:
         opts = self.options
         sizes = [job.batch] if job.backend == "tensorrt" else list(opts.batch_sizes)
         result = build(weights=source, precision=job.precision, backend=job.backend, calib=opts.calib,
-                       batch_sizes=sizes, imgsz=opts.imgsz, output=opts.cache)  # fmt: skip
+                       batch_sizes=sizes, imgsz=opts.model_imgsz(job.model), output=opts.cache)  # fmt: skip
         how = "reused" if "artifact" in result.cached else "built"
         calib = f", calibrated on {result.calibration_images} images" if job.precision == "int8" else ""
         self.notes.append(f"{result.artifact.name}: {how} in {opts.cache}{calib}")

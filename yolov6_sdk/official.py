@@ -69,7 +69,7 @@ def _shell_class(qualified_name: str) -> type[OfficialModule]:
     return type(short, (OfficialModule,), {"official_name": qualified_name, "__module__": __name__})
 
 
-# Model classes of releases 0.2.0 .. 0.4.x (paper line, v3.0, P6 and lite families); all map to the shell.
+# Model classes of releases 0.2.0 .. 0.4.x (paper line, v3.0, P6, Lite, base, MBLA and QARepVGG); all map to the shell.
 _OFFICIAL_CLASSES: dict[str, frozenset[str]] = {
     module: frozenset(names.split())
     for module, names in {
@@ -342,18 +342,20 @@ def _class_count(path: Path, state: dict[str, torch.Tensor]) -> int:
 
 
 def _zoo_variants() -> list[ModelConfig]:
-    """Every zoo config, plus the v3.0 n/s heads trained without distillation (no ``reg_preds_dist``)."""
+    """Every zoo config, plus the other form of each v3.0-style n/s head (raw ltrb regression): without the
+    distillation branch ``reg_preds_dist`` where the zoo entry has it, with it where the entry has none."""
     variants = []
     for config in ZOO.values():
         variants.append(config)
-        if config.distill_head:
-            variants.append(replace(config, distill_head=False))
+        if config.distill_head or (config.family == "qarepvgg" and not config.use_dfl):
+            variants.append(replace(config, distill_head=not config.distill_head))
     return variants
 
 
 def _label(config: ModelConfig) -> str:
-    plain = ZOO[config.name].distill_head and not config.distill_head
-    return f"{config.name} without reg_preds_dist" if plain else config.name
+    if ZOO[config.name].distill_head == config.distill_head:
+        return config.name
+    return f"{config.name} {'with' if config.distill_head else 'without'} reg_preds_dist"
 
 
 @functools.lru_cache(maxsize=64)

@@ -29,8 +29,6 @@ from yolov6_sdk.cli.outputs import check_outputs
 from yolov6_sdk.cli.signals import command
 from yolov6_sdk.errors import YOLOv6Error
 
-DEFAULT_IMGSZ = 640
-
 
 def _model_name(text: str) -> str:
     """A zoo name for ``--models``; an artifact file name is refused (it belongs to the positionals), and so is
@@ -61,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", action=ListThenPositionals, valid=PRECISIONS, default=list(PRECISIONS),
                         dest="precisions", help="precisions to build --models in (default: all)")  # fmt: skip
     parser.add_argument("--imgsz", action=ListThenPositionals, convert=int, default=None, metavar="PX",
-                        help=f"input size H [W] of --models builds, multiples of 32 (default {DEFAULT_IMGSZ}); "
-                        "artifact files run at their own size")  # fmt: skip
+                        help="input size H [W] of --models builds, multiples of 32 (default each model's: 640, P6 1280, "
+                        "Lite 320); artifact files run at their own size")  # fmt: skip
     parser.add_argument("--iters", type=int, default=None, help="timed runs (default: adaptive, 5..200 or ~10 s)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: adaptive, 1..10 or ~3 s)")
     add_device(parser)
@@ -90,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parse(parser, argv, positionals="artifacts")
     args.artifacts = [Path(a) for a in args.artifacts]
-    imgsz = parse_imgsz_option(parser, args.imgsz) or DEFAULT_IMGSZ
+    imgsz = parse_imgsz_option(parser, args.imgsz)
     if args.artifacts and args.models:
         parser.error("give either --models or artifact files, not both")
     missing = [str(a) for a in args.artifacts if not a.is_file()]
@@ -114,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifacts=tuple(args.artifacts),
             backends=tuple(args.backends),
             precisions=tuple(args.precisions),
-            imgsz=(imgsz, imgsz) if isinstance(imgsz, int) else imgsz,
+            imgsz=(imgsz, imgsz) if isinstance(imgsz, int) else imgsz,  # None: each model's own size
             iters=args.iters,
             warmup=args.warmup,
             device=args.device,

@@ -11,8 +11,8 @@ from yolov6_sdk.cli.signals import command
 
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="yolov6-info", description="Fused params and GFLOPs of the YOLOv6 zoo.")
-    parser.add_argument("--imgsz", type=int, nargs="+", default=[640], metavar="PX",
-                        help="input size H [W], multiples of 32 (default 640)")  # fmt: skip
+    parser.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="PX",
+                        help="input size H [W], multiples of 32 (default each model's: 640, P6 1280, Lite 320)")  # fmt: skip
     return parser
 
 
@@ -25,9 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from yolov6_sdk.models.info import zoo_table
 
-    print(f"{'model':<12} {'line':<6} {'params (M)':>10} {f'GFLOPs @{imgsz[0]}x{imgsz[1]}':>18}")
+    print(f"{'model':<16} {'line':<6} {'params (M)':>10} {'GFLOPs':>8}  at H x W")
     for row in zoo_table(imgsz):
-        print(f"{row.name:<12} {row.line:<6} {row.params_m:>10.2f} {row.gflops:>18.1f}")
+        print(f"{row.name:<16} {row.line:<6} {row.params_m:>10.2f} {row.gflops:>8.2f}  {row.imgsz[0]}x{row.imgsz[1]}")
     return 0
 
 

@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs (default 400)")
     p.add_argument("--batch", "--bs", type=int, metavar="N", help="total batch over all processes (default 32)")
     p.add_argument("--imgsz", type=int,
-                   help="square training size, multiple of 32 (default: the --teacher's or --weights' training size, "
-                   "else 640)")  # fmt: skip
+                   help="square training size (default: the --teacher's or --weights' training size, else the "
+                   "model's: 640, P6 1280, Lite 320)")  # fmt: skip
     p.add_argument("--workers", type=int, help="data-loading processes per training process (default 8)")
     add_device(p, default=None)
     p.add_argument("-o", "--output", dest="out", metavar="DIR",
@@ -50,10 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     hyp = p.add_argument_group("hyper-parameters (official defaults)")
     hyp.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (official) or adamw (short runs)")
     hyp.add_argument("--lr0", type=float,
-                     help="initial lr before batch scaling (SGD: yolov6n 0.02, others 0.01; AdamW 0.008)")  # fmt: skip
+                     help="initial lr before batch scaling (SGD: yolov6n 0.02, Lite 0.4, others 0.01; AdamW 0.008)")  # fmt: skip
     hyp.add_argument("--lrf", type=float, help="final lr fraction of the cosine schedule (0.01)")
-    hyp.add_argument("--momentum", type=float, help="SGD momentum or AdamW beta1 (0.937)")
-    hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4)")
+    hyp.add_argument("--momentum", type=float, help="SGD momentum or AdamW beta1 (0.937; Lite 0.9)")
+    hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4; Lite 4e-5)")
     hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
     hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
     hyp.add_argument("--min-warmup-iters", type=int, help="minimum warm-up iterations (1000; lower for short runs)")
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     hyp.add_argument("--ema-tau", type=float, help="EMA ramp in optimiser steps (2000; lower for short runs)")
     hyp.add_argument("--eval-interval", type=int, help="evaluate every N epochs (20; every 3 in the last 50)")
     hyp.add_argument("--iou-type", choices=["giou", "siou", "ciou", "diou", "iou"], help="box loss (model's)")
-    hyp.add_argument("--atss-warmup-epochs", type=int, help="epochs assigned by ATSS before TAL (0)")
+    hyp.add_argument("--atss-warmup-epochs", type=int, help="epochs assigned by ATSS before TAL (0; P6 and Lite 4)")
     hyp.add_argument("--close-mosaic-epochs", type=int, help="last epochs without mosaic (min(15, epochs // 4))")
     hyp.add_argument("--mosaic", type=float, help="mosaic probability (1.0)")
     hyp.add_argument("--mixup", type=float, help="mixup probability (0.0; 0.1 for yolov6m/l)")

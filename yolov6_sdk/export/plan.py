@@ -34,6 +34,7 @@ from yolov6_sdk.export.plan_options import (
 )
 
 if TYPE_CHECKING:
+    from yolov6_sdk.models import ModelConfig
     from yolov6_sdk.weights import LoadedModel
 
 DEFAULT_WEIGHTS = Path("weights/yolov6n-shapes.pt")
@@ -167,7 +168,11 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     """
     source = _read_source(options)
     qat_target = _qat_target(source, options.qat is not None)
-    imgsz = options.imgsz or check_imgsz(_source_imgsz(source))
+    demo = options.weights is None and options.onnx is None and options.qat is None
+    model = _model_name(source, options.model, demo)
+    imgsz = options.imgsz or check_imgsz(_source_imgsz(source, model))
+    if source.onnx_info is None:
+        _zoo_config(model).check_imgsz(imgsz)  # P6: multiples of 64
     backend, reason = resolve_backend(options.backend)
     precision, calib_method = options.precision, options.calib_method
     if qat_target is not None:
@@ -177,8 +182,6 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     runs_variants = options.val is not None and (options.sensitivity or "auto" in options.exclude)
     check_backend_options(backend, precision, options.batch_sizes, imgsz, options.end2end, runs_variants)
     settings = trt_settings(backend, options)
-    demo = options.weights is None and options.onnx is None and options.qat is None
-    model = _model_name(source, options.model, demo)
     multi_label = resolve_multi_label(options.multi_label, source.onnx_info)
     dynamic_hw = resolve_dynamic_hw(options.dynamic_hw, source.onnx_info)
     if source.onnx_info is not None:
@@ -291,13 +294,20 @@ def _model_name(source: _Source, model: str | None, demo: bool) -> str:
     return name
 
 
-def _source_imgsz(source: _Source) -> int | tuple[int, int]:
-    """The input size the source was trained or exported for: a checkpoint's ``imgsz`` (640 for official
-    release files, which do not record it), a static ONNX input's H and W, else 640."""
+def _source_imgsz(source: _Source, model: str) -> int | tuple[int, int]:
+    """The input size the source was trained or exported for: a checkpoint's ``imgsz`` (the model's official size
+    for release files, which do not record it), a static ONNX input's H and W, else the model's official size
+    (1280 for P6, 320 for Lite, 640 otherwise)."""
     if source.onnx_info is not None:
         h, w = source.onnx_info.inputs[0].shape[2:4]
         return (h, w) if h and w else 640
-    return source.checkpoint.imgsz if source.checkpoint is not None else 640
+    return source.checkpoint.imgsz if source.checkpoint is not None else _zoo_config(model).imgsz
+
+
+def _zoo_config(name: str) -> ModelConfig:
+    from yolov6_sdk.models import get_config  # torch: imported only when a model is built
+
+    return get_config(name)
 
 
 __all__ = ["BuildOptions", "BuildPlan", "check_replaceable", "engine_config", "plan_build"]

@@ -1,4 +1,5 @@
-"""Backbones: EfficientRep (RepBlock stages, small models) and its CSP form (BepC3 stages, CSPBepBackbone)."""
+"""Backbones: EfficientRep (RepBlock stages, small models), its CSP form (BepC3 or MBLA stages, CSPBepBackbone)
+and their six-step P6 forms, all built of the same stride-2 steps (:func:`er_block`)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,22 @@ MergeLayer = Callable[[int, int], nn.Module]
 """``merge(in_channels, out_channels) -> module``: the SPPF-style layer closing the last stage."""
 
 
+def er_block(
+    in_channels: int, out_channels: int, repeats: int, basic: BasicBlock, stage: Stage, merge: MergeLayer | None = None
+) -> nn.Sequential:
+    """One backbone step ``ERBlock_k``: a stride-2 basic block (key ``0``), a stage (``1``) and, closing the last
+    step, the merge layer (``2``). [B, C_in, H, W] -> [B, C_out, H/2, W/2]."""
+    layers = [basic(in_channels, out_channels, stride=2), stage(out_channels, out_channels, repeats)]
+    if merge is not None:
+        layers.append(merge(out_channels, out_channels))
+    return nn.Sequential(*layers)
+
+
 class EfficientRep(nn.Module):
     """EfficientRep backbone; with BepC3 stages it is the paper's CSPBepBackbone.
 
-    Five stride-2 steps: stem (s2), then ERBlock_2..5, each a stride-2 basic block followed by a stage;
-    ERBlock_5 ends with the merge layer (SimSPPF / SPPF / CSPSPPF).
+    Five stride-2 steps: stem (s2), then ERBlock_2..5 (:func:`er_block`); ERBlock_5 ends with the merge layer
+    (SimSPPF / SPPF / CSPSPPF).
     Input [B, 3, H, W]; outputs (P2 [B, C1, H/4, W/4] when ``return_p2``,) P3 [B, C2, H/8, W/8],
     P4 [B, C3, H/16, W/16], P5 [B, C4, H/32, W/32].
     """
@@ -35,21 +47,12 @@ class EfficientRep(nn.Module):
     ) -> None:
         super().__init__()
         self.return_p2 = return_p2
-        self.stem = basic(3, channels[0], stride=2)
-        self.ERBlock_2 = nn.Sequential(
-            basic(channels[0], channels[1], stride=2), stage(channels[1], channels[1], repeats[1])
-        )
-        self.ERBlock_3 = nn.Sequential(
-            basic(channels[1], channels[2], stride=2), stage(channels[2], channels[2], repeats[2])
-        )
-        self.ERBlock_4 = nn.Sequential(
-            basic(channels[2], channels[3], stride=2), stage(channels[3], channels[3], repeats[3])
-        )
-        self.ERBlock_5 = nn.Sequential(
-            basic(channels[3], channels[4], stride=2),
-            stage(channels[4], channels[4], repeats[4]),
-            merge(channels[4], channels[4]),
-        )
+        c, n = channels, repeats
+        self.stem = basic(3, c[0], stride=2)
+        self.ERBlock_2 = er_block(c[0], c[1], n[1], basic, stage)
+        self.ERBlock_3 = er_block(c[1], c[2], n[2], basic, stage)
+        self.ERBlock_4 = er_block(c[2], c[3], n[3], basic, stage)
+        self.ERBlock_5 = er_block(c[3], c[4], n[4], basic, stage, merge)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.stem(x)  # [B, C0, H/2, W/2]
@@ -63,33 +66,22 @@ class EfficientRep(nn.Module):
 class EfficientRep6(nn.Module):
     """EfficientRep with a sixth stride-2 step (the P6 models; with BepC3 stages the official CSPBepBackbone_P6).
 
-    Stem (s2), then ERBlock_2..6, each a stride-2 basic block followed by a stage; ERBlock_6 ends with the merge
-    layer. Input [B, 3, H, W] (H, W multiples of 64); outputs P2 [B, C1, H/4, W/4], P3 [B, C2, H/8, W/8],
-    P4 [B, C3, H/16, W/16], P5 [B, C4, H/32, W/32], P6 [B, C5, H/64, W/64].
+    Stem (s2), then ERBlock_2..6 (:func:`er_block`); ERBlock_6 ends with the merge layer. Input [B, 3, H, W]
+    (H, W multiples of 64); outputs P2 [B, C1, H/4, W/4], P3 [B, C2, H/8, W/8], P4 [B, C3, H/16, W/16],
+    P5 [B, C4, H/32, W/32], P6 [B, C5, H/64, W/64].
     """
 
     def __init__(
         self, channels: list[int], repeats: list[int], basic: BasicBlock, stage: Stage, merge: MergeLayer
     ) -> None:
         super().__init__()
-        self.stem = basic(3, channels[0], stride=2)
-        self.ERBlock_2 = nn.Sequential(
-            basic(channels[0], channels[1], stride=2), stage(channels[1], channels[1], repeats[1])
-        )
-        self.ERBlock_3 = nn.Sequential(
-            basic(channels[1], channels[2], stride=2), stage(channels[2], channels[2], repeats[2])
-        )
-        self.ERBlock_4 = nn.Sequential(
-            basic(channels[2], channels[3], stride=2), stage(channels[3], channels[3], repeats[3])
-        )
-        self.ERBlock_5 = nn.Sequential(
-            basic(channels[3], channels[4], stride=2), stage(channels[4], channels[4], repeats[4])
-        )
-        self.ERBlock_6 = nn.Sequential(
-            basic(channels[4], channels[5], stride=2),
-            stage(channels[5], channels[5], repeats[5]),
-            merge(channels[5], channels[5]),
-        )
+        c, n = channels, repeats
+        self.stem = basic(3, c[0], stride=2)
+        self.ERBlock_2 = er_block(c[0], c[1], n[1], basic, stage)
+        self.ERBlock_3 = er_block(c[1], c[2], n[2], basic, stage)
+        self.ERBlock_4 = er_block(c[2], c[3], n[3], basic, stage)
+        self.ERBlock_5 = er_block(c[3], c[4], n[4], basic, stage)
+        self.ERBlock_6 = er_block(c[4], c[5], n[5], basic, stage, merge)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.stem(x)  # [B, C0, H/2, W/2]

@@ -32,7 +32,36 @@ class HeadLevel(NamedTuple):
     reg_dist: torch.Tensor | None
 
 
-class EffiDeHead(nn.Module):
+class DecoupledHead(nn.Module):
+    """The per-level run every YOLOv6 head shares, over ``stems``, ``cls_convs``, ``reg_convs``, ``cls_preds``,
+    ``reg_preds`` (and ``reg_preds_dist`` when the head has the distillation branch), which subclasses build."""
+
+    num_classes: int
+
+    @torch.no_grad()
+    def initialize_biases(self, prior_prob: float = 0.01) -> None:
+        """Official init: predictors start at zero weights, class prior 1 %, box distances 1.0."""
+        for conv in self.cls_preds:
+            conv.weight.zero_()
+            conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
+        reg_lists = [self.reg_preds, *([self.reg_preds_dist] if hasattr(self, "reg_preds_dist") else [])]
+        for conv in (c for convs in reg_lists for c in convs):
+            conv.weight.zero_()
+            conv.bias.fill_(1.0)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[HeadLevel]:
+        """Neck outputs [B, C_i, H_i, W_i] -> one :class:`HeadLevel` per level."""
+        levels = []
+        for i, x in enumerate(feats):
+            x = self.stems[i](x)
+            cls_feat = self.cls_convs[i](x)
+            reg_feat = self.reg_convs[i](x)
+            reg_dist = self.reg_preds_dist[i](reg_feat) if hasattr(self, "reg_preds_dist") and self.training else None
+            levels.append(HeadLevel(self.cls_preds[i](cls_feat), self.reg_preds[i](reg_feat), reg_dist))
+        return levels
+
+
+class EffiDeHead(DecoupledHead):
     """Efficient decoupled head over the neck outputs [P3', P4', P5'] (channels ``in_channels``)."""
 
     def __init__(
@@ -55,24 +84,3 @@ class EffiDeHead(nn.Module):
         self.reg_preds = nn.ModuleList(nn.Conv2d(c, reg_channels, 1) for c in in_channels)
         self.proj = nn.Parameter(torch.linspace(0, DFL_BINS - 1, DFL_BINS), requires_grad=False)
         self.proj_conv.weight = nn.Parameter(self.proj.view(1, DFL_BINS, 1, 1).clone(), requires_grad=False)
-
-    @torch.no_grad()
-    def initialize_biases(self, prior_prob: float = 0.01) -> None:
-        """Official init: predictors start at zero weights, class prior 1 %, box distances 1.0."""
-        for conv in self.cls_preds:
-            conv.weight.zero_()
-            conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
-        reg_lists = [self.reg_preds, *([self.reg_preds_dist] if hasattr(self, "reg_preds_dist") else [])]
-        for conv in (c for convs in reg_lists for c in convs):
-            conv.weight.zero_()
-            conv.bias.fill_(1.0)
-
-    def forward(self, feats: list[torch.Tensor]) -> list[HeadLevel]:
-        levels = []
-        for i, x in enumerate(feats):
-            x = self.stems[i](x)
-            cls_feat = self.cls_convs[i](x)
-            reg_feat = self.reg_convs[i](x)
-            reg_dist = self.reg_preds_dist[i](reg_feat) if hasattr(self, "reg_preds_dist") and self.training else None
-            levels.append(HeadLevel(self.cls_preds[i](cls_feat), self.reg_preds[i](reg_feat), reg_dist))
-        return levels

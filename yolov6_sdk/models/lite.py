@@ -8,13 +8,11 @@ projection). Attribute names reproduce the official state_dict layout.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from yolov6_sdk.models.blocks import WrappedConvBN, conv_with_weights, fold_batchnorm
-from yolov6_sdk.models.head import HeadLevel
+from yolov6_sdk.models.head import DecoupledHead
 
 LITE_BASE_CHANNELS = (24, 32, 64, 128, 256)
 """Backbone widths before scaling: first conv, then the four stages (strides 4, 8, 16, 32)."""
@@ -231,7 +229,7 @@ class LiteNeck(nn.Module):
         return [pan3, pan4, pan5, pan6]
 
 
-class LiteHead(nn.Module):
+class LiteHead(DecoupledHead):
     """Official Lite Detect: per level DPBlock stem, class and box convs (5x5), 1x1 predictors of nc classes and 4
     raw ltrb distances. Returns raw per-level maps like :class:`~yolov6_sdk.models.head.EffiDeHead`."""
 
@@ -243,22 +241,3 @@ class LiteHead(nn.Module):
         self.reg_convs = nn.ModuleList(DPBlock(c, 5, 1, deploy) for c in in_channels)
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(c, 4, 1) for c in in_channels)
-
-    @torch.no_grad()
-    def initialize_biases(self, prior_prob: float = 0.01) -> None:
-        """Official init: predictors start at zero weights, class prior 1 %, box distances 1.0."""
-        for conv in self.cls_preds:
-            conv.weight.zero_()
-            conv.bias.fill_(-math.log((1 - prior_prob) / prior_prob))
-        for conv in self.reg_preds:
-            conv.weight.zero_()
-            conv.bias.fill_(1.0)
-
-    def forward(self, feats: list[torch.Tensor]) -> list[HeadLevel]:
-        levels = []
-        for i, x in enumerate(feats):
-            x = self.stems[i](x)
-            levels.append(
-                HeadLevel(self.cls_preds[i](self.cls_convs[i](x)), self.reg_preds[i](self.reg_convs[i](x)), None)
-            )
-        return levels

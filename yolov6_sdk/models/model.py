@@ -24,12 +24,20 @@ from yolov6_sdk.models.blocks import (
 from yolov6_sdk.models.decode import TrainOutput, decode_predictions, training_output
 from yolov6_sdk.models.head import EffiDeHead
 from yolov6_sdk.models.lite import LITE_NECK_CHANNELS, LiteBackbone, LiteHead, LiteNeck, lite_widths
+from yolov6_sdk.models.mbla import MBLABlock
 from yolov6_sdk.models.necks import RepBiFPAN, RepBiFPAN6, RepPAN
+from yolov6_sdk.models.qarepvgg import QARepVGGBlock, QARepVGGBlockV2
 from yolov6_sdk.models.zoo import ModelConfig
 
 
 def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
-    block_classes = {"repvgg": RepVGGBlock, "repopt": RealVGGBlock, "hyper_search": LinearAddBlock}
+    block_classes = {
+        "repvgg": RepVGGBlock,
+        "qarepvgg": QARepVGGBlock,
+        "qarepvgg_v2": QARepVGGBlockV2,
+        "repopt": RealVGGBlock,
+        "hyper_search": LinearAddBlock,
+    }
     if cfg.block in block_classes:
         return partial(block_classes[cfg.block], deploy=deploy)
 
@@ -43,6 +51,8 @@ def _basic_block(cfg: ModelConfig, deploy: bool) -> BasicBlock:
 
 
 def _stage(cfg: ModelConfig, basic: BasicBlock, conv: ConvFactory, csp_act: str) -> Stage:
+    if cfg.mbla:
+        return lambda cin, cout, n: MBLABlock(cin, cout, n, cfg.csp_e, basic, conv.deploy, csp_act)
     if cfg.csp:
         return lambda cin, cout, n: BepC3(cin, cout, n, cfg.csp_e, basic, conv, csp_act)
     return lambda cin, cout, n: RepBlock(cin, cout, n, basic)
