@@ -46,12 +46,10 @@ from yolov6_sdk.weights import load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = ROOT / "weights" / "yolov6n-shapes.pt"
-_SYMMETRIC = ort_quant.TARGETS["openvino"]
+_OPENVINO = ort_quant.TARGETS["openvino"]  # TensorRT's placement, uint8 asymmetric activations
 FLAVOURS = {
-    "int8 sym, TensorRT placement": _SYMMETRIC,
-    "uint8 asym, TensorRT placement": dataclasses.replace(
-        _SYMMETRIC, activation_type=QuantType.QUInt8, symmetric=False
-    ),
+    "int8 sym, TensorRT placement": dataclasses.replace(_OPENVINO, activation_type=QuantType.QInt8, symmetric=True),
+    "uint8 asym, TensorRT placement (the openvino target)": _OPENVINO,
     "uint8 asym, ONNX Runtime placement": ort_quant.TARGETS["onnxruntime-cpu"],
 }
 

@@ -11,8 +11,8 @@ One code path serves every target; :data:`TARGETS` holds what differs:
   quantised ops (TensorRT's recommended placement; it fuses the conv activations itself). Conv biases stay
   float: TensorRT's DequantizeLinear takes only int8/fp8/int4 inputs, so an int32 bias behind one fails the
   ONNX parse.
-* ``"openvino"``: the TensorRT flavour, for OpenVINO IR builds (OpenVINO folds the pairs into its int8
-  kernels; see the entry in :data:`TARGETS` for why this flavour).
+* ``"openvino"``: TensorRT's placement with ONNX Runtime's uint8 asymmetric activations, for OpenVINO IR builds
+  (OpenVINO folds the pairs into its int8 kernels; see the entry in :data:`TARGETS` for why this flavour).
 
 Weights are per-channel symmetric int8 for all. Activations are per-tensor, ranges from
 :func:`calibrate` (MinMax, Entropy or Percentile over the calibration images, run on the body subgraph
@@ -131,9 +131,11 @@ TARGETS = {
     # TensorRT fuses a conv's activation itself; Q/DQ go on the inputs of the quantised ops only.
     # Biases stay float: TensorRT's ONNX parser refuses a DequantizeLinear of int32.
     "tensorrt": QuantTarget("tensorrt", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose"), float_bias=True),
-    # OpenVINO folds Q/DQ pairs into its own int8 convolutions; measured faster with symmetric int8
-    # activations placed as for TensorRT than with ONNX Runtime's uint8 flavour (benchmarks/openvino_cpu.md).
-    "openvino": QuantTarget("openvino", QuantType.QInt8, True, _BODY_OPS, ("Conv", "ConvTranspose")),
+    # OpenVINO folds Q/DQ pairs into its own int8 convolutions. Placed as for TensorRT (inputs of the quantised
+    # ops only), with uint8 asymmetric activations: with int8 symmetric ones OpenVINO leaves the convolutions fed
+    # by a concat of ReLU outputs in float (3 in YOLOv6-N/S) and ran 9-10 % slower and less accurately; ONNX
+    # Runtime's placement ran 3-4 % slower (benchmarks/openvino_qdq_flavours.md).
+    "openvino": QuantTarget("openvino", QuantType.QUInt8, False, _BODY_OPS, ("Conv", "ConvTranspose")),
 }
 
 
