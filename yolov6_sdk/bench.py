@@ -204,7 +204,8 @@ def plan_jobs(options: BenchOptions) -> list[Job]:
 
 
 def _artifact_precision(path: Path) -> str:
-    from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
+    from yolov6_sdk.artifact.meta import onnx_meta
+    from yolov6_sdk.artifact.sidecar import read_sidecar, sidecar_path
 
     if sidecar_path(path).is_file():
         return read_sidecar(path).precision
@@ -212,7 +213,7 @@ def _artifact_precision(path: Path) -> str:
         proto = require("onnx").load(str(path), load_external_data=False)
         if any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
             return "int8"
-        return str(onnx_metadata(proto).get("precision", "fp32"))
+        return onnx_meta(proto, str(path)).precision or "fp32"
     return "fp32"
 
 

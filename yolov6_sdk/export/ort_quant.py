@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import json
 import logging
 import os
 import shutil
@@ -57,6 +56,7 @@ from onnxruntime.quantization import (
     save_tensors_data,
 )
 
+from yolov6_sdk.artifact.meta import onnx_meta, write_onnx_meta
 from yolov6_sdk.artifact.sidecar import file_sha256
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import qdq
@@ -274,14 +274,13 @@ def _ort_cache(ranges: Mapping[str, tuple[float, float]], method: CalibrationMet
     return path
 
 
-def _metadata(model: onnx.ModelProto, extra: Mapping[str, object]) -> None:
-    """Set ``extra`` in ``model.metadata_props`` (JSON-encoded like the exporter), replacing existing keys."""
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in extra and p.key != "onnx.infer"]
-    del model.metadata_props[:]
-    for key, value in kept:
-        model.metadata_props.add(key=key, value=value)
-    for key, value in extra.items():
-        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+def _metadata(model: onnx.ModelProto, extra: Mapping[str, object], where: str) -> None:
+    """Set ``extra`` (flat record values) over the record ``model`` carries; the quantiser's own ``onnx.infer``
+    entry is dropped."""
+    inferred = [i for i, prop in enumerate(model.metadata_props) if prop.key == "onnx.infer"]
+    for index in reversed(inferred):
+        del model.metadata_props[index]
+    write_onnx_meta(model, onnx_meta(model, where).updated(extra, where))
 
 
 def body_convs(model: onnx.ModelProto, split: qdq.HeadSplit | None = None) -> list[str]:
@@ -356,6 +355,7 @@ def quantize_model(
             "float_layers": [qdq.module_path(n) for n in float_nodes],
             **(metadata or {}),
         },
+        str(fp32_path),
     )
     with atomic_path(out_path) as tmp_out:
         onnx.save(quantized, str(tmp_out))
