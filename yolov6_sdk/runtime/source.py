@@ -23,7 +23,7 @@ import numpy as np
 from yolov6_sdk.artifact.images import as_bgr_uint8, is_image, is_video, list_images, read_image
 from yolov6_sdk.artifact.reduced_decode import DecodedImage, read_full_size, read_image_for_model
 from yolov6_sdk.errors import ConfigError, ImageError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_path, files_under
 from yolov6_sdk.runtime.results import Results
 
 LOGGER = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def media_files(source: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+        candidates = files_under(path, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     elif any(char in "*?[" for char in text):
         candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     else:
