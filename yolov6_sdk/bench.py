@@ -184,7 +184,7 @@ def busy_machine_note(load: float | None = None, cores: int | None = None) -> st
 # ------------------------------------------------------------------------------------------- planning
 
 
-def plan_jobs(options: BenchOptions) -> list[Job]:
+def bench_jobs(options: BenchOptions) -> list[Job]:
     """Every combination to run, in table order (model, backend, precision, batch)."""
     if options.artifacts:
         jobs = []
@@ -396,7 +396,7 @@ def run_benchmark(
     if busy:
         LOGGER.warning("%s", busy)
         report.notes.append(busy)
-    for job in plan_jobs(options):
+    for job in bench_jobs(options):
         report.rows.append(runner.run(job))
         if on_row is not None:
             on_row(job, report.rows[-1])

@@ -22,7 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +55,18 @@ from yolov6_sdk.runtime.postprocess import (
 )
 from yolov6_sdk.runtime.results import Results
 from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, on_original, video_frames
+from yolov6_sdk.runtime.thresholds import (
+    ClassFilter,
+    Thresholds,
+    call_thresholds,
+    class_ids,
+    filter_detections,
+    warn_end2end_overrides,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 16  # chunk size for artifacts whose batch axis is unbounded
-
-ClassFilter = Sequence[int | str] | None
-"""Classes to keep: class ids and/or class names; None keeps every class."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Checked NMS settings of one call: score threshold (0..1), IoU threshold (0..1), detections kept per
-    image, class ids kept (None: all)."""
-
-    conf: float
-    iou: float
-    max_det: int
-    classes: tuple[int, ...] | None
 
 
 class Detector:
@@ -160,7 +153,7 @@ class Detector:
             self.input_range = self._input_range()
             self.rect = self._check_rect(rect)
             self.names: list[str] = class_names(names, self.info.names, str(path))
-            self.thresholds = Thresholds(float(conf), float(iou), int(max_det), self._class_ids(classes))
+            self.thresholds = Thresholds(float(conf), float(iou), int(max_det), class_ids(classes, self.names))
             self.batch_size = self._check_batch(batch)
         except BaseException:  # a bad option: release the backend before reporting it
             self.backend.close()
@@ -168,7 +161,7 @@ class Detector:
         self.reduced_decode = reduced_decode
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
-            self._note_end2end_settings(multi_label)
+            warn_end2end_overrides(str(self.backend.path), self.info, multi_label, self.thresholds)
         self._buffers = threading.local()  # one reused input buffer per calling thread
 
     # ------------------------------------------------------------------------------------------ setup
@@ -227,25 +220,6 @@ class Detector:
         low = self.input_range[0]
         return max(height, low[0]), max(width, low[1])
 
-    def _class_ids(self, classes: ClassFilter) -> tuple[int, ...] | None:
-        """``classes`` (ids and/or names) as class ids, checked against :attr:`names`."""
-        if classes is None:
-            return None
-        if isinstance(classes, (str, int, np.integer)) or not isinstance(classes, (Sequence, np.ndarray)):
-            raise ConfigError(
-                f"classes must be a list of class ids or names, got {classes!r}; e.g. classes=[0, 2] or "
-                f"classes={self.names[:1] or ['person']}"
-            )
-        limit = len(self.names)
-        index = {name: i for i, name in reversed(list(enumerate(self.names)))}
-        ids = [index.get(c, c) if isinstance(c, str) else c for c in classes]
-        bad = [c for c in ids if isinstance(c, (bool, str)) or not isinstance(c, (int, np.integer)) or c < 0]
-        bad += [c for c in ids if limit and c not in bad and c >= limit]
-        if bad:
-            known = f"class ids in 0..{max(limit - 1, 0)} or names in {self.names[:10]}"
-            raise ConfigError(f"classes must be {known}, got {bad} in {list(classes)}")
-        return tuple(int(c) for c in ids)
-
     @property
     def conf(self) -> float:
         """The score threshold of calls that pass none."""
@@ -267,19 +241,6 @@ class Detector:
         ids = self.thresholds.classes
         return None if ids is None else list(ids)
 
-    def _call_thresholds(
-        self, conf: float | None, iou: float | None, classes: ClassFilter, max_det: int | None
-    ) -> Thresholds:
-        """The settings of one call: the Detector's, with those the call passes checked and set over them."""
-        base = self.thresholds
-        if conf is None and iou is None and classes is None and max_det is None:
-            return base
-        conf, iou = base.conf if conf is None else conf, base.iou if iou is None else iou
-        max_det = base.max_det if max_det is None else max_det
-        check_thresholds(conf, iou, max_det)
-        ids = base.classes if classes is None else self._class_ids(classes)
-        return Thresholds(float(conf), float(iou), int(max_det), ids)
-
     def _check_batch(self, batch: int | None) -> int:
         """Images per backend run: ``batch``, checked against the artifact's range, or the default rule."""
         low, high = self.info.min_batch, self.info.max_batch
@@ -293,30 +254,6 @@ class Detector:
                 "pass one in that range or None (the artifact's default)"
             )
         return int(batch)
-
-    def _note_end2end_settings(self, multi_label: bool | None) -> None:
-        if multi_label is not None and multi_label != self.info.multi_label:
-            LOGGER.warning(
-                "%s runs %s-label NMS inside the graph; multi_label=%s is ignored (re-export to change it)",
-                self.backend.path,
-                "multi" if self.info.multi_label else "single",
-                multi_label,
-            )
-        exported = self.info.meta
-        if exported.conf is not None and self.conf < exported.conf:
-            LOGGER.warning(
-                "%s filters scores below %.3g inside the graph; conf=%.3g cannot keep more",
-                self.backend.path,
-                exported.conf,
-                self.conf,
-            )
-        if exported.iou is not None and abs(self.iou - exported.iou) > 1e-6:
-            LOGGER.warning(
-                "%s runs NMS with iou=%.3g inside the graph; iou=%.3g is ignored (re-export to change it)",
-                self.backend.path,
-                exported.iou,
-                self.iou,
-            )
 
     def warmup(self, runs: int = 1) -> None:
         """Run ``runs`` batches of gray images through the whole pipeline (allocations, kernel selection)."""
@@ -354,7 +291,7 @@ class Detector:
         """
         if errors not in ("raise", "skip"):
             raise ConfigError(f'errors must be "raise" or "skip", got {errors!r}')
-        settings = self._call_thresholds(conf, iou, classes, max_det)
+        settings = call_thresholds(self.thresholds, self.names, conf, iou, classes, max_det)
         if errors == "raise":
             return list(self._run_items(image_items(source), settings))
         return self._run_items_skipping(image_items(source, strict=False), settings)
@@ -450,7 +387,7 @@ class Detector:
         artifact takes is padded. ``paths`` (one per image) is stored in each :class:`Results`; ``conf``, ``iou``,
         ``classes``, ``max_det`` as in :meth:`__call__`.
         """
-        settings = self._call_thresholds(conf, iou, classes, max_det)
+        settings = call_thresholds(self.thresholds, self.names, conf, iou, classes, max_det)
         images = [as_bgr_uint8(image, f"image {i}") for i, image in enumerate(images)]
         paths = list(paths) if paths is not None else [None] * len(images)
         if len(paths) != len(images):
@@ -505,7 +442,7 @@ class Detector:
     def _decode(self, outputs: dict[str, Any], on_device: bool, settings: Thresholds) -> list[Detections]:
         if self.info.end2end:
             decoded = postprocess_end2end(*(outputs[name] for name in END2END_OUTPUTS))
-            return [_filter(det, settings) for det in decoded]
+            return [filter_detections(det, settings) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
         conf, iou, max_det, classes = settings.conf, settings.iou, settings.max_det, settings.classes
         if on_device:
@@ -545,15 +482,6 @@ class Detector:
             f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end}, "
             f"multi_label={self.multi_label})"
         )
-
-
-def _filter(det: Detections, settings: Thresholds) -> Detections:
-    """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
-    keep = det.scores > settings.conf
-    if settings.classes is not None:
-        keep &= np.isin(det.class_ids, settings.classes)
-    index = np.flatnonzero(keep)[: settings.max_det]
-    return Detections(det.boxes[index], det.scores[index], det.class_ids[index])
 
 
 def _pad(batch: Any, size: int) -> Any:
