@@ -55,7 +55,7 @@ def test_int8_build_writes_the_artifact_and_a_sidecar_that_describes_it(int8_bui
     assert int8_build.sidecar.name == "yolov6n-random-160-int8.json"
     assert (sidecar["precision"], sidecar["calibration_method"], sidecar["calibration_images"]) == ("int8", "minmax", 4)
     assert sidecar["quant_target"] == "onnxruntime-cpu"
-    assert sidecar["extra"]["onnxruntime_version"] and sidecar["extra"]["float_layers"] == []
+    assert sidecar["extra"]["onnxruntime_version"] and sidecar["float_layers"] == []
     assert {"weights_sha256", "fp32_onnx_sha256", "calibration_sha256", "onnx"} <= set(sidecar["source_hashes"])
     assert sidecar["source_hashes"]["source"] == RANDOM_SOURCE and sidecar["extra"]["build_key"]
     assert sidecar["batch_profile"] is None  # dynamic batch serves any --bs
@@ -103,7 +103,7 @@ def test_exclude_names_stay_float_and_are_recorded(int8_build, calib_dir: Path) 
     out = int8_build.artifact.parent
     result = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.reg_convs.*"])
     assert result.float_layers == tuple(f"detect.reg_convs.{i}.block.conv" for i in range(3))
-    assert json.loads(result.sidecar.read_text())["extra"]["float_layers"] == list(result.float_layers)
+    assert json.loads(result.sidecar.read_text())["float_layers"] == list(result.float_layers)
     with pytest.raises(BuildError, match="matches no quantised convolution"):
         build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.nothing"])
 

@@ -156,7 +156,7 @@ def test_every_field_round_trips_through_each_writer_and_the_one_reader() -> Non
         model="yolov6s", names=("a", "b"), num_classes=2, imgsz=(64, 96), strides=(8, 16, 32), precision="int8",
         dynamic_batch=True, batch=1, dynamic_hw=True, imgsz_min=(32, 32), imgsz_max=(64, 96), end2end="trt",
         multi_label=True, conf=0.25, iou=0.45, max_det=100, calibration_method="minmax", calibration_images=8,
-        quant_target="tensorrt", source_hashes={"weights_sha256": "ab" * 32}, sdk_version="1.0", producer="yolov6-sdk",
+        quant_target="tensorrt", float_layers=("backbone.stem",), source_hashes={"weights_sha256": "ab" * 32}, sdk_version="1.0", producer="yolov6-sdk",
         extra={"export_key": "k"},
     )  # fmt: skip
     assert {field for field in FIELDS if getattr(meta, field) == getattr(ArtifactMeta(), field)} == set()

@@ -32,9 +32,116 @@ MAX_JSON_DEPTH = 16  # the deepest SDK record (a sidecar's I/O specs) is 4 level
 MAX_INT_DIGITS = 20  # int64 has 19
 MAX_CLASSES = 10_000
 MAX_DETECTIONS = 100_000
+MAX_LAYERS = 10_000
 HASH_SUFFIX = "sha256"  # metadata_props keys of source hashes end with it
 
 _REBUILD = "rebuild or re-export the artifact with yolov6-build"
+
+
+# ------------------------------------------------------------------------- field checks (values read from files)
+
+
+def _str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError("must be a string")
+    if len(str(value)) > 1024:
+        raise ValueError("must be at most 1024 characters long")
+    return str(value)
+
+
+def _bool(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _int(low: int, high: int) -> Callable[[Any], int | None]:
+    def check(value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer in {low}..{high}")
+        return value
+
+    return check
+
+
+def _fraction(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError("must be a number in 0..1")
+    return float(value)
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    """An (H, W) in pixels, bounded as user-given sizes are (:data:`~yolov6_sdk.artifact.preprocess.MAX_SIDE`)."""
+    if value is None:
+        return None
+    sides = list(value) if isinstance(value, (list, tuple)) else []
+    if len(sides) != 2 or not all(type(side) is int and 1 <= side <= MAX_SIDE for side in sides):
+        raise ValueError(f"must be [height, width], integers in 1..{MAX_SIDE} (pixels)")
+    return sides[0], sides[1]
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, Mapping):  # {"0": "person", ...}
+        if not all(isinstance(key, str) and key.isdigit() and len(key) < 6 for key in value):
+            raise ValueError("must be a list of class names or a {id: name} map")
+        value = [value[key] for key in sorted(value, key=int)]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("must be a list of class names")
+    if len(value) > MAX_CLASSES:
+        raise ValueError(f"must hold at most {MAX_CLASSES} classes")
+    return tuple(_str(name) for name in value)
+
+
+def _strides(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 8:
+        raise TypeError("must be a list of at most 8 strides")
+    return tuple(_int(1, MAX_SIDE)(stride) for stride in value)  # type: ignore[misc]
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value is not None and value not in options:
+            raise ValueError(f"must be one of {', '.join(repr(option) for option in options)}")
+        return value
+
+    return check
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("must be an object")
+    return {str(key): item for key, item in value.items()}
+
+
+def _hash_map(value: Any) -> dict[str, str]:
+    return {key: _str(digest) for key, digest in _mapping(value).items()}
+
+
+def _hash_key(name: str) -> str:
+    return name if name.endswith(HASH_SUFFIX) else f"{name}_{HASH_SUFFIX}"
+
+
+def _layers(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LAYERS:
+        raise TypeError(f"must be a list of at most {MAX_LAYERS} layer names")
+    return tuple(_str(name) for name in value)
+
+
+def _calibration_images(value: Any) -> int:
+    return _int(0, 1 << 31)(value) or 0
+
+
+def _dynamic_hw(value: Any) -> bool:
+    return bool(_bool(value))
+
+
+def _field(default: Any, check: Callable[[Any], Any]) -> Any:
+    """A record field with its default and the check :func:`read_meta` applies to a value read from a file."""
+    return field(default=default, metadata={"check": check})
 
 
 @dataclass(frozen=True)
@@ -56,33 +163,35 @@ class ArtifactMeta:
         conf, iou, max_det: the NMS settings an end-to-end graph was exported with.
         calibration_method, calibration_images: how an int8 artifact was calibrated ("qat": trained ranges).
         quant_target: what an int8 artifact was quantised for ("onnxruntime-cpu", "tensorrt").
+        float_layers: module paths of the layers an int8 artifact keeps in float.
         source_hashes: name -> sha256 hex digest of what the artifact was made from.
         sdk_version, producer: who wrote it ("yolov6-sdk").
         extra: anything else recorded (build key, quantisation target, ...).
     """
 
-    model: str = ""
-    names: tuple[str, ...] = ()
-    num_classes: int | None = None
-    imgsz: tuple[int, int] | None = None
-    strides: tuple[int, ...] = ()
-    precision: Precision | None = None
-    dynamic_batch: bool | None = None
-    batch: int | None = None
-    dynamic_hw: bool = False
-    imgsz_min: tuple[int, int] | None = None
-    imgsz_max: tuple[int, int] | None = None
-    end2end: NmsMode | Literal[""] = ""
-    multi_label: bool | None = None
-    conf: float | None = None
-    iou: float | None = None
-    max_det: int | None = None
-    calibration_method: str = ""
-    calibration_images: int = 0
-    quant_target: str = ""
+    model: str = _field("", _str)
+    names: tuple[str, ...] = _field((), _names)
+    num_classes: int | None = _field(None, _int(1, MAX_CLASSES))
+    imgsz: tuple[int, int] | None = _field(None, _size)
+    strides: tuple[int, ...] = _field((), _strides)
+    precision: Precision | None = _field(None, _choice(PRECISIONS))
+    dynamic_batch: bool | None = _field(None, _bool)
+    batch: int | None = _field(None, _int(1, 1 << 16))
+    dynamic_hw: bool = _field(False, _dynamic_hw)
+    imgsz_min: tuple[int, int] | None = _field(None, _size)
+    imgsz_max: tuple[int, int] | None = _field(None, _size)
+    end2end: NmsMode | Literal[""] = _field("", _choice(("", *NMS_MODES)))
+    multi_label: bool | None = _field(None, _bool)
+    conf: float | None = _field(None, _fraction)
+    iou: float | None = _field(None, _fraction)
+    max_det: int | None = _field(None, _int(1, MAX_DETECTIONS))
+    calibration_method: str = _field("", _str)
+    calibration_images: int = _field(0, _calibration_images)
+    quant_target: str = _field("", _str)
+    float_layers: tuple[str, ...] = _field((), _layers)
     source_hashes: Mapping[str, str] = field(default_factory=dict)
-    sdk_version: str = ""
-    producer: str = ""
+    sdk_version: str = _field("", _str)
+    producer: str = _field("", _str)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,6 +233,7 @@ class ArtifactMeta:
 
 
 FIELDS = tuple(item.name for item in dataclasses.fields(ArtifactMeta))
+_CHECKS = {item.name: item.metadata["check"] for item in dataclasses.fields(ArtifactMeta) if "check" in item.metadata}
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -237,115 +347,6 @@ def _check_range(meta: ArtifactMeta, where: str) -> None:
     low, high = meta.imgsz_min, meta.imgsz_max
     if low is not None and high is not None and (low[0] > high[0] or low[1] > high[1]):
         raise ArtifactError(f"{where}: recorded imgsz_min {low} is larger than imgsz_max {high}; {_REBUILD}")
-
-
-def _str(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise TypeError("must be a string")
-    if len(str(value)) > 1024:
-        raise ValueError("must be at most 1024 characters long")
-    return str(value)
-
-
-def _bool(value: Any) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError("must be true or false")
-    return value
-
-
-def _int(low: int, high: int) -> Callable[[Any], int | None]:
-    def check(value: Any) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be an integer in {low}..{high}")
-        return value
-
-    return check
-
-
-def _fraction(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError("must be a number in 0..1")
-    return float(value)
-
-
-def _size(value: Any) -> tuple[int, int] | None:
-    """An (H, W) in pixels, bounded as user-given sizes are (:data:`~yolov6_sdk.artifact.preprocess.MAX_SIDE`)."""
-    if value is None:
-        return None
-    sides = list(value) if isinstance(value, (list, tuple)) else []
-    if len(sides) != 2 or not all(type(side) is int and 1 <= side <= MAX_SIDE for side in sides):
-        raise ValueError(f"must be [height, width], integers in 1..{MAX_SIDE} (pixels)")
-    return sides[0], sides[1]
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, Mapping):  # {"0": "person", ...}
-        if not all(isinstance(key, str) and key.isdigit() and len(key) < 6 for key in value):
-            raise ValueError("must be a list of class names or a {id: name} map")
-        value = [value[key] for key in sorted(value, key=int)]
-    if not isinstance(value, (list, tuple)):
-        raise TypeError("must be a list of class names")
-    if len(value) > MAX_CLASSES:
-        raise ValueError(f"must hold at most {MAX_CLASSES} classes")
-    return tuple(_str(name) for name in value)
-
-
-def _strides(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or len(value) > 8:
-        raise TypeError("must be a list of at most 8 strides")
-    return tuple(_int(1, MAX_SIDE)(stride) for stride in value)  # type: ignore[misc]
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        if value is not None and value not in options:
-            raise ValueError(f"must be one of {', '.join(repr(option) for option in options)}")
-        return value
-
-    return check
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError("must be an object")
-    return {str(key): item for key, item in value.items()}
-
-
-def _hash_map(value: Any) -> dict[str, str]:
-    return {key: _str(digest) for key, digest in _mapping(value).items()}
-
-
-def _hash_key(name: str) -> str:
-    return name if name.endswith(HASH_SUFFIX) else f"{name}_{HASH_SUFFIX}"
-
-
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "model": _str,
-    "names": _names,
-    "num_classes": _int(1, MAX_CLASSES),
-    "imgsz": _size,
-    "strides": _strides,
-    "precision": _choice(PRECISIONS),
-    "dynamic_batch": _bool,
-    "batch": _int(1, 1 << 16),
-    "dynamic_hw": lambda value: bool(_bool(value)),
-    "imgsz_min": _size,
-    "imgsz_max": _size,
-    "end2end": _choice(("", *NMS_MODES)),
-    "multi_label": _bool,
-    "conf": _fraction,
-    "iou": _fraction,
-    "max_det": _int(1, MAX_DETECTIONS),
-    "calibration_method": _str,
-    "calibration_images": lambda value: _int(0, 1 << 31)(value) or 0,
-    "quant_target": _str,
-    "sdk_version": _str,
-    "producer": _str,
-}
 
 
 # ------------------------------------------------------------------------------------------------------- ONNX

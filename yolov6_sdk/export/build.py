@@ -275,7 +275,6 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
     plan = state.plan
     return {
         "onnxruntime_version": onnxruntime.__version__,
-        "float_layers": [qdq.module_path(n) for n in state.float_layers],
         "batch_sizes": list(plan.options.batch_sizes),
         "build_seconds": {k: round(v, 2) for k, v in state.seconds.items()},
         "build_key": state.build_key,
@@ -375,7 +374,7 @@ def _reused(plan: BuildPlan, car: Sidecar) -> BuildResult:
         size_bytes=plan.artifact.stat().st_size,
         seconds={},
         cached=("artifact",),
-        float_layers=tuple(car.extra.get("float_layers", ())),
+        float_layers=car.meta.float_layers,
         calibration_images=car.calibration_images,
     )
 

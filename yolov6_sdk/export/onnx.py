@@ -214,7 +214,7 @@ def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int,
 
 def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, object], where: str) -> ArtifactMeta:
     """The record an export carries: the model and ``options``, with ``extra`` (flat values) set over them."""
-    dynamic_range = {"imgsz_min": (MIN_SIDE, MIN_SIDE), "imgsz_max": options.imgsz} if options.dynamic_hw else {}
+    low, high = ((MIN_SIDE, MIN_SIDE), options.imgsz) if options.dynamic_hw else (None, None)
     meta = ArtifactMeta(
         producer="yolov6-sdk",
         sdk_version=__version__,
@@ -224,7 +224,8 @@ def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, obje
         strides=tuple(model.strides),
         imgsz=options.imgsz,
         dynamic_hw=options.dynamic_hw,
-        **dynamic_range,  # type: ignore[arg-type]
+        imgsz_min=low,
+        imgsz_max=high,
         precision="fp16" if options.half else "fp32",
         dynamic_batch=options.dynamic_batch,
         batch=options.batch,

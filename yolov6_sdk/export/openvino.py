@@ -11,6 +11,7 @@ The pair is published so that a reader never sees an ``.xml`` beside a ``.bin`` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,8 @@ def write_ir(onnx_path: str | Path, xml: str | Path, precision: str, metadata: d
     except RuntimeError as exc:
         raise BuildError(f"OpenVINO cannot read {onnx_path} ({str(exc).strip().splitlines()[0]})") from exc
     where = str(onnx_path)
-    write_ir_metadata(
-        model, read_ir_metadata(model, where).updated({**(metadata or {}), "precision": precision}, where)
-    )
+    recorded = read_ir_metadata(model, where).updated(metadata or {}, where)
+    write_ir_metadata(model, dataclasses.replace(recorded, precision=precision))  # type: ignore[arg-type]
     ov.save_model(model, str(xml), compress_to_fp16=False)
 
 

@@ -29,6 +29,7 @@ Needs onnxruntime >= 1.27 (``quantize_static(calibration_cache_path=...)`` feeds
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import logging
@@ -274,13 +275,22 @@ def _ort_cache(ranges: Mapping[str, tuple[float, float]], method: CalibrationMet
     return path
 
 
-def _metadata(model: onnx.ModelProto, extra: Mapping[str, object], where: str) -> None:
-    """Set ``extra`` (flat record values) over the record ``model`` carries; the quantiser's own ``onnx.infer``
-    entry is dropped."""
+def _metadata(
+    model: onnx.ModelProto, where: str, target: str, method: str, float_layers: list[str], extra: Mapping[str, object]
+) -> None:
+    """Record in ``model`` that it is int8 for ``target``, calibrated by ``method``, with ``float_layers`` left
+    float, plus ``extra`` (flat record values); the quantiser's own ``onnx.infer`` entry is dropped."""
     inferred = [i for i, prop in enumerate(model.metadata_props) if prop.key == "onnx.infer"]
     for index in reversed(inferred):
         del model.metadata_props[index]
-    write_onnx_meta(model, onnx_meta(model, where).updated(extra, where))
+    meta = dataclasses.replace(
+        onnx_meta(model, where).updated(extra, where),
+        precision="int8",
+        quant_target=target,
+        calibration_method=method,
+        float_layers=tuple(float_layers),
+    )
+    write_onnx_meta(model, meta)
 
 
 def body_convs(model: onnx.ModelProto, split: qdq.HeadSplit | None = None) -> list[str]:
@@ -346,17 +356,8 @@ def quantize_model(
     if PREDS_FLOAT_OUTPUT:
         qdq.strip_output_qdq(quantized, split.outputs)
     _check_result(quantized, split, float_nodes)
-    _metadata(
-        quantized,
-        {
-            "precision": "int8",
-            "quant_target": target,
-            "calibration_method": method,
-            "float_layers": [qdq.module_path(n) for n in float_nodes],
-            **(metadata or {}),
-        },
-        str(fp32_path),
-    )
+    float_layers = [qdq.module_path(n) for n in float_nodes]
+    _metadata(quantized, str(fp32_path), target, method, float_layers, metadata or {})
     with atomic_path(out_path) as tmp_out:
         onnx.save(quantized, str(tmp_out))
     kept = tuple(n for n in convs if n not in set(float_nodes))

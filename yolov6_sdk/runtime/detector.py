@@ -450,14 +450,16 @@ class Detector:
         return decode_raw(to_numpy(raw), conf, iou, max_det, classes, self.multi_label)
 
     def _results(self, det: Detections, info: LetterboxInfo, image: np.ndarray, path: str | None) -> Results:
-        if isinstance(det.boxes, np.ndarray):  # the decoder's own copy: rescaled in place
+        if isinstance(det.boxes, np.ndarray):  # the numpy decoder's own arrays: boxes rescaled in place
             boxes = scale_boxes_to_original(det.boxes.astype(np.float32, copy=False), info, inplace=True)
+            scores, class_ids = det.scores, det.class_ids
         else:
             boxes = to_numpy(scale_boxes_to_original(det.boxes, info))
+            scores, class_ids = to_numpy(det.scores), to_numpy(det.class_ids)
         return Results(
             boxes,
-            to_numpy(det.scores),
-            to_numpy(det.class_ids),
+            scores,
+            class_ids,
             self.names,
             info.orig_shape,
             path=path,
