@@ -122,3 +122,49 @@ def test_stream_rejects_a_bad_prefetch_depth(video: tuple[Path, Path]) -> None:
     path, model = video
     with Detector(model, device="cpu") as detector, pytest.raises(ConfigError, match="prefetch_depth"):
         next(detector.stream(path, prefetch_depth=-1))
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Seven JPEG files of demo-set pictures, the fourth one corrupt."""
+    folder = tmp_path_factory.mktemp("pictures")
+    rng = np.random.default_rng(1)
+    paths = [folder / f"p{i}.jpg" for i in range(7)]
+    for path in paths:
+        cv2.imwrite(str(path), make_image(rng, (256, 320), 8)[0])
+    paths[3].write_bytes(b"\xff\xd8 not a jpeg")
+    return paths
+
+
+def test_image_files_are_decoded_by_the_reader_thread_ahead_of_the_model(
+    video: tuple[Path, Path], pictures: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, model = video
+    readable = [p for i, p in enumerate(pictures) if i != 3]
+    decoders: list[str] = []
+    with Detector(model, device="cpu", conf=0.3, batch=2) as detector:
+        inline = [detector(str(path))[0] for path in readable]  # one picture per call: no reader thread
+        decode = detector.decode
+        monkeypatch.setattr(detector, "decode", lambda item: decoders.append(threading.current_thread().name)
+                            or decode(item))  # fmt: skip
+        streamed = list(detector.stream(readable))
+        listed = detector(readable)
+    assert set(decoders) == {"yolov6-reader"}
+    assert len(decoders) == 2 * len(readable)
+    for a, b, c in zip(inline, streamed, listed, strict=True):
+        assert a.path == b.path == c.path
+        np.testing.assert_array_equal(a.boxes.xyxy, b.boxes.xyxy)
+        np.testing.assert_array_equal(a.boxes.xyxy, c.boxes.xyxy)
+
+
+def test_a_corrupt_file_raises_at_its_position_or_is_skipped(video: tuple[Path, Path], pictures: list[Path]) -> None:
+    _, model = video
+    with Detector(model, device="cpu", conf=0.3, batch=2) as detector:
+        seen = []
+        with pytest.raises(ImageError, match="p3.jpg"):
+            for result in detector.stream(pictures):
+                seen.append(Path(result.path).name)
+        skipped = detector(pictures, errors="skip")
+    assert seen == ["p0.jpg", "p1.jpg"]  # the batch holding the corrupt file never ran
+    assert [r.ok for r in skipped] == [True, True, True, False, True, True, True]
+    assert "p3.jpg" in skipped[3].path

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from yolov6_sdk.artifact.meta import ArtifactMeta
-from yolov6_sdk.artifact.preprocess import check_imgsz
+from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec, Precision
 from yolov6_sdk.errors import ArtifactError, ConfigError
 
@@ -163,3 +163,32 @@ def check_unrecorded_raw_output(where: str, anchors: int, columns: int, imgsz: t
             f"{height}x{width} gives [B, {' or '.join(map(str, expected))}, 5 + classes]; export the model with "
             "yolov6-build (it records the class names), or pass the imgsz it was exported at"
         )
+
+
+InputRange = tuple[tuple[int, int], tuple[int, int] | None]
+"""``(smallest, largest)`` (h, w) inputs of a dynamic-shape artifact; largest None: unbounded."""
+
+
+def served_input_range(info: ModelInfo, imgsz: tuple[int, int], where: str) -> InputRange | None:
+    """The :data:`InputRange` of the artifact ``where`` described by ``info``, None when its input size is fixed,
+    checked against the model input size ``imgsz`` (h, w) a caller asks for.
+
+    The range comes from what the artifact records (``imgsz_min`` / ``imgsz_max``: the ONNX metadata, or the
+    engine's sidecar from its optimisation profile; bounded when read).
+
+    Raises:
+        ConfigError: ``imgsz`` differs from a fixed input size, or lies outside the recorded range.
+    """
+    dims = info.inputs[0].shape[2:] if info.inputs else (None, None)
+    if None not in dims:
+        if len(dims) == 2 and tuple(dims) != imgsz:
+            raise ConfigError(f"{where} takes input {tuple(dims)} only, got imgsz={imgsz}; drop imgsz")
+        return None
+    low, high = info.meta.imgsz_min or (MIN_SIDE, MIN_SIDE), info.meta.imgsz_max
+    (height, width), largest = imgsz, high or imgsz
+    if height < low[0] or width < low[1] or height > largest[0] or width > largest[1]:
+        raise ConfigError(
+            f"{where} serves inputs from {low[0]}x{low[1]} to {largest[0]}x{largest[1]} (its dynamic-shape profile), "
+            f"got imgsz={imgsz}; pass an imgsz in that range, or re-export (yolov6-build) at the size you need"
+        )
+    return low, high

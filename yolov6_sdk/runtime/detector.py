@@ -18,6 +18,7 @@ pixels. Video and camera streams are read one frame ahead by a reader thread (:m
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -28,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk.artifact.images import as_bgr_uint8
+from yolov6_sdk.artifact.model_info import ModelInfo, served_input_range
 from yolov6_sdk.artifact.preprocess import (
-    MIN_SIDE,
     InputBuffer,
     LetterboxInfo,
     check_imgsz,
@@ -41,10 +42,10 @@ from yolov6_sdk.artifact.preprocess import (
 from yolov6_sdk.artifact.reduced_decode import DecodedImage
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.base import Backend
 from yolov6_sdk.runtime.backends.registry import open_backend
 from yolov6_sdk.runtime.names import class_names
-from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, prefetched_values
+from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, Prefetched, prefetch, prefetched_values
 from yolov6_sdk.runtime.postprocess import (
     Detections,
     check_thresholds,
@@ -149,8 +150,7 @@ class Detector:
         self.info: ModelInfo = self.backend.info
         try:
             self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
-            self._check_input_size()
-            self.input_range = self._input_range()
+            self.input_range = served_input_range(self.info, self.imgsz, str(self.backend.path))
             self.rect = self._check_rect(rect)
             self.names: list[str] = class_names(names, self.info.names, str(path))
             self.thresholds = Thresholds(float(conf), float(iou), int(max_det), class_ids(classes, self.names))
@@ -170,33 +170,6 @@ class Detector:
     def device(self) -> str:
         """The device the backend runs on, e.g. "cpu" or "cuda:0"."""
         return self.backend.device
-
-    def _check_input_size(self) -> None:
-        fixed = self.info.inputs[0].shape[2:] if self.info.inputs else ()
-        if len(fixed) == 2 and None not in fixed and tuple(fixed) != self.imgsz:
-            raise ConfigError(
-                f"{self.backend.path} takes input {tuple(fixed)} only, got imgsz={self.imgsz}; drop imgsz"
-            )
-
-    def _input_range(self) -> tuple[tuple[int, int], tuple[int, int] | None] | None:
-        """``(smallest, largest)`` (h, w) inputs of a dynamic-shape artifact (largest None: unbounded); None when
-        the artifact's input size is fixed.
-
-        The range comes from what the artifact records (``imgsz_min`` / ``imgsz_max``: the ONNX metadata, or the
-        engine's sidecar from its optimisation profile); ``imgsz`` must lie inside it.
-        """
-        dims = self.info.inputs[0].shape[2:] if self.info.inputs else (None, None)
-        if None not in dims:
-            return None
-        low, high = self.info.meta.imgsz_min or (MIN_SIDE, MIN_SIDE), self.info.meta.imgsz_max  # bounded when read
-        (height, width), largest = self.imgsz, high or self.imgsz
-        if height < low[0] or width < low[1] or height > largest[0] or width > largest[1]:
-            raise ConfigError(
-                f"{self.backend.path} serves inputs from {low[0]}x{low[1]} to {largest[0]}x{largest[1]} (its "
-                f"dynamic-shape profile), got imgsz={self.imgsz}; pass an imgsz in that range, or re-export "
-                f"(yolov6-build) at the size you need"
-            )
-        return low, high
 
     def _check_rect(self, rect: bool | None) -> bool:
         if rect is not None and not isinstance(rect, bool):
@@ -306,11 +279,12 @@ class Detector:
         thread decodes up to ``prefetch_depth`` frames ahead of the model (0: decode each frame only when the
         previous one is done). A source that fails part-way (e.g. a stream cut) raises its error after the
         frames before it. An opened :class:`~yolov6_sdk.runtime.source.VideoFrames` may be passed instead of
-        its source, to read its counts (skipped frames, an early end) afterwards. Images as in :meth:`__call__`.
+        its source, to read its counts (skipped frames, an early end) afterwards. Images as in :meth:`__call__`,
+        yielded as each batch finishes; the reader thread decodes the next pictures while the model runs.
         """
+        if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
+            raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
         if isinstance(source, VideoFrames) or is_stream(source):
-            if isinstance(prefetch_depth, bool) or not isinstance(prefetch_depth, int) or prefetch_depth < 0:
-                raise ConfigError(f"prefetch_depth must be an int >= 0 (0: no reader thread), got {prefetch_depth!r}")
             video = source if isinstance(source, VideoFrames) else video_frames(source)  # type: ignore[arg-type]
             name = str(video.source)
             frames = video.numbered()
@@ -319,32 +293,56 @@ class Detector:
                 result.frame = index
                 yield result
             return
-        yield from self._run_items(image_items(source), self.thresholds)  # type: ignore[arg-type]
+        yield from self._run_items(image_items(source), self.thresholds, prefetch_depth)  # type: ignore[arg-type]
 
     def decode(self, item: ImageItem) -> DecodedImage:
         """``item``'s picture, a JPEG file decoded at the reduced size this detector needs (``reduced_decode``)."""
         return item.decode(self.imgsz if self.reduced_decode else None)
 
-    def _run_items(self, items: Sequence[ImageItem], settings: Thresholds) -> Iterator[Results]:
-        """Read and run ``items`` one batch at a time (only one batch of images is decoded at once)."""
+    def _decoded(self, items: Sequence[ImageItem], depth: int) -> Iterator[Prefetched[DecodedImage]]:
+        """``items`` decoded in order: by a reader thread ``depth`` entries ahead of the model when there are
+        several (decoding the next pictures while the backend runs the current batch), in this thread otherwise.
+        A picture that fails to decode carries its error in its entry."""
+        if len(items) > 1 and depth > 0:
+            yield from prefetch(items, self.decode, depth=max(depth, self.batch_size))
+            return
+        for index, item in enumerate(items):
+            try:
+                yield Prefetched(index, value=self.decode(item))
+            except YOLOv6Error as exc:
+                yield Prefetched(index, error=exc)
+
+    def _run_items(
+        self, items: Sequence[ImageItem], settings: Thresholds, depth: int = DEFAULT_DEPTH
+    ) -> Iterator[Results]:
+        """Decode and run ``items`` one batch at a time; the first picture that fails to decode raises."""
+        entries = self._decoded(items, depth)
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            decoded = [self.decode(item) for item in chunk]
+            decoded = []
+            for entry in itertools.islice(entries, len(chunk)):
+                if entry.error is not None:
+                    raise entry.error
+                decoded.append(entry.value)
             paths = [None if i.path is None else str(i.path) for i in chunk]
             yield from map(on_original, self._predict([d.pixels for d in decoded], paths, settings), decoded)
 
     def _run_items_skipping(self, items: Sequence[ImageItem], settings: Thresholds) -> list[Results]:
         """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results (warned)."""
         results: list[Results] = []
+        entries = self._decoded(items, DEFAULT_DEPTH)
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             done: dict[int, Results] = {}
             loaded: dict[int, DecodedImage] = {}
-            for index, item in enumerate(chunk):
-                try:
-                    loaded[index] = self.decode(item)
-                except YOLOv6Error as exc:
-                    done[index] = Results.failed(str(item.path or item.name), str(exc), self.names)
+            for index, entry in enumerate(itertools.islice(entries, len(chunk))):
+                if isinstance(entry.error, YOLOv6Error):
+                    done[index] = Results.failed(str(chunk[index].path or chunk[index].name), str(entry.error),
+                                                 self.names)  # fmt: skip
+                elif entry.error is not None:
+                    raise entry.error
+                else:
+                    loaded[index] = entry.value
             paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
             ran = self._predict_skipping([d.pixels for d in loaded.values()], paths, settings)
             done.update(zip(loaded, map(on_original, ran, loaded.values()), strict=True))
