@@ -18,6 +18,7 @@ pixels. Video and camera streams are read one frame ahead by a reader thread (:m
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -344,7 +345,8 @@ class Detector:
                 else:
                     loaded[index] = entry.value
             paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
-            ran = self._predict_skipping([d.pixels for d in loaded.values()], paths, settings)
+            run = functools.partial(self._predict, settings=settings)
+            ran = self._skipping(run, [d.pixels for d in loaded.values()], paths)
             done.update(zip(loaded, map(on_original, ran, loaded.values()), strict=True))
             for index in sorted(done):
                 if not done[index].ok:
@@ -355,19 +357,16 @@ class Detector:
     def predict_batch_skipping(self, images: Sequence[np.ndarray], paths: Sequence[str | None]) -> list[Results]:
         """:meth:`predict_batch`, but an image the model refuses gets a :meth:`Results.failed` in its place
         instead of failing the others: a refused batch is run again one image at a time to find it."""
-        images = [as_bgr_uint8(image, f"image {i}") for i, image in enumerate(images)]
-        return self._predict_skipping(images, list(paths), self.thresholds)
+        return self._skipping(self.predict_batch, list(images), list(paths))
 
-    def _predict_skipping(
-        self, images: list[np.ndarray], paths: list[str | None], settings: Thresholds
-    ) -> list[Results]:
+    def _skipping(self, run: Any, images: list[np.ndarray], paths: list[str | None]) -> list[Results]:
+        """``run(images, paths)``, or, when it refuses, each image again alone (a refused one: a failed Results)."""
         try:
-            return self._predict(images, paths, settings)
+            return run(images, paths)
         except YOLOv6Error as exc:
             if len(images) == 1:
                 return [Results.failed(paths[0] or "image", str(exc), self.names)]
-            pairs = zip(images, paths, strict=True)
-            return [self._predict_skipping([image], [path], settings)[0] for image, path in pairs]
+            return [self._skipping(run, [image], [path])[0] for image, path in zip(images, paths, strict=True)]
 
     def predict_batch(
         self,
