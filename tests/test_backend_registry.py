@@ -12,7 +12,7 @@ import pytest
 from yolov6_sdk.artifact import spec as artifact_spec
 from yolov6_sdk.artifact.model_info import ModelInfo
 from yolov6_sdk.artifact.spec import IOSpec
-from yolov6_sdk.bench import BenchOptions, plan_jobs, skip_reason
+from yolov6_sdk.bench import BenchOptions, bench_jobs, skip_reason
 from yolov6_sdk.errors import ConfigError
 from yolov6_sdk.runtime.backends import registry
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec
@@ -84,7 +84,7 @@ def test_the_stand_in_gets_only_its_own_options(registered: Path) -> None:
 
 def test_the_stand_in_shows_in_bench_rows(registered: Path) -> None:
     registered.write_bytes(b"weights")
-    jobs = plan_jobs(BenchOptions(artifacts=(registered,), batch_sizes=(1,), backends=("standin",)))
+    jobs = bench_jobs(BenchOptions(artifacts=(registered,), batch_sizes=(1,), backends=("standin",)))
     assert [(job.backend, job.artifact) for job in jobs] == [("standin", registered)]
     assert skip_reason(jobs[0], "cpu") == ""
     assert "runs on cpu" in skip_reason(jobs[0], "cuda")

@@ -16,8 +16,8 @@ from yolov6_sdk.bench import (
     BenchReport,
     BenchRow,
     Job,
+    bench_jobs,
     measure,
-    plan_jobs,
     skip_reason,
     to_markdown,
 )
@@ -158,7 +158,7 @@ def test_jobs_cover_every_combination_in_table_order() -> None:
     options = BenchOptions(
         batch_sizes=(1, 32), models=("yolov6n", "yolov6s"), backends=("torch",), precisions=("fp32",)
     )
-    assert [(j.model, j.batch) for j in plan_jobs(options)] == [
+    assert [(j.model, j.batch) for j in bench_jobs(options)] == [
         ("yolov6n", 1),
         ("yolov6n", 32),
         ("yolov6s", 1),

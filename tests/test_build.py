@@ -54,12 +54,12 @@ def test_int8_build_writes_the_artifact_and_a_sidecar_that_describes_it(int8_bui
     sidecar = json.loads(int8_build.sidecar.read_text())
     assert int8_build.sidecar.name == "yolov6n-random-160-int8.json"
     assert (sidecar["precision"], sidecar["calibration_method"], sidecar["calibration_images"]) == ("int8", "minmax", 4)
-    assert sidecar["extra"]["quant_target"] == "onnxruntime-cpu"
-    assert sidecar["extra"]["onnxruntime_version"] and sidecar["extra"]["float_layers"] == []
+    assert sidecar["quant_target"] == "onnxruntime-cpu"
+    assert sidecar["extra"]["onnxruntime_version"] and sidecar["float_layers"] == []
     assert {"weights_sha256", "fp32_onnx_sha256", "calibration_sha256", "onnx"} <= set(sidecar["source_hashes"])
     assert sidecar["source_hashes"]["source"] == RANDOM_SOURCE and sidecar["extra"]["build_key"]
     assert sidecar["batch_profile"] is None  # dynamic batch serves any --bs
-    assert read_metadata(int8_build.artifact)["precision"] == "int8"
+    assert read_metadata(int8_build.artifact).precision == "int8"
 
 
 def test_build_reuses_export_and_calibration_then_the_whole_artifact(
@@ -103,7 +103,7 @@ def test_exclude_names_stay_float_and_are_recorded(int8_build, calib_dir: Path) 
     out = int8_build.artifact.parent
     result = build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.reg_convs.*"])
     assert result.float_layers == tuple(f"detect.reg_convs.{i}.block.conv" for i in range(3))
-    assert json.loads(result.sidecar.read_text())["extra"]["float_layers"] == list(result.float_layers)
+    assert json.loads(result.sidecar.read_text())["float_layers"] == list(result.float_layers)
     with pytest.raises(BuildError, match="matches no quantised convolution"):
         build(**CPU, precision="int8", calib=calib_dir, calib_size=4, output=out, exclude=["detect.nothing"])
 
@@ -262,7 +262,7 @@ def test_int8_engine_builds_from_symmetric_qdq_onnx(int8_build, calib_dir: Path,
     result = build(**{**CPU, "backend": "tensorrt"}, precision="int8", calib=calib_dir, calib_size=4,
                    batch_sizes=[1, 4], output=tmp_path)  # fmt: skip
     assert result.artifact.name == "yolov6n-random-160-int8-bs1_4.engine"
-    assert read_metadata(result.artifact.with_suffix(".qdq.onnx"))["quant_target"] == "tensorrt"
+    assert read_metadata(result.artifact.with_suffix(".qdq.onnx")).quant_target == "tensorrt"
     assert json.loads(result.sidecar.read_text())["calibration_images"] == 4
 
 
@@ -331,7 +331,7 @@ def test_multi_label_build_records_it_and_is_named_apart_from_the_default_build(
     assert "multi-label NMS" in printed and "reused" not in printed
     stem = f"yolov6n-{file_sha256(two_checkpoints[0])[:8]}-64-fp32"
     single, multi = tmp_path / f"{stem}.onnx", tmp_path / f"{stem}-ml.onnx"
-    assert read_metadata(single)["multi_label"] is False and read_metadata(multi)["multi_label"] is True
+    assert read_metadata(single).multi_label is False and read_metadata(multi).multi_label is True
     assert json.loads(single.with_suffix(".json").read_text())["multi_label"] is False
     assert json.loads(multi.with_suffix(".json").read_text())["multi_label"] is True
 
@@ -341,11 +341,11 @@ def test_one_name_never_reuses_an_export_or_artifact_of_the_other_multi_label_ch
 ) -> None:
     fixed = {"weights": two_checkpoints[0], "backend": "onnxruntime", "output": tmp_path, "name": "fixed"}
     single = build(**fixed)
-    assert read_metadata(single.artifact)["multi_label"] is False
+    assert read_metadata(single.artifact).multi_label is False
     multi = build(**fixed, multi_label=True)  # same file: the fp32 export is the artifact, keyed by its export
-    assert multi.cached == () and read_metadata(multi.artifact)["multi_label"] is True
+    assert multi.cached == () and read_metadata(multi.artifact).multi_label is True
     assert build(**fixed, multi_label=True).cached == ("artifact",)
-    assert build(**fixed).cached == () and read_metadata(single.artifact)["multi_label"] is False
+    assert build(**fixed).cached == () and read_metadata(single.artifact).multi_label is False
 
 
 def test_onnx_source_keeps_its_multi_label_choice_and_refuses_the_other(
@@ -365,16 +365,16 @@ def test_engine_sidecar_records_the_multi_label_choice_of_an_end2end_build(
 ) -> None:
     from yolov6_sdk.export import tensorrt
 
-    def fake_build_engine(onnx_path: Path, engine_path: Path, config, calibration=None) -> Path:  # noqa: ANN001
-        """What build_engine records, without TensorRT: the sidecar comes from the ONNX it was given."""
+    def fake_make_engine(onnx_path: Path, engine_path: Path, config, meta=None, extra=None):  # noqa: ANN001, ANN202
+        """What make_engine records, without TensorRT: the sidecar comes from the record it is given."""
         info = tensorrt.inspect_onnx(onnx_path)
         tensorrt.check_onnx(config, info)
         env = {"tensorrt_version": "10.0.0", "gpu_name": "test GPU", "compute_capability": "9.0"}
-        car = tensorrt.engine_sidecar(engine_path, config, info, env, (info.inputs, info.outputs), {}, calibration)
-        return tensorrt.write_engine(b"engine", engine_path, car)
+        Path(engine_path).write_bytes(b"engine")
+        return tensorrt.engine_sidecar(engine_path, config, meta, env, (info.inputs, info.outputs), extra or {})
 
     monkeypatch.setattr(plan_module, "resolve_backend", lambda backend: ("tensorrt", "forced by the test"))
-    monkeypatch.setattr(tensorrt, "build_engine", fake_build_engine)
+    monkeypatch.setattr(tensorrt, "make_engine", fake_make_engine)
     options = {"weights": two_checkpoints[0], "backend": "tensorrt", "end2end": True, "output": tmp_path}
     multi = build(**options, multi_label=True)
     assert multi.artifact.name == f"yolov6n-{file_sha256(two_checkpoints[0])[:8]}-64-fp32-nms_trt-ml.engine"

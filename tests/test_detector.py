@@ -121,7 +121,7 @@ def test_numpy_and_torch_pre_and_post_processing_give_the_same_detections(
         raise AssertionError("the numpy post-processing ran on the device path")
 
     monkeypatch.setattr(TorchBackend, "wants_torch", property(lambda self: True))
-    monkeypatch.setattr(detector_module, "postprocess_raw", numpy_path_used)
+    monkeypatch.setattr(detector_module, "decode_raw", numpy_path_used)
     got = torch_detector(images)
     for a, b in zip(expected, got, strict=True):
         assert isinstance(b.boxes, np.ndarray)

@@ -71,17 +71,17 @@ def test_export_passes_the_onnx_checker_and_leaves_the_model_untouched(model: to
 
 def test_metadata_round_trips_into_the_runtime(raw_onnx: Path, raw_session: OnnxRuntimeBackend) -> None:
     meta = read_metadata(raw_onnx)
-    assert meta["producer"] == "yolov6-sdk"
-    assert meta["model"] == "yolov6n"
-    assert meta["names"] == [str(i) for i in range(NUM_CLASSES)]
-    assert meta["strides"] == [8, 16, 32] and meta["imgsz"] == list(IMGSZ)
-    assert meta["precision"] == "fp32" and meta["dynamic_batch"] is True and meta["end2end"] == ""
-    assert meta["multi_label"] is False
-    assert meta["source_sha256"] == "abc123"
+    assert meta.producer == "yolov6-sdk"
+    assert meta.model == "yolov6n"
+    assert meta.names == tuple(str(i) for i in range(NUM_CLASSES))
+    assert meta.strides == (8, 16, 32) and meta.imgsz == tuple(IMGSZ)
+    assert meta.precision == "fp32" and meta.dynamic_batch is True and meta.end2end == ""
+    assert meta.multi_label is False
+    assert meta.source_hashes["source_sha256"] == "abc123"
     info = raw_session.info
-    assert info.names == meta["names"] and info.imgsz == IMGSZ and not info.end2end
+    assert info.names == list(meta.names) and info.imgsz == IMGSZ and not info.end2end
     assert (info.min_batch, info.max_batch) == (1, None)
-    assert info.extra["source_sha256"] == "abc123"
+    assert info.meta == meta
 
 
 def test_static_batch_export_refuses_other_batches_and_the_detector_pads_and_splits(
@@ -127,7 +127,7 @@ def test_trt_end2end_export_has_one_efficient_nms_node_with_the_options(
     for name, (elem_type, rank) in expected.items():
         assert outputs[name].elem_type == elem_type and len(outputs[name].shape.dim) == rank
     assert outputs["det_boxes"].shape.dim[1].dim_value == 50 and outputs["det_boxes"].shape.dim[2].dim_value == 4
-    assert read_metadata(tmp_path / "trt.onnx")["end2end"] == "trt"
+    assert read_metadata(tmp_path / "trt.onnx").end2end == "trt"
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from yolov6_sdk.artifact.sidecar import Sidecar, write_sidecar
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
 from yolov6_sdk.models import build_model, fuse
-from yolov6_sdk.runtime.backends.tensorrt import TensorRTBackend, engine_model_info, engine_sidecar
+from yolov6_sdk.runtime.backends.tensorrt import TensorRTBackend, checked_sidecar, engine_model_info
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.runtime.names import read_names
 from yolov6_sdk.weights import save_checkpoint
@@ -61,16 +61,16 @@ def test_engine_without_sidecar_loads_with_a_warning(tmp_path: Path, caplog: pyt
     bare = tmp_path / "trtexec.engine"
     bare.write_bytes(b"plan")
     with caplog.at_level(logging.WARNING):
-        assert engine_sidecar(bare, "10.16.1.11", "NVIDIA H100", "9.0") is None
+        assert checked_sidecar(bare, "10.16.1.11", "NVIDIA H100", "9.0") is None
     assert "has no sidecar trtexec.json" in caplog.text and "--names" in caplog.text
-    car = Sidecar(artifact=bare.name, kind="engine", model="yolov6n", precision="fp16", imgsz=(640, 640),
-                  batch_profile=(1, 1, 1), tensorrt_version="10.16.1.11", gpu_name="NVIDIA L4",
-                  compute_capability="8.9")  # fmt: skip
+    car = Sidecar.make(artifact=bare.name, kind="engine", model="yolov6n", precision="fp16", imgsz=(640, 640),
+                       batch_profile=(1, 1, 1), tensorrt_version="10.16.1.11", gpu_name="NVIDIA L4",
+                       compute_capability="8.9")  # fmt: skip
     write_sidecar(car, bare)
     with pytest.raises(ArtifactError, match="rebuild"):  # a sidecar that is there is still checked
-        engine_sidecar(bare, "10.16.1.11", "NVIDIA H100", "9.0")
+        checked_sidecar(bare, "10.16.1.11", "NVIDIA H100", "9.0")
     with pytest.raises(ArtifactError, match="does not exist"):
-        engine_sidecar(tmp_path / "none.engine", "10.16.1.11", "NVIDIA H100", "9.0")
+        checked_sidecar(tmp_path / "none.engine", "10.16.1.11", "NVIDIA H100", "9.0")
 
 
 class _FakeEngine:

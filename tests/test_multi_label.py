@@ -150,7 +150,7 @@ def _plugin_inputs(path: Path, images: list[np.ndarray]) -> tuple[np.ndarray, np
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
 def test_efficient_nms_plugin_is_fed_the_scores_of_the_chosen_semantics(art: SimpleNamespace, multi_label: bool):
     path = art.files["trt", multi_label]
-    assert read_metadata(path)["multi_label"] is multi_label and onnx_sidecar(path).multi_label is multi_label
+    assert read_metadata(path).multi_label is multi_label and onnx_sidecar(path).multi_label is multi_label
     boxes, scores, attrs = _plugin_inputs(path, art.images)
     assert attrs["score_threshold"] == pytest.approx(art.conf) and attrs["iou_threshold"] == pytest.approx(IOU)
     assert attrs["max_output_boxes"] == MAX_DET and attrs["background_class"] == -1

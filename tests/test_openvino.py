@@ -96,7 +96,7 @@ def test_ir_metadata_round_trips_and_ir_runs_like_its_onnx(arts: SimpleNamespace
     reference = OpenVINOBackend(arts.fp32, device="cpu")
     assert backend.info.names == reference.info.names and len(backend.info.names) == 8
     assert (backend.info.imgsz, backend.info.precision, backend.info.multi_label) == ((160, 160), "fp32", False)
-    assert backend.info.extra["strides"] == [8, 16, 32]
+    assert backend.info.meta.strides == (8, 16, 32)
     car = read_sidecar(arts.ir_fp32)
     assert (car.kind, car.precision, car.names) == ("openvino", "fp32", tuple(backend.info.names))
     assert car.source_hashes["bin"] and car.artifact == arts.ir_fp32.name

@@ -257,7 +257,7 @@ def test_postprocess_caps_candidates_before_nms() -> None:
 def test_postprocess_raw_rejects_bad_inputs_with_a_fix() -> None:
     with pytest.raises(ArtifactError, match="postprocess_end2end"):
         postprocess_raw(np.zeros((1, 100, 4), dtype=np.float32))
-    with pytest.raises(ConfigError, match="conf threshold must be in 0..1, got 25"):
+    with pytest.raises(ConfigError, match="conf must be a number in 0..1, got 25"):
         postprocess_raw(SCENE, conf=25)
     with pytest.raises(ConfigError, match="max_det"):
         postprocess_raw_torch(torch.from_numpy(SCENE), max_det=0)

@@ -252,7 +252,7 @@ def test_qat_training_writes_a_qat_checkpoint_that_builds_without_calibration(
     result = build(qat=tmp_path / "run" / "last.pt", output=out, backend="onnxruntime")
     assert result.precision == "int8" and result.calibration_images == 0
     meta = read_metadata(result.artifact)
-    assert meta["calibration_method"] == "qat" and meta["quant_target"] == "onnxruntime-cpu"
+    assert meta.calibration_method == "qat" and meta.quant_target == "onnxruntime-cpu"
     assert _quantised_inputs(onnx.load(str(result.artifact))) == _quantised_inputs(onnx.load(str(ptq[target])))
     again = build(onnx=result.artifact, output=tmp_path / "from-onnx", backend="onnxruntime")  # the QAT export
     assert again.precision == "int8" and again.calibration_images == 0

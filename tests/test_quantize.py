@@ -222,8 +222,8 @@ def test_int8_model_keeps_dynamic_batch_and_records_metadata(quantized: tuple, w
     target, _ = quantized
     path = work / f"n-{target}.onnx"
     meta = read_metadata(path)
-    assert (meta["precision"], meta["quant_target"], meta["calibration_method"]) == ("int8", target, "minmax")
-    assert meta["names"] == ["0", "1", "2"] and meta["imgsz"] == [IMGSZ, IMGSZ]
+    assert (meta.precision, meta.quant_target, meta.calibration_method) == ("int8", target, "minmax")
+    assert meta.names == ("0", "1", "2") and meta.imgsz == (IMGSZ, IMGSZ)
     images = np.random.default_rng(0).random((3, 3, IMGSZ, IMGSZ), dtype=np.float32)
     assert _run(path, images).shape[0] == 3 and _run(path, images[:1]).shape[0] == 1
 

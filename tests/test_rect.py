@@ -106,7 +106,7 @@ def test_dynamic_export_runs_any_stride_multiple_and_records_its_range(art: Simp
     session = ort.InferenceSession(str(art.dynamic), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[2:] == ["height", "width"]
     meta = read_metadata(art.dynamic)
-    assert meta["dynamic_hw"] is True and meta["imgsz_min"] == [32, 32] and meta["imgsz_max"] == [IMGSZ, IMGSZ]
+    assert meta.dynamic_hw is True and meta.imgsz_min == (32, 32) and meta.imgsz_max == (IMGSZ, IMGSZ)
     batch = np.random.default_rng(0).random((2, 3, 96, 160), dtype=np.float32)
     with torch.no_grad():
         expected = art.model(torch.from_numpy(batch)).numpy()
@@ -182,12 +182,18 @@ def test_tensorrt_profile_spans_stride_to_imgsz_for_dynamic_height_and_width() -
     assert input_profile(config, (-1, 3, 640, 640)) == ((1, 3, 640, 640), (8, 3, 640, 640), (8, 3, 640, 640))
 
 
-def test_engine_sidecar_records_the_dynamic_range(tmp_path: Path) -> None:
+def test_engine_sidecar_records_the_dynamic_range_of_the_record_it_is_given(
+    art: SimpleNamespace, tmp_path: Path
+) -> None:
+    from yolov6_sdk.artifact.sidecar import read_sidecar, write_sidecar
     from yolov6_sdk.artifact.spec import IOSpec
-    from yolov6_sdk.export.tensorrt import OnnxInfo, dynamic_hw_fields
+    from yolov6_sdk.export.tensorrt import engine_sidecar
 
-    config = BuildConfig(precision="fp16", batch_sizes=(1,), imgsz=(640, 640))
-    dynamic = OnnxInfo(tmp_path, (IOSpec("images", (None, 3, None, None), "float32"),), (), False, "", {}, "")
-    fixed = OnnxInfo(tmp_path, (IOSpec("images", (None, 3, 640, 640), "float32"),), (), False, "", {}, "")
-    assert dynamic_hw_fields(dynamic, config) == {"dynamic_hw": True, "imgsz_min": [32, 32], "imgsz_max": [640, 640]}
-    assert dynamic_hw_fields(fixed, config) == {}
+    config = BuildConfig(precision="fp16", batch_sizes=(1,), imgsz=(IMGSZ, IMGSZ))
+    env = {"tensorrt_version": "10.0.0", "gpu_name": "test GPU", "compute_capability": "9.0"}
+    io = ((IOSpec("images", (None, 3, None, None), "float16"),), ())
+    car = engine_sidecar(tmp_path / "m.engine", config, read_metadata(art.dynamic), env, io, {})
+    back = read_sidecar(write_sidecar(car, tmp_path / "m.engine")).meta
+    assert (back.dynamic_hw, back.imgsz_min, back.imgsz_max) == (True, (32, 32), (IMGSZ, IMGSZ))
+    fixed = engine_sidecar(tmp_path / "f.engine", config, read_metadata(art.fixed), env, io, {}).meta
+    assert (fixed.dynamic_hw, fixed.imgsz_min, fixed.imgsz_max) == (False, None, None)

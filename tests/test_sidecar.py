@@ -29,7 +29,7 @@ H100 = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
 def engine_sidecar(**changes: object) -> Sidecar:
-    base = Sidecar(
+    base = Sidecar.make(
         artifact="yolov6n-fp16-bs1.engine",
         kind="engine",
         model="yolov6n",
@@ -43,8 +43,9 @@ def engine_sidecar(**changes: object) -> Sidecar:
         inputs=(IOSpec("images", (1, 3, 640, 640), "float16"),),
         outputs=(IOSpec("outputs", (1, 8400, 85), "float16"),),
         source_hashes={"onnx": "ab" * 32},
+        sdk_version="0.1.0",
     )
-    return dataclasses.replace(base, **changes)
+    return base.replaced(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +56,25 @@ def raw_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sidecar_round_trips_through_json(tmp_path: Path) -> None:
-    car = engine_sidecar(calibration_method="max", calibration_images=500, extra={"conf": 0.25})
+    car = engine_sidecar(calibration_method="max", calibration_images=500, conf=0.25, extra={"build_seconds": 1.5})
     written = write_sidecar(car, tmp_path / car.artifact)
     assert written == tmp_path / "yolov6n-fp16-bs1.json"
     data = json.loads(written.read_text())
     assert data["format"] == SIDECAR_FORMAT and data["created"]
     back = read_sidecar(tmp_path / car.artifact)
     assert back == dataclasses.replace(car, created=data["created"])
+
+
+def test_an_older_engine_sidecar_keeps_its_export_settings_readable_from_extra() -> None:
+    data = {
+        key: value
+        for key, value in engine_sidecar().to_dict().items()
+        if key not in ("conf", "dynamic_hw", "imgsz_min", "imgsz_max")
+    }
+    data["extra"] = {"conf": 0.3, "dynamic_hw": True, "imgsz_min": [32, 32], "imgsz_max": [640, 640], "seconds": 2}
+    meta = Sidecar.from_dict(data).meta
+    assert (meta.conf, meta.dynamic_hw, meta.imgsz_min, meta.imgsz_max) == (0.3, True, (32, 32), (640, 640))
+    assert meta.extra == {"seconds": 2}
 
 
 def test_dynamic_axes_are_stored_as_null_and_read_as_none(tmp_path: Path) -> None:

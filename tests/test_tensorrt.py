@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from yolov6_sdk._optional import available
 from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.meta import ArtifactMeta
 from yolov6_sdk.artifact.sidecar import Sidecar, write_sidecar
 from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError, MissingDependencyError, YOLOv6Error
@@ -126,7 +127,7 @@ def onnx_info(dtype: str = "float32", has_qdq: bool = False, batch: int | None =
         outputs=(IOSpec("outputs", (batch, 525, 85), dtype),),
         has_qdq=has_qdq,
         nms=nms,
-        metadata={},
+        meta=ArtifactMeta(),
         sha256="",
     )
 
@@ -346,7 +347,7 @@ def qdq_onnx(path: Path) -> Path:
 def test_inspect_onnx_reads_io_nms_and_qdq(exports: dict[str, Path], tmp_path: Path) -> None:
     raw, trt = inspect_onnx(exports["raw"]), inspect_onnx(exports["trt"])
     assert raw.inputs[0] == IOSpec("images", (None, 3, 64, 96), "float32") and (raw.nms, raw.has_qdq) == ("", False)
-    assert raw.metadata["model"] == "yolov6n" and len(raw.sha256) == 64
+    assert raw.meta.model == "yolov6n" and len(raw.sha256) == 64
     assert trt.nms == "trt" and [o.name for o in trt.outputs] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
     assert inspect_onnx(qdq_onnx(tmp_path / "q.onnx")).has_qdq
     with pytest.raises(ArtifactError, match="does not exist"):
@@ -382,7 +383,7 @@ def test_build_without_tensorrt_names_the_extra(exports: dict[str, Path], tmp_pa
 def write_engine_with_sidecar(folder: Path, **changes: Any) -> Path:
     engine = folder / "yolov6n-fp16-bs1.engine"
     engine.write_bytes(b"serialized engine bytes")
-    car = Sidecar(
+    car = Sidecar.make(
         artifact=engine.name,
         kind="engine",
         model="yolov6n",
@@ -393,7 +394,7 @@ def write_engine_with_sidecar(folder: Path, **changes: Any) -> Path:
         gpu_name="NVIDIA H100 80GB HBM3",
         compute_capability="9.0",
     )
-    write_sidecar(dataclasses.replace(car, **changes), engine)
+    write_sidecar(car.replaced(**changes), engine)
     return engine
 
 

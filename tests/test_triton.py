@@ -144,7 +144,7 @@ def engine_with_sidecar(folder: Path, profile: tuple[int, int, int]) -> Path:
         IOSpec("det_scores", (None, 100), "float32"),
         IOSpec("det_classes", (None, 100), "int32"),
     )
-    car = Sidecar(
+    car = Sidecar.make(
         artifact=engine.name,
         kind="engine",
         model="yolov6n",

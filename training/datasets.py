@@ -18,7 +18,8 @@ import numpy as np
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact.preprocess import LetterboxInfo
 from yolov6_sdk.errors import ConfigError, DatasetError
-from yolov6_sdk.labels import IMAGE_SUFFIXES, DetectionSet
+from yolov6_sdk.fileio import IMAGE_SUFFIXES
+from yolov6_sdk.labels import DetectionSet
 
 from . import augment as aug
 
@@ -50,7 +51,7 @@ def _targets(boxes: np.ndarray, classes: np.ndarray) -> torch.Tensor:
 def _why_empty(data: DetectionSet) -> str:
     """Why a parsed split kept no image, in words a command-line user can act on."""
     if not data.skipped:
-        return f"its image folder holds no {'/'.join(IMAGE_SUFFIXES)} file; check the --data path and split"
+        return f"its image folder holds no {'/'.join(sorted(IMAGE_SUFFIXES))} file; check the --data path and split"
     path, reason = data.skipped[0]
     others = f", and {len(data.skipped) - 1} more dropped" if len(data.skipped) > 1 else ""
     return f"every image was dropped while reading it, e.g. {path}: {reason}{others}"

@@ -196,7 +196,7 @@ def busy_machine_note(load: float | None = None, cores: int | None = None) -> st
 # ------------------------------------------------------------------------------------------- planning
 
 
-def plan_jobs(options: BenchOptions) -> list[Job]:
+def bench_jobs(options: BenchOptions) -> list[Job]:
     """Every combination to run, in table order (model, backend, precision, batch)."""
     if options.artifacts:
         jobs = []
@@ -216,7 +216,8 @@ def plan_jobs(options: BenchOptions) -> list[Job]:
 
 
 def _artifact_precision(path: Path) -> str:
-    from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
+    from yolov6_sdk.artifact.meta import onnx_meta
+    from yolov6_sdk.artifact.sidecar import read_sidecar, sidecar_path
 
     if sidecar_path(path).is_file():
         return read_sidecar(path).precision
@@ -224,7 +225,7 @@ def _artifact_precision(path: Path) -> str:
         proto = require("onnx").load(str(path), load_external_data=False)
         if any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
             return "int8"
-        return str(onnx_metadata(proto).get("precision", "fp32"))
+        return onnx_meta(proto, str(path)).precision or "fp32"
     return "fp32"
 
 
@@ -411,7 +412,7 @@ def run_benchmark(
     if busy:
         LOGGER.warning("%s", busy)
         report.notes.append(busy)
-    for job in plan_jobs(options):
+    for job in bench_jobs(options):
         report.rows.append(runner.run(job))
         if on_row is not None:
             on_row(job, report.rows[-1])

@@ -7,6 +7,10 @@ fsynced. A process killed mid-write leaves only such a temporary: :func:`remove_
 ones whose writing process (the pid in the name) is gone, and is run by every build on its output folder.
 :func:`check_output_folder` and :func:`check_output_file` answer "can results be written there?" before any
 work starts. :func:`exclusive_lock` keeps two processes from writing files of one name at once.
+
+It also holds the one table of the media suffixes the SDK reads (:data:`IMAGE_SUFFIXES`, :data:`VIDEO_SUFFIXES`)
+and the one folder lister (:func:`files_under`), shared by the image sources, the calibration set and the
+dataset readers.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ except ImportError:  # Windows: no advisory locks, see exclusive_lock
 from yolov6_sdk.errors import OutputError, YOLOv6Error
 
 TEMP_MARK = ".tmp."
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+
+
+def files_under(folder: str | Path, suffixes: frozenset[str]) -> list[Path]:
+    """Files under ``folder`` (recursively) whose suffix, lower-cased, is one of ``suffixes``; sorted by path."""
+    return sorted(path for path in Path(folder).rglob("*") if path.suffix.lower() in suffixes and path.is_file())
 
 
 def temporary_sibling(path: str | Path) -> Path:

@@ -24,10 +24,9 @@ import numpy as np
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.errors import DatasetError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import IMAGE_SUFFIXES, atomic_path, files_under
 
 LOGGER = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_BOX_SIDE = 1.0  # px; boxes thinner than this after clipping to the image are dropped
 _CACHE_VERSION = "1"
 
@@ -80,13 +79,6 @@ class DetectionSet:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _list_images(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, _, files in os.walk(folder):
-        found += [Path(dirpath) / f for f in files if f.lower().endswith(IMAGE_SUFFIXES)]
-    return sorted(found)
 
 
 def _probe_one(path: Path) -> tuple[int, int] | None:
@@ -277,7 +269,7 @@ def load_coco(root: str | Path, split: str, *, cache: bool = True) -> DetectionS
                 f"and <root>/images/{split}/; point root at a COCO-layout folder or create one with "
                 "`yolov6-datagen ROOT`"
             )
-    key = _fingerprint([ann_path, *_list_images(image_dir)], "coco")
+    key = _fingerprint([ann_path, *files_under(image_dir, IMAGE_SUFFIXES)], "coco")
     cache_path = ann_path.parent / f".{split}.cache.npz"
     return _cached(cache_path, key, cache, lambda: _parse_coco(ann_path, image_dir))
 
@@ -374,9 +366,9 @@ def load_yolo(data_yaml: str | Path, split: str, *, cache: bool = True) -> Detec
     """
     data_yaml = Path(data_yaml)
     names, dirs = _read_data_yaml(data_yaml, split)
-    images = [p for d in dirs for p in _list_images(d)]
+    images = [p for d in dirs for p in files_under(d, IMAGE_SUFFIXES)]
     if not images:
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {[str(d) for d in dirs]}")
+        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {[str(d) for d in dirs]}")
     key = _fingerprint([*images, *map(_label_path, images)], json.dumps(names))
     label_dir = _label_path(dirs[0] / "x").parent
     anchor = label_dir if label_dir.is_dir() else dirs[0]

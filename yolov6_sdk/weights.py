@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.preprocess import MAX_SIDE
 from yolov6_sdk.checkpoint_reader import (
     CheckpointFile,
     check_tensors,
@@ -223,7 +224,10 @@ def _sdk_fields(path: Path, checkpoint: Any) -> dict[str, Any]:
     checks = {
         "model": (isinstance(checkpoint["model"], str), "a zoo model name (str)"),
         "num_classes": (_positive_int(nc), "a positive int"),
-        "imgsz": (_positive_int(checkpoint["imgsz"]), "a positive int (pixels)"),
+        "imgsz": (
+            _positive_int(checkpoint["imgsz"]) and checkpoint["imgsz"] <= MAX_SIDE,
+            f"a positive int up to {MAX_SIDE} (pixels)",
+        ),
         "names": (_is_names(checkpoint["names"], nc), f"a list of {nc} class names (str)"),
         "meta": (isinstance(checkpoint["meta"], dict), "a dict"),
     }

@@ -25,11 +25,10 @@ import numpy as np
 
 from yolov6_sdk.artifact.image_header import image_size
 from yolov6_sdk.errors import ConfigError, ImageError
+from yolov6_sdk.fileio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, files_under
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 MAX_PIXELS = 100_000_000
 """Default pixel limit (width x height) of an image file: 100 MP, about 300 MB once decoded as BGR uint8."""
@@ -345,7 +344,7 @@ def list_images(source: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        images = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        images = files_under(path, IMAGE_SUFFIXES)
         if not images:
             raise ImageError(f"folder {text!r} holds no image file ({_suffix_list()}); check the folder")
         logger.debug("found %d images under %s", len(images), path)

@@ -10,12 +10,12 @@ end-to-end outputs of :data:`~yolov6_sdk.artifact.spec.END2END_OUTPUTS`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolov6_sdk.artifact.preprocess import check_imgsz
-from yolov6_sdk.artifact.sidecar import recorded_multi_label
+from yolov6_sdk.artifact.meta import ArtifactMeta
+from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, IOSpec, Precision
 from yolov6_sdk.errors import ArtifactError, ConfigError
 
@@ -33,13 +33,15 @@ class ModelInfo:
         imgsz: (H, W) the artifact was exported for.
         end2end: the artifact emits the EfficientNMS outputs (NMS inside) instead of ``outputs`` [B, A, 5+nc].
         multi_label: the NMS semantics the artifact records (a box once per class above conf, or only its
-            best class); see :func:`~yolov6_sdk.artifact.sidecar.recorded_multi_label`.
+            best class); see :meth:`~yolov6_sdk.artifact.meta.ArtifactMeta.multi_label_or`.
         precision: "fp32", "fp16", "bf16" or "int8": what runs (a backend may run an artifact in another
             precision than it records, e.g. OpenVINO's bf16 on an fp32 graph).
         max_batch: largest batch the artifact serves (None: unbounded).
         min_batch: smallest batch it serves.
         inputs, outputs: tensor specs (:class:`~yolov6_sdk.artifact.spec.IOSpec`).
-        extra: anything else the artifact recorded (metadata, sidecar fields).
+        meta: what the artifact records (:class:`~yolov6_sdk.artifact.meta.ArtifactMeta`; empty for a graph
+            from elsewhere).
+        extra: what the backend adds (the compiled precision, device memory, ...).
     """
 
     names: list[str]
@@ -51,6 +53,7 @@ class ModelInfo:
     min_batch: int = 1
     inputs: tuple[IOSpec, ...] = ()
     outputs: tuple[IOSpec, ...] = ()
+    meta: ArtifactMeta = field(default_factory=ArtifactMeta)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,7 +64,7 @@ shape is symbolic."""
 
 def graph_model_info(
     where: str,
-    meta: Mapping[str, Any],
+    meta: ArtifactMeta,
     inputs: Sequence[IOSpec],
     outputs: Sequence[IOSpec],
     imgsz: int | tuple[int, int] | None,
@@ -71,7 +74,7 @@ def graph_model_info(
 
     Args:
         where: the artifact's path, for messages.
-        meta: decoded metadata (names, imgsz, precision, multi_label, ...); empty for a foreign graph.
+        meta: what the graph records (:func:`~yolov6_sdk.artifact.meta.read_meta`); empty for a foreign graph.
         imgsz: the (H, W) the caller asks for; needed when the graph's input size is dynamic and unrecorded.
         probe: see :data:`RawOutputProbe`; called only for an unrecorded graph with a symbolic raw output.
 
@@ -90,25 +93,25 @@ def graph_model_info(
     if inputs[0].dtype not in ("float32", "float16"):
         raise ArtifactError(f"{where}: expected a float32 or float16 input, got {inputs[0].dtype}")
     batch = inputs[0].shape[0]
-    precision = meta.get("precision") or ("fp16" if inputs[0].dtype == "float16" else "fp32")
+    precision = meta.precision or ("fp16" if inputs[0].dtype == "float16" else "fp32")
     size = _imgsz(where, meta, inputs[0], imgsz)
     return ModelInfo(
         names=_names(where, meta, outputs, size, end2end, probe),
         imgsz=size,
         end2end=end2end,
-        multi_label=recorded_multi_label(meta, end2end, where),
-        precision=str(precision),  # type: ignore[arg-type]  # checked by the writers
+        multi_label=meta.multi_label_or(end2end),
+        precision=precision,
         max_batch=batch,
         min_batch=batch or 1,
         inputs=tuple(inputs),
         outputs=tuple(outputs),
-        extra=dict(meta),
+        meta=meta,
     )
 
 
 def _names(
     where: str,
-    meta: Mapping[str, Any],
+    meta: ArtifactMeta,
     outputs: Sequence[IOSpec],
     imgsz: tuple[int, int],
     end2end: bool,
@@ -116,9 +119,8 @@ def _names(
 ) -> list[str]:
     """Recorded class names, else "0".."nc-1" with nc from the raw output's last axis (whose shape must then
     be a YOLOv6 model's, see :func:`check_unrecorded_raw_output`)."""
-    names = meta.get("names")
-    if isinstance(names, list) and names:
-        return [str(name) for name in names]
+    if meta.names:
+        return list(meta.names)
     if end2end:
         LOGGER.warning("%s records no class names; classes are shown by number", where)
         return []
@@ -129,13 +131,11 @@ def _names(
     return [str(i) for i in range(columns - 5)]
 
 
-def _imgsz(where: str, meta: Mapping[str, Any], spec: IOSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
+def _imgsz(where: str, meta: ArtifactMeta, spec: IOSpec, asked: int | tuple[int, int] | None) -> tuple[int, int]:
     fixed = spec.shape[2:]
-    recorded = meta.get("imgsz")
-    if isinstance(recorded, list) and len(recorded) == 2:
-        known: tuple[int, int] | None = (int(recorded[0]), int(recorded[1]))
-    else:
-        known = (int(fixed[0]), int(fixed[1])) if None not in fixed else None  # type: ignore[arg-type]
+    known = meta.imgsz
+    if known is None and None not in fixed:
+        known = check_imgsz((int(fixed[0]), int(fixed[1])), stride=1)  # type: ignore[arg-type]  # bounded as a file's
     if asked is None:
         if known is None:
             raise ConfigError(
@@ -163,3 +163,32 @@ def check_unrecorded_raw_output(where: str, anchors: int, columns: int, imgsz: t
             f"{height}x{width} gives [B, {' or '.join(map(str, expected))}, 5 + classes]; export the model with "
             "yolov6-build (it records the class names), or pass the imgsz it was exported at"
         )
+
+
+InputRange = tuple[tuple[int, int], tuple[int, int] | None]
+"""``(smallest, largest)`` (h, w) inputs of a dynamic-shape artifact; largest None: unbounded."""
+
+
+def served_input_range(info: ModelInfo, imgsz: tuple[int, int], where: str) -> InputRange | None:
+    """The :data:`InputRange` of the artifact ``where`` described by ``info``, None when its input size is fixed,
+    checked against the model input size ``imgsz`` (h, w) a caller asks for.
+
+    The range comes from what the artifact records (``imgsz_min`` / ``imgsz_max``: the ONNX metadata, or the
+    engine's sidecar from its optimisation profile; bounded when read).
+
+    Raises:
+        ConfigError: ``imgsz`` differs from a fixed input size, or lies outside the recorded range.
+    """
+    dims = info.inputs[0].shape[2:] if info.inputs else (None, None)
+    if None not in dims:
+        if len(dims) == 2 and tuple(dims) != imgsz:
+            raise ConfigError(f"{where} takes input {tuple(dims)} only, got imgsz={imgsz}; drop imgsz")
+        return None
+    low, high = info.meta.imgsz_min or (MIN_SIDE, MIN_SIDE), info.meta.imgsz_max
+    (height, width), largest = imgsz, high or imgsz
+    if height < low[0] or width < low[1] or height > largest[0] or width > largest[1]:
+        raise ConfigError(
+            f"{where} serves inputs from {low[0]}x{low[1]} to {largest[0]}x{largest[1]} (its dynamic-shape profile), "
+            f"got imgsz={imgsz}; pass an imgsz in that range, or re-export (yolov6-build) at the size you need"
+        )
+    return low, high

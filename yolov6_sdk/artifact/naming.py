@@ -26,7 +26,8 @@ import re
 from pathlib import Path
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.sidecar import onnx_metadata, read_sidecar, sidecar_path
+from yolov6_sdk.artifact.meta import onnx_meta
+from yolov6_sdk.artifact.sidecar import read_sidecar, sidecar_path
 from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, NMS_MODES, PRECISIONS
 from yolov6_sdk.errors import ArtifactError, ConfigError
 
@@ -127,8 +128,8 @@ def recorded_source(artifact: str | Path) -> str | None:
             hashes = {}
     if not hashes and path.suffix == ".onnx":
         try:
-            hashes = onnx_metadata(require("onnx").load(str(path), load_external_data=False))
-        except Exception:  # not readable as ONNX: it records nothing
+            hashes = dict(onnx_meta(require("onnx").load(str(path), load_external_data=False), str(path)).source_hashes)
+        except Exception:  # not readable as ONNX, or a record that breaks the rules: it records nothing usable
             hashes = {}
     return next((str(hashes[key]) for key in SOURCE_KEYS if key in hashes), None)
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 STRIDE = 32
 PAD_VALUE = 114
 MIN_SIDE = STRIDE  # smallest canvas height / width a dynamic-shape artifact serves
+MAX_SIDE = 4096  # largest input height / width, 3.2x the largest official size (1280): one 4096x4096 image is 201 MB
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,12 @@ def _resized_shape(orig_shape: tuple[int, int], ratio: float) -> tuple[int, int]
 
 
 def check_imgsz(imgsz: int | Sequence[int], stride: int = STRIDE) -> tuple[int, int]:
-    """Normalise a model input size to ``(h, w)``; an int means a square canvas.
+    """Normalise a model input size to ``(h, w)``; an int means a square canvas. The one image-size rule for
+    sizes given by the user and sizes read from files (metadata, sidecars, checkpoints) alike.
 
     Raises:
-        ConfigError: not one or two positive integers that are multiples of ``stride``.
+        ConfigError: not one or two positive integers that are multiples of ``stride`` and at most
+            :data:`MAX_SIDE`.
     """
     if isinstance(imgsz, (int, np.integer)):
         size: tuple[Any, ...] = (imgsz, imgsz)
@@ -80,6 +83,8 @@ def check_imgsz(imgsz: int | Sequence[int], stride: int = STRIDE) -> tuple[int, 
         raise ConfigError(
             f"imgsz must be an int or (height, width) of positive ints, multiples of {stride}, got {imgsz!r}"
         )
+    if any(v > MAX_SIDE for v in size):
+        raise ConfigError(f"imgsz {tuple(size)} is larger than {MAX_SIDE} pixels on a side; use a smaller size")
     if any(v % stride for v in size):
         fixed = tuple(int(math.ceil(v / stride) * stride) for v in size)
         raise ConfigError(f"imgsz {tuple(size)} must be multiples of {stride}; use {fixed}")
@@ -240,7 +245,19 @@ def preprocess_batch(
     scale_shape = check_imgsz(imgsz)
     shape = scale_shape if canvas is None else check_imgsz(canvas)
     _check_images(images)
-    buffer = buffer if buffer is not None else InputBuffer()
+    return letterbox_batch(images, scale_shape, shape, buffer if buffer is not None else InputBuffer(), scaleup)
+
+
+def letterbox_batch(
+    images: Sequence[np.ndarray],
+    scale_shape: tuple[int, int],
+    canvas: tuple[int, int],
+    buffer: InputBuffer,
+    scaleup: bool = True,
+) -> tuple[np.ndarray, list[LetterboxInfo]]:
+    """The kernel of :func:`preprocess_batch`, for callers that checked its inputs: a non-empty list of HxWx3
+    uint8 images, ``scale_shape`` and ``canvas`` (h, w) from :func:`check_imgsz`."""
+    shape = canvas
     batch = buffer.batch(len(images), shape)
     infos = []
     for i, image in enumerate(images):
@@ -265,11 +282,24 @@ def preprocess_batch_torch(
     values as :func:`preprocess_batch`; pixels agree with it within 1/255 (bilinear resize rounded to
     integer levels, as cv2 rounds).
     """
+    scale_shape = check_imgsz(imgsz)
+    shape = scale_shape if canvas is None else check_imgsz(canvas)
+    _check_images(images)
+    return letterbox_batch_torch(images, scale_shape, shape, device, scaleup)
+
+
+def letterbox_batch_torch(
+    images: Sequence[np.ndarray],
+    scale_shape: tuple[int, int],
+    canvas: tuple[int, int],
+    device: str | torch.device,
+    scaleup: bool = True,
+) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+    """The kernel of :func:`preprocess_batch_torch`, for callers that checked its inputs (as for
+    :func:`letterbox_batch`)."""
     torch = require("torch")
     functional = require("torch.nn.functional")
-    scale_shape = check_imgsz(imgsz)
-    height, width = scale_shape if canvas is None else check_imgsz(canvas)
-    _check_images(images)
+    height, width = canvas
     batch = torch.full((len(images), 3, height, width), PAD_VALUE, dtype=torch.float32, device=device)
     infos = []
     for i, image in enumerate(images):
@@ -328,3 +358,13 @@ def scale_boxes_to_original(boxes_xyxy: Any, info: LetterboxInfo, inplace: bool 
     limit = torch.tensor([w, h, w, h], dtype=torch.float64, device=boxes.device)
     out = (boxes.double() - offset) / info.ratio
     return torch.minimum(out.clamp(min=0.0), limit).to(boxes.dtype)
+
+
+def pad_batch(batch: Any, size: int) -> Any:
+    """Append zero images so ``batch`` holds at least ``size`` (for artifacts with a fixed or minimum batch)."""
+    missing = size - len(batch)
+    if missing <= 0:
+        return batch
+    if isinstance(batch, np.ndarray):
+        return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
+    return require("torch").cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))

@@ -6,13 +6,14 @@ artifact is. It has the artifact's stem and the suffix ``.json`` (:func:`sidecar
 :func:`yolov6_sdk.artifact.naming.artifact_name`, e.g. ``yolov6n-3f2a9c1d-640-fp16.engine`` gets
 ``yolov6n-3f2a9c1d-640-fp16.json``) and holds
 
+* what the artifact is: its :class:`~yolov6_sdk.artifact.meta.ArtifactMeta` (model, class names, precision,
+  input size and dynamic range, end-to-end NMS kind and semantics, calibration, source hashes, SDK version),
+  its fields at the top level;
 * TensorRT version, GPU name and compute capability, hardware-compatibility level (empty for ONNX artifacts);
-* model, class names, precision, input size (h, w), batch profile (min, opt, max), end-to-end NMS kind and
-  NMS semantics (``multi_label``, see :func:`recorded_multi_label`);
-* calibration method and image count (INT8);
-* input/output names, shapes (None = dynamic axis) and numpy dtype names;
-* sha256 of the sources (ONNX file, checkpoint) and of the artifact itself, SDK version, creation time (UTC,
-  ISO 8601).
+* batch profile (min, opt, max); input/output names, shapes (None = dynamic axis) and numpy dtype names;
+* the sha256 of the artifact itself and the creation time (UTC, ISO 8601).
+
+It is read as untrusted input (:func:`read_sidecar`): JSON size, depth and number limits, and every field checked.
 
 Publishing (:func:`publish_artifact`) keeps the pair consistent for any reader and across a crash at any
 point: the finished artifact waits under a hidden temporary name; the old artifact is removed first (its old
@@ -33,14 +34,15 @@ import datetime
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from yolov6_sdk import __version__
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.spec import IOSpec, NmsMode, Precision
+from yolov6_sdk.artifact.meta import FIELDS, MAX_JSON_CHARS, ArtifactMeta, bounded_json, onnx_meta, read_meta
+from yolov6_sdk.artifact.spec import IOSpec, Precision
 from yolov6_sdk.errors import ArtifactError
 from yolov6_sdk.fileio import publish, write_text
 
@@ -52,90 +54,131 @@ KINDS = ("onnx", "engine", "openvino")
 
 @dataclass(frozen=True)
 class Sidecar:
-    """What an artifact is and where it was built; see the module docstring for the fields' meaning.
+    """What an artifact is (:attr:`meta`) and where it was built; see the module docstring for the fields.
 
     ``batch_profile`` is ``(min, opt, max)`` batch sizes; None for an ONNX file with an unbounded dynamic batch.
     ``compute_capability`` is "major.minor" (e.g. "9.0"); ``hardware_compatibility`` is "", "ampere_plus" or
-    "same_compute_capability". ``multi_label``: the artifact's NMS semantics (:func:`recorded_multi_label`).
+    "same_compute_capability". The record's fields read through properties (``sidecar.names``, ...).
     """
 
     artifact: str
     kind: str
-    model: str
-    precision: Precision
-    imgsz: tuple[int, int]
-    batch_profile: tuple[int, int, int] | None
-    end2end: NmsMode | Literal[""] = ""
-    multi_label: bool = False
-    names: tuple[str, ...] = ()
-    calibration_method: str = ""
-    calibration_images: int = 0
+    meta: ArtifactMeta
+    batch_profile: tuple[int, int, int] | None = None
     tensorrt_version: str = ""
     gpu_name: str = ""
     compute_capability: str = ""
     hardware_compatibility: str = ""
     inputs: tuple[IOSpec, ...] = ()
     outputs: tuple[IOSpec, ...] = ()
-    source_hashes: dict[str, str] = field(default_factory=dict)
     artifact_sha256: str = ""
-    sdk_version: str = __version__
     created: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    model = property(lambda self: self.meta.model)
+    names = property(lambda self: self.meta.names)
+    precision = property(lambda self: self.meta.precision or "fp32")
+    imgsz = property(lambda self: self.meta.imgsz or (0, 0))
+    end2end = property(lambda self: self.meta.end2end)
+    multi_label = property(lambda self: self.meta.multi_label_or(bool(self.meta.end2end)))
+    calibration_method = property(lambda self: self.meta.calibration_method)
+    calibration_images = property(lambda self: self.meta.calibration_images)
+    source_hashes = property(lambda self: self.meta.source_hashes)
+    sdk_version = property(lambda self: self.meta.sdk_version)
+    extra = property(lambda self: self.meta.extra)
+
+    @classmethod
+    def make(cls, artifact: str, kind: str, **fields: Any) -> Sidecar:
+        """A sidecar from flat ``fields``: :class:`ArtifactMeta` fields go into :attr:`meta`, the rest are the
+        sidecar's own."""
+        return cls(artifact, kind, ArtifactMeta()).replaced(**fields)
+
+    def replaced(self, **changes: Any) -> Sidecar:
+        """A copy with ``changes``, :class:`ArtifactMeta` fields (``extra``, ``precision``, ...) and the
+        sidecar's own alike."""
+        record = {key: value for key, value in changes.items() if key in FIELDS}
+        own = {key: value for key, value in changes.items() if key not in FIELDS}
+        return dataclasses.replace(self, meta=dataclasses.replace(self.meta, **record), **own)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (``format`` key first)."""
-        return {"format": SIDECAR_FORMAT, **dataclasses.asdict(self)}
+        """Plain JSON-ready dict (``format`` key first, the record's fields at the top level)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "meta"}
+        own["inputs"] = [dataclasses.asdict(spec) for spec in self.inputs]
+        own["outputs"] = [dataclasses.asdict(spec) for spec in self.outputs]
+        return {"format": SIDECAR_FORMAT, **self.meta.to_record(), **own}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "sidecar") -> Sidecar:
-        """Inverse of :meth:`to_dict`.
+        """Inverse of :meth:`to_dict`; every value is checked (:func:`~yolov6_sdk.artifact.meta.read_meta` for
+        the record, the same limits for the rest).
 
         Raises:
-            ArtifactError: not a sidecar of this format, or a required field is missing or malformed.
+            ArtifactError: not a sidecar of this format, or a field is missing or malformed.
         """
         if data.get("format") != SIDECAR_FORMAT:
-            raise ArtifactError(f"{where}: expected a {SIDECAR_FORMAT!r} sidecar, got format {data.get('format')!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+            shown = str(data.get("format"))[:80]
+            raise ArtifactError(f"{where}: expected a {SIDECAR_FORMAT!r} sidecar, got format {shown!r}")
+        extra = data.get("extra", {})
+        lifted = {k: v for k, v in extra.items() if k in FIELDS} if isinstance(extra, dict) else {}  # older sidecars
+        record = {**lifted, **{k: data[k] for k in FIELDS if k in data}}
+        if isinstance(extra, dict):
+            record["extra"] = {k: v for k, v in extra.items() if k not in lifted}
+        meta = read_meta(record, where)
         try:
-            values["imgsz"] = (int(values["imgsz"][0]), int(values["imgsz"][1]))
-            profile = values.get("batch_profile")
-            values["batch_profile"] = None if profile is None else tuple(int(b) for b in profile)
-            values["names"] = tuple(str(n) for n in values.get("names", ()))
-            values["multi_label"] = recorded_multi_label(values, bool(values.get("end2end")), where)
-            for key in ("inputs", "outputs"):
-                values[key] = tuple(_spec(item) for item in values.get(key, ()))
-            sidecar = cls(**values)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            sidecar = cls(
+                artifact=_text(data["artifact"]),
+                kind=_text(data["kind"]),
+                meta=meta,
+                batch_profile=_profile(data.get("batch_profile")),
+                **{key: _text(data.get(key, "")) for key in _TEXT_FIELDS},
+                inputs=_specs(data.get("inputs", ())),
+                outputs=_specs(data.get("outputs", ())),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(
-                f"{where}: malformed sidecar ({exc!r}); rebuild the artifact with yolov6-build"
-            ) from exc
+                f"{where}: malformed sidecar ({str(exc)[:200]}); rebuild the artifact with yolov6-build"
+            ) from None
         if sidecar.kind not in KINDS:
-            raise ArtifactError(f"{where}: sidecar kind must be one of {KINDS}, got {sidecar.kind!r}")
+            raise ArtifactError(f"{where}: sidecar kind must be one of {KINDS}, got {sidecar.kind[:40]!r}")
+        if meta.precision is None:
+            raise ArtifactError(f"{where}: the sidecar records no precision; rebuild the artifact with yolov6-build")
         return sidecar
 
 
-def _spec(item: Mapping[str, Any]) -> IOSpec:
-    shape = tuple(None if d is None or int(d) < 0 else int(d) for d in item["shape"])
-    return IOSpec(name=str(item["name"]), shape=shape, dtype=str(item["dtype"]))
+_TEXT_FIELDS = (
+    "tensorrt_version", "gpu_name", "compute_capability", "hardware_compatibility", "artifact_sha256", "created"
+)  # fmt: skip
+_MAX_SPECS, _MAX_DIMS, _MAX_DIM = 64, 8, 1 << 31
 
 
-def recorded_multi_label(meta: Mapping[str, Any], end2end: bool, where: str) -> bool:
-    """The NMS semantics ``meta`` (ONNX metadata, sidecar or checkpoint meta) records under ``multi_label``.
-
-    False: one label per box (each box keeps only its best class score; detection). True: a box may come out
-    once per class scoring above conf (COCO evaluation). An artifact from before the field reads as the old
-    behaviour of its kind: end-to-end (NMS in the graph ran over every class) True, raw False.
-
-    Raises:
-        ArtifactError: the recorded value is not a bool.
-    """
-    value = meta.get("multi_label")
-    if value is None:
-        return end2end
-    if not isinstance(value, bool):
-        raise ArtifactError(f"{where}: multi_label must be true or false, got {value!r}; re-export the artifact")
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 1024:
+        raise TypeError(f"expected a string of at most 1024 characters, got {type(value).__name__}")
     return value
+
+
+def _profile(value: Any) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    sizes = tuple(value) if isinstance(value, (list, tuple)) else ()
+    if len(sizes) != 3 or not all(type(b) is int and 1 <= b <= 1 << 16 for b in sizes):
+        raise ValueError(f"batch_profile must be [min, opt, max] batch sizes, got {str(value)[:80]}")
+    return sizes  # type: ignore[return-value]
+
+
+def _specs(items: Any) -> tuple[IOSpec, ...]:
+    if not isinstance(items, (list, tuple)) or len(items) > _MAX_SPECS:
+        raise TypeError(f"expected a list of at most {_MAX_SPECS} tensor specs")
+    return tuple(_spec(item) for item in items)
+
+
+def _spec(item: Mapping[str, Any]) -> IOSpec:
+    shape = item["shape"]
+    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_DIMS:
+        raise TypeError(f"a tensor shape must be a list of at most {_MAX_DIMS} axes")
+    dims = tuple(None if d is None or int(d) < 0 else int(d) for d in shape)
+    if any(d is not None and d > _MAX_DIM for d in dims):
+        raise ValueError(f"a tensor axis is larger than {_MAX_DIM}")
+    return IOSpec(name=_text(item["name"]), shape=dims, dtype=_text(item["dtype"]))
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -155,6 +198,8 @@ def write_sidecar(sidecar: Sidecar, artifact: str | Path) -> Path:
     """
     if not sidecar.created:
         sidecar = dataclasses.replace(sidecar, created=utc_now())
+    if not sidecar.sdk_version:
+        sidecar = sidecar.replaced(sdk_version=__version__)
     return write_text(sidecar_path(artifact), json.dumps(sidecar.to_dict(), indent=2) + "\n")
 
 
@@ -187,10 +232,11 @@ def check_artifact_hash(sidecar: Sidecar, artifact: str | Path) -> None:
 
 
 def read_sidecar(artifact: str | Path) -> Sidecar:
-    """Read the sidecar of ``artifact`` (the artifact path, or the ``.json`` itself).
+    """Read the sidecar of ``artifact`` (the artifact path, or the ``.json`` itself), as untrusted input: size,
+    depth and number limits (:func:`~yolov6_sdk.artifact.meta.bounded_json`) and a check of every field.
 
     Raises:
-        ArtifactError: the sidecar is missing, not JSON, or not of this format.
+        ArtifactError: the sidecar is missing, not JSON, over a limit, or not of this format; naming the file.
     """
     path = sidecar_path(artifact)
     if not path.is_file():
@@ -199,11 +245,14 @@ def read_sidecar(artifact: str | Path) -> Sidecar:
             "rebuild the artifact with yolov6-build (it writes both files)"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if path.stat().st_size > MAX_JSON_CHARS:
+            raise ArtifactError(f"{path}: {path.stat().st_size} bytes, larger than any SDK sidecar; rebuild it")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable JSON sidecar ({exc}); rebuild with yolov6-build") from exc
+    data = bounded_json(text, str(path))
     if not isinstance(data, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}; rebuild with yolov6-build")
     return Sidecar.from_dict(data, where=str(path))
 
 
@@ -313,10 +362,10 @@ def onnx_sidecar(
     calibration_images: int = 0,
     source_hashes: Mapping[str, str] | None = None,
 ) -> Sidecar:
-    """Sidecar of an ONNX artifact, read from the file itself (metadata_props and graph); TensorRT fields empty.
+    """Sidecar of an ONNX artifact, read from the file itself (its :class:`ArtifactMeta` and graph); TensorRT
+    fields empty.
 
-    ``precision`` defaults to the ``precision`` recorded in the ONNX metadata. The file's own sha256 is added
-    to ``source_hashes`` as "onnx".
+    ``precision`` defaults to the recorded one. The file's own sha256 is added to ``source_hashes`` as "onnx".
     """
     onnx = require("onnx")
     path = Path(onnx_path)
@@ -324,48 +373,26 @@ def onnx_sidecar(
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ArtifactError(f"{path}: not a readable ONNX file ({exc})") from exc
-    meta = onnx_metadata(proto)
+    meta = onnx_meta(proto, str(path))
     inputs, outputs = onnx_io_specs(proto)
     batch = inputs[0].shape[0] if inputs and inputs[0].shape else None
-    imgsz = meta.get("imgsz") or ([inputs[0].shape[2], inputs[0].shape[3]] if inputs else [0, 0])
-    hashes = {k: str(v) for k, v in meta.items() if k.endswith("sha256")}
-    hashes.update(source_hashes or {}, onnx=file_sha256(path))
-    end2end = str(meta.get("end2end", ""))
+    fixed = inputs[0].shape[2:] if inputs and len(inputs[0].shape) == 4 else (None, None)
+    imgsz = meta.imgsz or (None if None in fixed else (int(fixed[0]), int(fixed[1])))  # type: ignore[arg-type]
+    meta = dataclasses.replace(
+        meta,
+        imgsz=imgsz,
+        precision=precision or meta.precision or "fp32",
+        multi_label=meta.multi_label_or(bool(meta.end2end)),
+        calibration_method=calibration_method,
+        calibration_images=calibration_images,
+        source_hashes={**meta.source_hashes, **(source_hashes or {}), "onnx": file_sha256(path)},
+        extra={},
+    )
     return Sidecar(
         artifact=path.name,
         kind="onnx",
-        model=str(meta.get("model", path.stem)),
-        precision=precision or str(meta.get("precision", "fp32")),
-        imgsz=(int(imgsz[0] or 0), int(imgsz[1] or 0)),
+        meta=meta if meta.model else dataclasses.replace(meta, model=path.stem),
         batch_profile=None if batch is None else (batch, batch, batch),
-        end2end=end2end,
-        multi_label=recorded_multi_label(meta, bool(end2end), str(path)),
-        names=tuple(str(n) for n in _as_list(meta.get("names"))),
-        calibration_method=calibration_method,
-        calibration_images=calibration_images,
         inputs=inputs,
         outputs=outputs,
-        source_hashes=hashes,
     )
-
-
-def decode_metadata(pairs: Mapping[str, str]) -> dict[str, Any]:
-    """JSON-decode metadata values as the exporter encodes them (other strings kept as they are)."""
-    meta: dict[str, Any] = {}
-    for key, value in pairs.items():
-        try:
-            meta[key] = json.loads(value)
-        except json.JSONDecodeError:
-            meta[key] = value
-    return meta
-
-
-def onnx_metadata(proto: Any) -> dict[str, Any]:
-    """``metadata_props`` of an ``onnx.ModelProto``, decoded by :func:`decode_metadata`."""
-    return decode_metadata({prop.key: prop.value for prop in proto.metadata_props})
-
-
-def _as_list(value: Any) -> Sequence[Any]:
-    if isinstance(value, Mapping):  # {"0": "person", ...}
-        return [value[k] for k in sorted(value, key=int)]
-    return list(value) if isinstance(value, (list, tuple)) else []

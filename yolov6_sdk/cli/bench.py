@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from yolov6_sdk.bench import BenchOptions, BenchRow, Job, plan_jobs, run_benchmark, to_csv, to_markdown
+    from yolov6_sdk.bench import BenchOptions, BenchRow, Job, bench_jobs, run_benchmark, to_csv, to_markdown
     from yolov6_sdk.fileio import write_text
 
     try:
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calib=args.calib,
             cuda_graph=args.cuda_graph,
         )
-        jobs = plan_jobs(options)
+        jobs = bench_jobs(options)
     except YOLOv6Error as exc:
         parser.error(str(exc))
     with tqdm(total=len(jobs), desc="yolov6-bench", unit="run", file=sys.stderr) as bar:

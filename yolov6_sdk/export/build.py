@@ -53,6 +53,7 @@ import onnxruntime
 
 from yolov6_sdk import __version__
 from yolov6_sdk.artifact.external_data import copy_self_contained, external_tensors, read_model_proto
+from yolov6_sdk.artifact.meta import onnx_meta
 from yolov6_sdk.artifact.sidecar import (
     Sidecar,
     check_artifact_hash,
@@ -76,6 +77,7 @@ from yolov6_sdk.fileio import check_output_folder, exclusive_lock, remove_stale_
 LOGGER = logging.getLogger(__name__)
 
 SENSITIVITY_IMAGES = 16  # calibration images the output error is measured on
+EXPORT_KEY = "export_key"  # record entry of a cached export: the hash of what made it (_export_key)
 
 StageProgress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``; stages "calibrate", "sensitivity"."""
@@ -120,10 +122,10 @@ def _cached_export(path: Path, key: str) -> bool:
     if not path.is_file():
         return False
     try:
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        meta = onnx_meta(onnx.load(str(path), load_external_data=False), str(path))
     except Exception:  # an unreadable cache is rebuilt
         return False
-    return meta.get("export_key") == key
+    return meta.extra.get(EXPORT_KEY) == key
 
 
 def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, bool]:
@@ -144,7 +146,7 @@ def _export(plan: BuildPlan, path: Path, half: bool, dest: Path) -> tuple[Path, 
         imgsz=plan.imgsz, opset=plan.opset, dynamic_batch=True, half=half, nms=plan.nms,
         multi_label=plan.multi_label, dynamic_hw=plan.dynamic_hw,
     )  # fmt: skip
-    meta = {"export_key": key, "weights_sha256": source_hash}
+    meta = {EXPORT_KEY: key, "weights_sha256": source_hash}
     if plan.qat_target is not None:  # the Q/DQ ONNX of the fake-quant model: trained ranges, no calibration
         from yolov6_sdk.export.fake_quant import export_qat_onnx, qat_model
 
@@ -274,7 +276,7 @@ def _finish_onnx(state: _State, onnx_path: Path, work: Path) -> Path:
         calibration_images=state.calibration_images,
         source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
     )
-    sidecar = dataclasses.replace(sidecar, extra=_sidecar_extra(state))
+    sidecar = sidecar.replaced(extra=_sidecar_extra(state))
     if built == plan.artifact:  # an export reused in place: the artifact stays, its sidecar is (re)written
         return write_sidecar(dataclasses.replace(sidecar, artifact_sha256=file_sha256(built)), plan.artifact)
     return publish_artifact(work, plan.artifact, sidecar)
@@ -284,8 +286,6 @@ def _sidecar_extra(state: _State) -> dict[str, Any]:
     plan = state.plan
     return {
         "onnxruntime_version": onnxruntime.__version__,
-        "quant_target": plan.target if plan.precision == "int8" else "",
-        "float_layers": [qdq.module_path(n) for n in state.float_layers],
         "batch_sizes": list(plan.options.batch_sizes),
         "build_seconds": {k: round(v, 2) for k, v in state.seconds.items()},
         "build_key": state.build_key,
@@ -308,24 +308,28 @@ def _finish_ir(state: _State, onnx_path: Path, work: Path) -> Path:
         source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
     )  # fmt: skip
     extra = {**_sidecar_extra(state), "openvino_version": openvino.__version__}
-    return publish_ir(work, plan.artifact, dataclasses.replace(sidecar, extra=extra))
+    return publish_ir(work, plan.artifact, sidecar.replaced(extra=extra))
 
 
 def _build_engine(state: _State, onnx_path: Path, work: Path) -> Path:
-    """Build the engine into ``work`` (its builder writes a sidecar beside it), then publish both."""
-    from yolov6_sdk.export.tensorrt import build_engine
+    """Build the engine into ``work`` from the record of ``onnx_path`` plus what this build knows (calibration,
+    source), then publish it with its sidecar."""
+    from yolov6_sdk.export.tensorrt import make_engine
 
     plan, started = state.plan, time.perf_counter()
     options = plan.options
     config = engine_config(plan.precision, options.batch_sizes, plan.imgsz, options.end2end, plan.workspace_gib,
                            options.timing_cache, options.hardware_compat)  # fmt: skip
-    calib = {"method": plan.calib_method, "images": state.calibration_images} if plan.precision == "int8" else None
-    build_engine(onnx_path, work, config, calibration=calib)
+    meta = onnx_meta(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path))
+    int8 = plan.precision == "int8"
+    meta = dataclasses.replace(
+        meta,
+        calibration_method=plan.calib_method if int8 else meta.calibration_method,
+        calibration_images=state.calibration_images if int8 else meta.calibration_images,
+        source_hashes={**meta.source_hashes, "source": plan.source_sha256},
+    )
+    sidecar = make_engine(onnx_path, work, config, meta, extra=_sidecar_extra(state))
     state.timed("engine", started)
-    sidecar = read_sidecar(work)  # add what the quantiser knows (float layers, target) to the builder's
-    sidecar_path(work).unlink()
-    hashes = {**sidecar.source_hashes, "source": plan.source_sha256}
-    sidecar = dataclasses.replace(sidecar, source_hashes=hashes, extra={**sidecar.extra, **_sidecar_extra(state)})
     return publish_artifact(work, plan.artifact, sidecar)
 
 
@@ -381,7 +385,7 @@ def _reused(plan: BuildPlan, car: Sidecar) -> BuildResult:
         size_bytes=plan.artifact.stat().st_size,
         seconds={},
         cached=("artifact",),
-        float_layers=tuple(car.extra.get("float_layers", ())),
+        float_layers=car.meta.float_layers,
         calibration_images=car.calibration_images,
     )
 

@@ -29,12 +29,12 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from yolov6_sdk import __version__
-from yolov6_sdk.artifact.images import decode_image, is_image, read_image, read_image_bytes
+from yolov6_sdk.artifact.images import decode_image, read_image, read_image_bytes
 from yolov6_sdk.artifact.preprocess import check_imgsz, preprocess_batch
 from yolov6_sdk.artifact.spec import INPUT_NAME
 from yolov6_sdk.errors import CalibrationError, ImageError
 from yolov6_sdk.export.options import DEFAULT_CALIB_SIZE
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import IMAGE_SUFFIXES, atomic_path, files_under
 
 LOGGER = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def load_calibration_set(
     )
     if not folder.is_dir():
         raise CalibrationError(f"calibration folder {str(folder)!r} does not exist or is not a folder; {hint}")
-    candidates = sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+    candidates = files_under(folder, IMAGE_SUFFIXES)
     if not candidates:
         raise CalibrationError(f"calibration folder {str(folder)!r} holds no image file; {hint}")
     digest = hashlib.sha256()

@@ -20,7 +20,6 @@ nothing behind.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -32,8 +31,8 @@ import torch
 from torch import nn
 
 from yolov6_sdk import __version__
+from yolov6_sdk.artifact.meta import ArtifactMeta, onnx_meta, write_onnx_meta
 from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
-from yolov6_sdk.artifact.sidecar import onnx_metadata
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS, INPUT_NAME, NMS_MODES, RAW_OUTPUT_NAME, NmsMode
 from yolov6_sdk.errors import BuildError, ConfigError
 from yolov6_sdk.fileio import atomic_path
@@ -214,29 +213,30 @@ def _output_axes(options: ExportOptions) -> tuple[list[str], dict[str, dict[int,
     return names, {name: dims for name, dims in axes.items() if dims}
 
 
-def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, object]) -> dict[str, str]:
-    names = list(getattr(model, "names", []))
-    meta = {
-        "producer": "yolov6-sdk",
-        "sdk_version": __version__,
-        "model": model.config.name,
-        "num_classes": model.num_classes,
-        "names": names,
-        "strides": list(model.strides),
-        "imgsz": list(options.imgsz),
-        "dynamic_hw": options.dynamic_hw,
-        **({"imgsz_min": [MIN_SIDE, MIN_SIDE], "imgsz_max": list(options.imgsz)} if options.dynamic_hw else {}),
-        "precision": "fp16" if options.half else "fp32",
-        "dynamic_batch": options.dynamic_batch,
-        "batch": options.batch,
-        "end2end": options.nms or "",
-        "conf": options.conf,
-        "iou": options.iou,
-        "max_det": options.max_det,
-        "multi_label": options.multi_label,
-        **extra,
-    }
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+def _metadata(model: nn.Module, options: ExportOptions, extra: Mapping[str, object], where: str) -> ArtifactMeta:
+    """The record an export carries: the model and ``options``, with ``extra`` (flat values) set over them."""
+    low, high = ((MIN_SIDE, MIN_SIDE), options.imgsz) if options.dynamic_hw else (None, None)
+    meta = ArtifactMeta(
+        producer="yolov6-sdk",
+        sdk_version=__version__,
+        model=model.config.name,
+        num_classes=model.num_classes,
+        names=tuple(getattr(model, "names", ())),
+        strides=tuple(model.strides),
+        imgsz=options.imgsz,
+        dynamic_hw=options.dynamic_hw,
+        imgsz_min=low,
+        imgsz_max=high,
+        precision="fp16" if options.half else "fp32",
+        dynamic_batch=options.dynamic_batch,
+        batch=options.batch,
+        end2end=options.nms or "",
+        conf=options.conf,
+        iou=options.iou,
+        max_det=options.max_det,
+        multi_label=options.multi_label,
+    )
+    return meta.updated(extra, where) if extra else meta
 
 
 def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -291,14 +291,13 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         if options.simplify:
             proto = _simplify(proto)
-        for key, value in _metadata(model, options, metadata or {}).items():
-            proto.metadata_props.add(key=key, value=value)
+        write_onnx_meta(proto, _metadata(model, options, metadata or {}, str(path)))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     LOGGER.info("exported %s to %s", model.config.name, path)
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, object]:
-    """The ``metadata_props`` of an ONNX file, JSON values decoded (strings stay strings)."""
-    return onnx_metadata(onnx.load(str(path), load_external_data=False))
+def read_metadata(path: str | Path) -> ArtifactMeta:
+    """The :class:`~yolov6_sdk.artifact.meta.ArtifactMeta` an ONNX file records."""
+    return onnx_meta(onnx.load(str(path), load_external_data=False), str(path))

@@ -43,8 +43,9 @@ def write_ir(onnx_path: str | Path, xml: str | Path, precision: str, metadata: d
         model = ov.Core().read_model(str(onnx_path))
     except RuntimeError as exc:
         raise BuildError(f"OpenVINO cannot read {onnx_path} ({str(exc).strip().splitlines()[0]})") from exc
-    recorded = read_ir_metadata(model)
-    write_ir_metadata(model, {**recorded, **(metadata or {}), "precision": precision})
+    where = str(onnx_path)
+    recorded = read_ir_metadata(model, where).updated(metadata or {}, where)
+    write_ir_metadata(model, dataclasses.replace(recorded, precision=precision))  # type: ignore[arg-type]
     ov.save_model(model, str(xml), compress_to_fp16=False)
 
 
@@ -54,7 +55,7 @@ def ir_sidecar(source_onnx: str | Path, xml: str | Path, precision: str, **field
     :func:`~yolov6_sdk.artifact.sidecar.onnx_sidecar`."""
     base = onnx_sidecar(source_onnx, **fields)
     hashes = {**base.source_hashes, "bin": file_sha256(weights_path(xml))}
-    return dataclasses.replace(base, kind="openvino", precision=precision, source_hashes=hashes)  # type: ignore[arg-type]
+    return base.replaced(kind="openvino", precision=precision, source_hashes=hashes)
 
 
 def publish_ir(built_xml: str | Path, xml: str | Path, sidecar: Sidecar) -> Path:

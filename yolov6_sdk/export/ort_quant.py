@@ -31,9 +31,9 @@ Needs onnxruntime >= 1.27 (``quantize_static(calibration_cache_path=...)`` feeds
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
-import json
 import logging
 import os
 import shutil
@@ -59,6 +59,7 @@ from onnxruntime.quantization import (
     save_tensors_data,
 )
 
+from yolov6_sdk.artifact.meta import onnx_meta, write_onnx_meta
 from yolov6_sdk.artifact.sidecar import file_sha256
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export import qdq
@@ -281,14 +282,22 @@ def _ort_cache(ranges: Mapping[str, tuple[float, float]], method: CalibrationMet
     return path
 
 
-def _metadata(model: onnx.ModelProto, extra: Mapping[str, object]) -> None:
-    """Set ``extra`` in ``model.metadata_props`` (JSON-encoded like the exporter), replacing existing keys."""
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in extra and p.key != "onnx.infer"]
-    del model.metadata_props[:]
-    for key, value in kept:
-        model.metadata_props.add(key=key, value=value)
-    for key, value in extra.items():
-        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+def _metadata(
+    model: onnx.ModelProto, where: str, target: str, method: str, float_layers: list[str], extra: Mapping[str, object]
+) -> None:
+    """Record in ``model`` that it is int8 for ``target``, calibrated by ``method``, with ``float_layers`` left
+    float, plus ``extra`` (flat record values); the quantiser's own ``onnx.infer`` entry is dropped."""
+    inferred = [i for i, prop in enumerate(model.metadata_props) if prop.key == "onnx.infer"]
+    for index in reversed(inferred):
+        del model.metadata_props[index]
+    meta = dataclasses.replace(
+        onnx_meta(model, where).updated(extra, where),
+        precision="int8",
+        quant_target=target,
+        calibration_method=method,
+        float_layers=tuple(float_layers),
+    )
+    write_onnx_meta(model, meta)
 
 
 def body_convs(model: onnx.ModelProto, split: qdq.HeadSplit | None = None) -> list[str]:
@@ -354,16 +363,8 @@ def quantize_model(
     if PREDS_FLOAT_OUTPUT:
         qdq.strip_output_qdq(quantized, split.outputs)
     _check_result(quantized, split, float_nodes)
-    _metadata(
-        quantized,
-        {
-            "precision": "int8",
-            "quant_target": target,
-            "calibration_method": method,
-            "float_layers": [qdq.module_path(n) for n in float_nodes],
-            **(metadata or {}),
-        },
-    )
+    float_layers = [qdq.module_path(n) for n in float_nodes]
+    _metadata(quantized, str(fp32_path), target, method, float_layers, metadata or {})
     with atomic_path(out_path) as tmp_out:
         onnx.save(quantized, str(tmp_out))
     kept = tuple(n for n in convs if n not in set(float_nodes))

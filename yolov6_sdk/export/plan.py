@@ -209,8 +209,8 @@ def _qat_target(source: _Source, wanted: bool) -> str | None:
         BuildError: a QAT checkpoint without ``--qat``, or ``--qat`` with a checkpoint that is not one.
     """
     if source.onnx_info is not None:
-        meta = source.onnx_info.metadata
-        return str(meta.get("quant_target")) if meta.get("calibration_method") == "qat" else None
+        meta = source.onnx_info.meta
+        return meta.quant_target if meta.calibration_method == "qat" else None
     recorded = source.checkpoint.meta.get("qat") if source.checkpoint is not None else None
     weights = source.weights
     if recorded is not None and not wanted:
@@ -271,7 +271,7 @@ def check_replaceable(artifact: Path, source_sha256: str) -> None:
 def _model_name(source: _Source, model: str | None, demo: bool) -> str:
     """The zoo name of what is built; ``demo``: the source is the shipped demo checkpoint (no source given)."""
     if source.onnx_info is not None:
-        return model or str(source.onnx_info.metadata.get("model", source.onnx_info.path.stem))
+        return model or source.onnx_info.meta.model or source.onnx_info.path.stem
     if source.checkpoint is None:
         from yolov6_sdk.models import ZOO
 

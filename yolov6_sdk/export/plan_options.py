@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov6_sdk._optional import available
-from yolov6_sdk.artifact.sidecar import current_gpu, recorded_multi_label
+from yolov6_sdk.artifact.sidecar import current_gpu
 from yolov6_sdk.artifact.spec import ARTIFACT_SUFFIXES, BackendKind, NmsMode
 from yolov6_sdk.errors import BuildError, ConfigError, MissingDependencyError
 from yolov6_sdk.export.options import DEFAULT_OPSET, DEFAULT_WORKSPACE_GIB, BuildOptions
@@ -77,7 +77,7 @@ def resolve_dynamic_hw(wanted: bool, onnx_info: Any) -> bool:
     """
     if onnx_info is None:
         return wanted
-    recorded = str(onnx_info.metadata.get("dynamic_hw", "")).lower() in ("true", "1")
+    recorded = onnx_info.meta.dynamic_hw
     if wanted and not recorded:
         raise ConfigError(
             f"{onnx_info.path} has a fixed input height and width; build from the checkpoint with --dynamic-hw "
@@ -94,7 +94,7 @@ def resolve_multi_label(multi_label: bool | None, onnx_info: Any) -> bool:
     """
     if onnx_info is None:
         return bool(multi_label)
-    recorded = recorded_multi_label(onnx_info.metadata, bool(onnx_info.nms), str(onnx_info.path))
+    recorded = onnx_info.meta.multi_label_or(bool(onnx_info.nms))
     if multi_label is not None and multi_label != recorded:
         kinds = {True: "multi-label", False: "single-label"}
         raise BuildError(

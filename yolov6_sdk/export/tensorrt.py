@@ -1,7 +1,9 @@
 """Build a TensorRT engine from an ONNX file: a chain of plain functions (style rule S11).
 
-``inspect_onnx -> check_onnx -> plan_precision -> create_network + parse_onnx -> configure -> serialize_engine ->
-write_engine`` (engine + sidecar), driven by :func:`build_engine` with one frozen :class:`BuildConfig`.
+``inspect_onnx -> check_onnx -> plan_precision -> create_network + parse_onnx -> configure -> serialize_engine``,
+driven by :func:`make_engine` (the engine file, and the sidecar record made from the
+:class:`~yolov6_sdk.artifact.meta.ArtifactMeta` it is given) with one frozen :class:`BuildConfig`;
+:func:`build_engine` also writes that sidecar.
 
 Precision comes from the ONNX graph, built as a strongly typed network wherever TensorRT offers one:
 
@@ -38,6 +40,7 @@ TensorRT's own log goes to ``logging.getLogger("yolov6_sdk.tensorrt")``. Files a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -47,16 +50,9 @@ from typing import Any, Literal
 
 from yolov6_sdk._optional import require
 from yolov6_sdk.artifact import trt_compat
+from yolov6_sdk.artifact.meta import ArtifactMeta, onnx_meta
 from yolov6_sdk.artifact.preprocess import MIN_SIDE, check_imgsz
-from yolov6_sdk.artifact.sidecar import (
-    Sidecar,
-    current_gpu,
-    file_sha256,
-    onnx_io_specs,
-    onnx_metadata,
-    recorded_multi_label,
-    write_sidecar,
-)
+from yolov6_sdk.artifact.sidecar import Sidecar, current_gpu, file_sha256, onnx_io_specs, write_sidecar
 from yolov6_sdk.artifact.spec import PRECISIONS, IOSpec, NmsMode, Precision
 from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
 from yolov6_sdk.export.options import HARDWARE_COMPAT
@@ -148,7 +144,7 @@ class OnnxInfo:
         inputs, outputs: graph I/O (shape axes None when symbolic).
         has_qdq: the graph holds QuantizeLinear/DequantizeLinear nodes (explicit quantisation).
         nms: "trt" (EfficientNMS_TRT node), "ort" (NonMaxSuppression node) or "".
-        metadata: metadata_props, JSON values decoded.
+        meta: what the file records (:class:`~yolov6_sdk.artifact.meta.ArtifactMeta`).
         sha256: hex digest of the file.
     """
 
@@ -157,7 +153,7 @@ class OnnxInfo:
     outputs: tuple[IOSpec, ...]
     has_qdq: bool
     nms: NmsMode | Literal[""]
-    metadata: dict[str, Any]
+    meta: ArtifactMeta
     sha256: str
 
 
@@ -186,7 +182,7 @@ def inspect_onnx(path: str | Path) -> OnnxInfo:
     ops = {node.op_type for node in proto.graph.node}
     nms = "trt" if "EfficientNMS_TRT" in ops else "ort" if "NonMaxSuppression" in ops else ""
     inputs, outputs = onnx_io_specs(proto)
-    return OnnxInfo(path, inputs, outputs, bool(ops & _QDQ_OPS), nms, onnx_metadata(proto), file_sha256(path))
+    return OnnxInfo(path, inputs, outputs, bool(ops & _QDQ_OPS), nms, onnx_meta(proto, str(path)), file_sha256(path))
 
 
 def check_onnx(config: BuildConfig, info: OnnxInfo) -> None:
@@ -345,13 +341,6 @@ def input_profile(config: BuildConfig, shape: tuple[int, ...]) -> tuple[tuple[in
     return (low, 3, *small), (opt, 3, *config.imgsz), (high, 3, *config.imgsz)
 
 
-def dynamic_hw_fields(info: OnnxInfo, config: BuildConfig) -> dict[str, Any]:
-    """Sidecar fields of an engine with dynamic height/width (empty for a fixed input size)."""
-    if not info.inputs or None not in info.inputs[0].shape[2:]:
-        return {}
-    return {"dynamic_hw": True, "imgsz_min": [MIN_SIDE, MIN_SIDE], "imgsz_max": list(config.imgsz)}
-
-
 def serialize_engine(builder: Any, network: Any, builder_config: Any) -> bytes:
     """Run TensorRT's optimiser; the serialised engine.
 
@@ -364,68 +353,47 @@ def serialize_engine(builder: Any, network: Any, builder_config: Any) -> bytes:
     return bytes(memoryview(serialized))
 
 
-def write_engine(plan: bytes, engine_path: Path, sidecar: Sidecar) -> Path:
-    """Write the engine and then its sidecar, each atomically; returns the engine path."""
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(plan)
-    write_sidecar(sidecar, engine_path)
-    return engine_path
-
-
 def engine_sidecar(
     engine_path: Path,
     config: BuildConfig,
-    info: OnnxInfo,
+    meta: ArtifactMeta,
     environment: Mapping[str, str],
     io: tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]],
     extra: Mapping[str, Any],
-    calibration: Mapping[str, Any] | None = None,
 ) -> Sidecar:
-    """Sidecar of a built engine. ``environment``: tensorrt_version, gpu_name, compute_capability.
-
-    ``calibration`` ({"method": str, "images": int}) defaults to ``calibration_method``/``calibration_images``
-    in the ONNX metadata.
-    """
-    meta = info.metadata
-    calibration = calibration or {
-        "method": meta.get("calibration_method", ""),
-        "images": meta.get("calibration_images", 0),
-    }
-    hashes = {k: str(v) for k, v in meta.items() if k.endswith("sha256")}
-    hashes["onnx"] = info.sha256
-    names = meta.get("names") if isinstance(meta.get("names"), list) else []
+    """Sidecar of a built engine: the record ``meta`` with the engine's precision and input size, the build
+    ``environment`` (tensorrt_version, gpu_name, compute_capability), batch profile, I/O and ``extra``."""
     return Sidecar(
         artifact=engine_path.name,
         kind="engine",
-        model=str(meta.get("model", engine_path.stem)),
-        precision=config.precision,
-        imgsz=config.imgsz,
+        meta=dataclasses.replace(
+            meta,
+            model=meta.model or engine_path.stem,
+            precision=config.precision,
+            imgsz=config.imgsz,
+            multi_label=meta.multi_label_or(bool(meta.end2end)),
+            extra=dict(extra),
+        ),
         batch_profile=config.profile,
-        end2end=info.nms,
-        multi_label=recorded_multi_label(meta, bool(info.nms), str(info.path)),
-        names=tuple(str(n) for n in names),
-        calibration_method=str(calibration.get("method", "")),
-        calibration_images=int(calibration.get("images", 0)),
         tensorrt_version=environment["tensorrt_version"],
         gpu_name=environment["gpu_name"],
         compute_capability=environment["compute_capability"],
         hardware_compatibility="" if config.hardware_compatibility == "none" else config.hardware_compatibility,
         inputs=io[0],
         outputs=io[1],
-        source_hashes=hashes,
-        extra={k: meta[k] for k in ("conf", "iou", "max_det", "strides") if k in meta}
-        | dynamic_hw_fields(info, config)
-        | dict(extra),
     )
 
 
-def build_engine(
+def make_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
     config: BuildConfig,
-    calibration: Mapping[str, Any] | None = None,
-) -> Path:
-    """Build ``onnx_path`` into a TensorRT engine at ``engine_path`` plus its sidecar ``.json``; returns the path.
+    meta: ArtifactMeta | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Sidecar:
+    """Build ``onnx_path`` into a TensorRT engine at ``engine_path`` (the engine file only); returns the sidecar
+    to publish beside it: ``meta`` (what the artifact records; None: the ONNX's own record) plus the build's
+    facts and ``extra``.
 
     Raises:
         MissingDependencyError: TensorRT (10 or 11) is not installed.
@@ -444,17 +412,29 @@ def build_engine(
     cache_path = config.timing_cache or default_timing_cache(engine_path, features.version, gpu[1], gpu[0])
     serialized, seconds = _run_builder(trt, features, config, info, plan, cache_path)
     io = _engine_io(trt, serialized)
-    extra = {
+    facts = {
         "strongly_typed": plan.strongly_typed,
         "builder_flags": list(plan.flags),
         "workspace_gib": config.workspace_gib,
         "timing_cache": cache_path.name,
         "build_seconds": round(seconds, 1),
     }
-    sidecar = engine_sidecar(engine_path, config, info, environment, io, extra, calibration)
-    write_engine(serialized, engine_path, sidecar)
+    record = meta or info.meta
+    record = dataclasses.replace(
+        record, end2end=record.end2end or info.nms, source_hashes={**record.source_hashes, "onnx": info.sha256}
+    )
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(serialized)
     LOGGER.info("built %s (%s, profile %s) in %.1f s", engine_path, config.precision, config.profile, seconds)
-    return engine_path
+    return engine_sidecar(engine_path, config, record, environment, io, {**facts, **(extra or {})})
+
+
+def build_engine(
+    onnx_path: str | Path, engine_path: str | Path, config: BuildConfig, meta: ArtifactMeta | None = None
+) -> Path:
+    """:func:`make_engine`, then its sidecar ``.json`` written beside the engine; returns the engine path."""
+    write_sidecar(make_engine(onnx_path, engine_path, config, meta), engine_path)
+    return Path(engine_path)
 
 
 def _run_builder(

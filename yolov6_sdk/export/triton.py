@@ -15,7 +15,6 @@ NMS semantics (``multi_label``) are passed as ``parameters`` for clients.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -23,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.sidecar import onnx_io_specs, onnx_metadata, read_sidecar, recorded_multi_label, sidecar_path
+from yolov6_sdk.artifact.meta import ArtifactMeta, onnx_meta
+from yolov6_sdk.artifact.sidecar import onnx_io_specs, read_sidecar, sidecar_path
 from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError
 from yolov6_sdk.fileio import atomic_path, check_output_folder, write_text
@@ -105,24 +105,18 @@ def _describe(
         onnx = require("onnx")
         proto = onnx.load(str(artifact), load_external_data=False)
         inputs, outputs = onnx_io_specs(proto)
-        meta = onnx_metadata(proto)
+        meta = onnx_meta(proto, str(artifact))
         profile = read_sidecar(artifact).batch_profile if sidecar_path(artifact).is_file() else None
-        params = {k: meta[k] for k in ("model", "names", "imgsz", "precision", "end2end") if k in meta}
-        params["multi_label"] = recorded_multi_label(meta, bool(meta.get("end2end")), str(artifact))
     else:
         car = read_sidecar(artifact)
         if not car.inputs or not car.outputs:
             raise ArtifactError(f"{artifact}: its sidecar records no I/O; rebuild it with yolov6-build")
-        inputs, outputs, profile = car.inputs, car.outputs, car.batch_profile
-        params = {
-            "model": car.model,
-            "names": list(car.names),
-            "imgsz": list(car.imgsz),
-            "precision": car.precision,
-            "end2end": car.end2end,
-            "multi_label": car.multi_label,
-        }
-    return inputs, outputs, profile, {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
+        inputs, outputs, profile, meta = car.inputs, car.outputs, car.batch_profile, car.meta
+    client = ArtifactMeta(
+        model=meta.model, names=meta.names, imgsz=meta.imgsz, precision=meta.precision, end2end=meta.end2end,
+        multi_label=meta.multi_label_or(bool(meta.end2end)),
+    )  # fmt: skip
+    return inputs, outputs, profile, client.to_props()
 
 
 def _max_batch_size(

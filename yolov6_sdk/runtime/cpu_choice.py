@@ -123,7 +123,7 @@ def record_choice(path: str | Path, choice: CpuChoice) -> bool:
     try:
         sidecar = read_sidecar(path)
         extra = {**sidecar.extra, RECORD_KEY: dataclasses.asdict(choice)}
-        write_sidecar(dataclasses.replace(sidecar, extra=extra), path)
+        write_sidecar(sidecar.replaced(extra=extra), path)
     except (OSError, YOLOv6Error) as exc:
         LOGGER.info("cannot record the CPU runtime choice for %s: %s", path, exc)
         return False

@@ -18,6 +18,7 @@ pixels. Video and camera streams are read one frame ahead by a reader thread (:m
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -28,27 +29,52 @@ from typing import Any
 
 import numpy as np
 
-from yolov6_sdk.artifact.images import as_bgr_uint8, is_video
+from yolov6_sdk.artifact.images import as_bgr_uint8
+from yolov6_sdk.artifact.model_info import ModelInfo, served_input_range
 from yolov6_sdk.artifact.preprocess import (
-    MIN_SIDE,
     InputBuffer,
     LetterboxInfo,
     check_imgsz,
-    preprocess_batch,
-    preprocess_batch_torch,
+    letterbox_batch,
+    letterbox_batch_torch,
+    pad_batch,
     rect_shape,
     scale_boxes_to_original,
 )
 from yolov6_sdk.artifact.reduced_decode import DecodedImage
 from yolov6_sdk.artifact.spec import END2END_OUTPUTS
 from yolov6_sdk.errors import ConfigError, YOLOv6Error
-from yolov6_sdk.runtime.backends.base import Backend, ModelInfo
+from yolov6_sdk.runtime.backends.base import Backend
 from yolov6_sdk.runtime.backends.registry import open_backend
 from yolov6_sdk.runtime.names import class_names
 from yolov6_sdk.runtime.pipeline import DEFAULT_DEPTH, Prefetched, prefetch, prefetched_values
-from yolov6_sdk.runtime.postprocess import Detections, postprocess_end2end, postprocess_raw, postprocess_raw_torch
+from yolov6_sdk.runtime.postprocess import (
+    Detections,
+    check_thresholds,
+    decode_raw,
+    decode_raw_torch,
+    postprocess_end2end,
+    to_numpy,
+)
 from yolov6_sdk.runtime.results import Results
-from yolov6_sdk.runtime.source import ImageItem, Source, VideoFrames, image_items, is_stream, on_original, video_frames
+from yolov6_sdk.runtime.source import (
+    ImageItem,
+    Source,
+    VideoFrames,
+    image_items,
+    is_stream,
+    on_original,
+    video_frames,
+    warn_about_videos,
+)
+from yolov6_sdk.runtime.thresholds import (
+    ClassFilter,
+    Thresholds,
+    call_thresholds,
+    class_ids,
+    filter_detections,
+    warn_end2end_overrides,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -66,7 +92,7 @@ class Detector:
         iou: NMS IoU threshold (raw artifacts; end-to-end ones use their exported value).
         max_det: detections kept per image.
         imgsz: input (H, W) or side, multiples of 32; default: what the artifact records.
-        classes: keep only these class ids.
+        classes: keep only these classes: class ids and/or class names (as :meth:`Results.filter` takes them).
         agnostic: class-agnostic NMS (raw artifacts): a box suppresses overlapping boxes of every class, so an
             object comes out once even when two classes score it above ``conf``.
         multi_label: NMS semantics: a box may come out once per class above ``conf`` (True, COCO evaluation)
@@ -112,7 +138,7 @@ class Detector:
         iou: float = 0.45,
         max_det: int = 300,
         imgsz: int | tuple[int, int] | None = None,
-        classes: Sequence[int] | None = None,
+        classes: ClassFilter = None,
         multi_label: bool | None = None,
         batch: int | None = None,
         threads: int | None = None,
@@ -125,7 +151,7 @@ class Detector:
         reduced_decode: bool = True,
         agnostic: bool = False,
     ) -> None:
-        _check_thresholds(conf, iou, max_det)
+        check_thresholds(conf, iou, max_det)
         if not isinstance(reduced_decode, bool):
             raise ConfigError(f"reduced_decode must be True or False, got {reduced_decode!r}")
         if multi_label is not None and not isinstance(multi_label, bool):
@@ -138,21 +164,19 @@ class Detector:
         self.info: ModelInfo = self.backend.info
         try:
             self.imgsz = check_imgsz(imgsz) if imgsz is not None else self.info.imgsz
-            self._check_input_size()
-            self.input_range = self._input_range()
+            self.input_range = served_input_range(self.info, self.imgsz, str(self.backend.path))
             self.rect = self._check_rect(rect)
             self.names: list[str] = class_names(names, self.info.names, str(path))
-            self.classes = self._check_classes(classes)
+            self.thresholds = Thresholds(float(conf), float(iou), int(max_det), class_ids(classes, self.names))
             self.batch_size = self._check_batch(batch)
         except BaseException:  # a bad option: release the backend before reporting it
             self.backend.close()
             raise
-        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
         self.reduced_decode = reduced_decode
         self.agnostic = bool(agnostic)
         self.multi_label = self.info.multi_label if multi_label is None or self.info.end2end else multi_label
         if self.info.end2end:
-            self._note_end2end_settings(multi_label)
+            warn_end2end_overrides(str(self.backend.path), self.info, multi_label, self.thresholds, self.agnostic)
         self._buffers = threading.local()  # one reused input buffer per calling thread
 
     # ------------------------------------------------------------------------------------------ setup
@@ -162,40 +186,11 @@ class Detector:
         """The device the backend runs on, e.g. "cpu" or "cuda:0"."""
         return self.backend.device
 
-    def _check_input_size(self) -> None:
-        fixed = self.info.inputs[0].shape[2:] if self.info.inputs else ()
-        if len(fixed) == 2 and None not in fixed and tuple(fixed) != self.imgsz:
-            raise ConfigError(
-                f"{self.backend.path} takes input {tuple(fixed)} only, got imgsz={self.imgsz}; drop imgsz"
-            )
-
-    def _input_range(self) -> tuple[tuple[int, int], tuple[int, int] | None] | None:
-        """``(smallest, largest)`` (h, w) inputs of a dynamic-shape artifact (largest None: unbounded); None when
-        the artifact's input size is fixed.
-
-        The range comes from what the artifact records (``imgsz_min`` / ``imgsz_max``: the ONNX metadata, or the
-        engine's sidecar from its optimisation profile); ``imgsz`` must lie inside it.
-        """
-        dims = self.info.inputs[0].shape[2:] if self.info.inputs else (None, None)
-        if None not in dims:
-            return None
-        recorded_min, recorded_max = self.info.extra.get("imgsz_min"), self.info.extra.get("imgsz_max")
-        low = (int(recorded_min[0]), int(recorded_min[1])) if _is_hw(recorded_min) else (MIN_SIDE, MIN_SIDE)
-        high = (int(recorded_max[0]), int(recorded_max[1])) if _is_hw(recorded_max) else None
-        (height, width), largest = self.imgsz, high or self.imgsz
-        if height < low[0] or width < low[1] or height > largest[0] or width > largest[1]:
-            raise ConfigError(
-                f"{self.backend.path} serves inputs from {low[0]}x{low[1]} to {largest[0]}x{largest[1]} (its "
-                f"dynamic-shape profile), got imgsz={self.imgsz}; pass an imgsz in that range, or re-export "
-                f"(yolov6-build) at the size you need"
-            )
-        return low, high
-
     def _check_rect(self, rect: bool | None) -> bool:
         if rect is not None and not isinstance(rect, bool):
             raise ConfigError(f"rect must be True, False or None (the artifact's choice), got {rect!r}")
         if rect is None:
-            return self.input_range is not None and self.info.extra.get("dynamic_hw") is True
+            return self.input_range is not None and self.info.meta.dynamic_hw
         if rect and self.input_range is None:
             raise ConfigError(
                 f"rect=True needs an artifact with dynamic height and width, but {self.backend.path} takes "
@@ -213,16 +208,26 @@ class Detector:
         low = self.input_range[0]
         return max(height, low[0]), max(width, low[1])
 
-    def _check_classes(self, classes: Sequence[int] | None) -> list[int] | None:
-        if classes is None:
-            return None
-        ids = list(classes)
-        limit = len(self.names)
-        bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0]
-        bad += [c for c in ids if limit and c not in bad and c >= limit]
-        if bad:
-            raise ConfigError(f"classes must be class ids in 0..{max(limit - 1, 0)}, got {bad} in {ids}")
-        return [int(c) for c in ids]
+    @property
+    def conf(self) -> float:
+        """The score threshold of calls that pass none."""
+        return self.thresholds.conf
+
+    @property
+    def iou(self) -> float:
+        """The NMS IoU threshold of calls that pass none."""
+        return self.thresholds.iou
+
+    @property
+    def max_det(self) -> int:
+        """Detections kept per image by calls that pass no ``max_det``."""
+        return self.thresholds.max_det
+
+    @property
+    def classes(self) -> list[int] | None:
+        """Class ids kept by calls that pass no ``classes`` (None: all)."""
+        ids = self.thresholds.classes
+        return None if ids is None else list(ids)
 
     def _check_batch(self, batch: int | None) -> int:
         """Images per backend run: ``batch``, checked against the artifact's range, or the default rule."""
@@ -238,37 +243,6 @@ class Detector:
             )
         return int(batch)
 
-    def _note_end2end_settings(self, multi_label: bool | None) -> None:
-        shapes = {spec.name: spec.shape for spec in self.info.outputs}
-        kept = self.info.extra.get("max_det", shapes.get(END2END_OUTPUTS[1], (None, None))[1])
-        if isinstance(kept, int) and self.max_det > kept:
-            LOGGER.warning("%s keeps at most %d detections per image inside the graph; max_det=%d cannot give more "
-                           "(re-export with a larger max_det)", self.backend.path, kept, self.max_det)  # fmt: skip
-        if self.agnostic:
-            LOGGER.warning("%s runs class-aware NMS inside the graph; agnostic=True is ignored", self.backend.path)
-        if multi_label is not None and multi_label != self.info.multi_label:
-            LOGGER.warning(
-                "%s runs %s-label NMS inside the graph; multi_label=%s is ignored (re-export to change it)",
-                self.backend.path,
-                "multi" if self.info.multi_label else "single",
-                multi_label,
-            )
-        exported = self.info.extra
-        if isinstance(exported.get("conf"), (int, float)) and self.conf < exported["conf"]:
-            LOGGER.warning(
-                "%s filters scores below %.3g inside the graph; conf=%.3g cannot keep more",
-                self.backend.path,
-                exported["conf"],
-                self.conf,
-            )
-        if isinstance(exported.get("iou"), (int, float)) and abs(self.iou - exported["iou"]) > 1e-6:
-            LOGGER.warning(
-                "%s runs NMS with iou=%.3g inside the graph; iou=%.3g is ignored (re-export to change it)",
-                self.backend.path,
-                exported["iou"],
-                self.iou,
-            )
-
     def warmup(self, runs: int = 1) -> None:
         """Run ``runs`` batches of gray images through the whole pipeline (allocations, kernel selection)."""
         gray = np.full((*self.imgsz, 3), 114, dtype=np.uint8)
@@ -277,7 +251,16 @@ class Detector:
 
     # ------------------------------------------------------------------------------------------ running
 
-    def __call__(self, source: Source, errors: str = "raise") -> list[Results]:
+    def __call__(
+        self,
+        source: Source,
+        errors: str = "raise",
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: ClassFilter = None,
+        max_det: int | None = None,
+    ) -> list[Results]:
         """Detect objects in ``source``: a path, folder, glob, numpy BGR image, or a list of them.
 
         Returns one :class:`Results` per image, in order (folders and globs sorted by path).
@@ -286,17 +269,23 @@ class Detector:
             errors: "raise": the first image that cannot be read or run raises. "skip": such an image gets a
                 :meth:`Results.failed` entry (no detections, ``error`` says why, ``ok`` is False) and the others
                 run; a warning names each one.
+            conf, iou, classes, max_det: this call's thresholds, as the Detector's options of the same names
+                (None: the Detector's).
 
         Raises:
             ImageError: a missing, empty or corrupt image, or an unsupported array (``errors="raise"``).
-            ConfigError: a video or camera source (use :meth:`stream`), or an unknown ``errors`` value.
+            ConfigError: a video or camera source (use :meth:`stream`), an unknown ``errors`` value, or a
+                threshold out of range.
         """
         if errors not in ("raise", "skip"):
             raise ConfigError(f'errors must be "raise" or "skip", got {errors!r}')
-        _warn_about_videos(source)
+        warn_about_videos(source)
+        settings = call_thresholds(self.thresholds, self.names, conf, iou, classes, max_det)
         if errors == "raise":
-            return list(self._run_items(image_items(source)))
-        return self._run_items_skipping(image_items(source, strict=False))
+            return list(self._run_items(image_items(source), settings))
+        return self._run_items_skipping(image_items(source, strict=False), settings)
+
+    predict = __call__
 
     def stream(self, source: Source | int | VideoFrames, prefetch_depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
         """Yield one :class:`Results` per frame of a video file, camera index or stream URL, or per image.
@@ -316,11 +305,11 @@ class Detector:
             name = str(video.source)
             frames = video.numbered()
             for index, frame in prefetched_values(frames, prefetch_depth) if prefetch_depth else frames:
-                result = self.predict_batch([frame], paths=[name])[0]
+                result = self._predict([frame], [name], self.thresholds)[0]
                 result.frame = index
                 yield result
             return
-        yield from self._run_items(image_items(source), prefetch_depth)  # type: ignore[arg-type]
+        yield from self._run_items(image_items(source), self.thresholds, prefetch_depth)  # type: ignore[arg-type]
 
     def decode(self, item: ImageItem) -> DecodedImage:
         """``item``'s picture, a JPEG file decoded at the reduced size this detector needs (``reduced_decode``)."""
@@ -339,7 +328,9 @@ class Detector:
             except YOLOv6Error as exc:
                 yield Prefetched(index, error=exc)
 
-    def _run_items(self, items: Sequence[ImageItem], depth: int = DEFAULT_DEPTH) -> Iterator[Results]:
+    def _run_items(
+        self, items: Sequence[ImageItem], settings: Thresholds, depth: int = DEFAULT_DEPTH
+    ) -> Iterator[Results]:
         """Decode and run ``items`` one batch at a time; the first picture that fails to decode raises."""
         entries = self._decoded(items, depth)
         for start in range(0, len(items), self.batch_size):
@@ -350,9 +341,9 @@ class Detector:
                     raise entry.error
                 decoded.append(entry.value)
             paths = [None if i.path is None else str(i.path) for i in chunk]
-            yield from map(on_original, self.predict_batch([d.pixels for d in decoded], paths), decoded)
+            yield from map(on_original, self._predict([d.pixels for d in decoded], paths, settings), decoded)
 
-    def _run_items_skipping(self, items: Sequence[ImageItem]) -> list[Results]:
+    def _run_items_skipping(self, items: Sequence[ImageItem], settings: Thresholds) -> list[Results]:
         """Like :meth:`_run_items`, but an item that fails to load or run becomes a failed Results (warned)."""
         results: list[Results] = []
         entries = self._decoded(items, DEFAULT_DEPTH)
@@ -369,7 +360,8 @@ class Detector:
                 else:
                     loaded[index] = entry.value
             paths = [None if chunk[i].path is None else str(chunk[i].path) for i in loaded]
-            ran = self.predict_batch_skipping([d.pixels for d in loaded.values()], paths)
+            run = functools.partial(self._predict, settings=settings)
+            ran = self._skipping(run, [d.pixels for d in loaded.values()], paths)
             done.update(zip(loaded, map(on_original, ran, loaded.values()), strict=True))
             for index in sorted(done):
                 if not done[index].ok:
@@ -380,48 +372,65 @@ class Detector:
     def predict_batch_skipping(self, images: Sequence[np.ndarray], paths: Sequence[str | None]) -> list[Results]:
         """:meth:`predict_batch`, but an image the model refuses gets a :meth:`Results.failed` in its place
         instead of failing the others: a refused batch is run again one image at a time to find it."""
+        return self._skipping(self.predict_batch, list(images), list(paths))
+
+    def _skipping(self, run: Any, images: list[np.ndarray], paths: list[str | None]) -> list[Results]:
+        """``run(images, paths)``, or, when it refuses, each image again alone (a refused one: a failed Results)."""
         try:
-            return self.predict_batch(images, paths=paths)
+            return run(images, paths)
         except YOLOv6Error as exc:
             if len(images) == 1:
                 return [Results.failed(paths[0] or "image", str(exc), self.names)]
-            return [self.predict_batch_skipping([image], [path])[0] for image, path in zip(images, paths, strict=True)]
+            return [self._skipping(run, [image], [path])[0] for image, path in zip(images, paths, strict=True)]
 
-    def predict_batch(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        paths: Sequence[str | None] | None = None,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        classes: ClassFilter = None,
+        max_det: int | None = None,
+    ) -> list[Results]:
         """Detect objects in HxWx3 uint8 BGR ``images`` (any sizes; converted like :func:`as_bgr_uint8`).
 
         Runs the backend once per :attr:`batch_size` images (the ``batch`` option); a run smaller than the
-        artifact takes is padded. ``paths`` (one per image) is stored in each :class:`Results`.
+        artifact takes is padded. ``paths`` (one per image) is stored in each :class:`Results`; ``conf``, ``iou``,
+        ``classes``, ``max_det`` as in :meth:`__call__`.
         """
+        settings = call_thresholds(self.thresholds, self.names, conf, iou, classes, max_det)
         images = [as_bgr_uint8(image, f"image {i}") for i, image in enumerate(images)]
-        if not images:
-            return []
         paths = list(paths) if paths is not None else [None] * len(images)
         if len(paths) != len(images):
             raise ConfigError(f"got {len(paths)} paths for {len(images)} images; pass one path per image")
+        return self._predict(images, paths, settings)
+
+    def _predict(self, images: list[np.ndarray], paths: list[str | None], settings: Thresholds) -> list[Results]:
+        """:meth:`predict_batch` on checked values: HxWx3 uint8 images, one path each."""
         results: list[Results] = []
         for start in range(0, len(images), self.batch_size):
             stop = start + self.batch_size
-            results.extend(self._run_batch(images[start:stop], paths[start:stop]))
+            results.extend(self._run_batch(images[start:stop], paths[start:stop], settings))
         return results
 
-    def _run_batch(self, images: list[np.ndarray], paths: list[str | None]) -> list[Results]:
+    def _run_batch(self, images: list[np.ndarray], paths: list[str | None], settings: Thresholds) -> list[Results]:
         """One backend run over at most :attr:`batch_size` images; timings are per image in ms."""
         count = len(images)
         on_device = self.backend.wants_torch
         t0 = time.perf_counter()
         canvas = self.canvas_shape([image.shape[:2] for image in images])
         if on_device:
-            batch, infos = preprocess_batch_torch(images, self.imgsz, self.device, canvas=canvas)
+            batch, infos = letterbox_batch_torch(images, self.imgsz, canvas, self.device)
         else:
-            batch, infos = preprocess_batch(images, self.imgsz, canvas=canvas, buffer=self._input_buffer())
-        batch = _pad(batch, self.info.min_batch)
+            batch, infos = letterbox_batch(images, self.imgsz, canvas, self._input_buffer())
+        batch = pad_batch(batch, self.info.min_batch)
         self._sync(on_device)
         t1 = time.perf_counter()
         outputs = self.backend.infer(batch)
         self._sync(on_device)
         t2 = time.perf_counter()
-        detections = self._decode(outputs, on_device)[:count]
+        detections = self._decode(outputs, on_device, settings)[:count]
         results = [self._results(*row) for row in zip(detections, infos, images, paths, strict=True)]
         t3 = time.perf_counter()
         speed = {"preprocess": (t1 - t0) * 1e3 / count, "inference": (t2 - t1) * 1e3 / count}
@@ -442,34 +451,27 @@ class Detector:
 
             torch.cuda.synchronize(self.device)
 
-    def _decode(self, outputs: dict[str, Any], on_device: bool) -> list[Detections]:
+    def _decode(self, outputs: dict[str, Any], on_device: bool, settings: Thresholds) -> list[Detections]:
         if self.info.end2end:
             decoded = postprocess_end2end(*(outputs[name] for name in END2END_OUTPUTS))
-            return [self._filter(det) for det in decoded]
+            return [filter_detections(det, settings) for det in decoded]
         raw = outputs[self.info.outputs[0].name] if self.info.outputs else next(iter(outputs.values()))
+        conf, iou, max_det, classes = settings.conf, settings.iou, settings.max_det, settings.classes
         if on_device:
-            return postprocess_raw_torch(raw, self.conf, self.iou, self.max_det, self.classes, self.multi_label,
-                                         self.agnostic)  # fmt: skip
-        return postprocess_raw(_to_numpy(raw), self.conf, self.iou, self.max_det, self.classes, self.multi_label,
-                               self.agnostic)  # fmt: skip
-
-    def _filter(self, det: Detections) -> Detections:
-        """Apply conf, classes and max_det to end-to-end detections (already sorted by score)."""
-        keep = det.scores > self.conf
-        if self.classes is not None:
-            keep &= np.isin(det.class_ids, self.classes)
-        index = np.flatnonzero(keep)[: self.max_det]
-        return Detections(det.boxes[index], det.scores[index], det.class_ids[index])
+            return decode_raw_torch(raw, conf, iou, max_det, classes, self.multi_label, self.agnostic)
+        return decode_raw(to_numpy(raw), conf, iou, max_det, classes, self.multi_label, self.agnostic)
 
     def _results(self, det: Detections, info: LetterboxInfo, image: np.ndarray, path: str | None) -> Results:
-        if isinstance(det.boxes, np.ndarray):  # the decoder's own copy: rescaled in place
+        if isinstance(det.boxes, np.ndarray):  # the numpy decoder's own arrays: boxes rescaled in place
             boxes = scale_boxes_to_original(det.boxes.astype(np.float32, copy=False), info, inplace=True)
+            scores, class_ids = det.scores, det.class_ids
         else:
-            boxes = _to_numpy(scale_boxes_to_original(det.boxes, info))
+            boxes = to_numpy(scale_boxes_to_original(det.boxes, info))
+            scores, class_ids = to_numpy(det.scores), to_numpy(det.class_ids)
         return Results(
             boxes,
-            _to_numpy(det.scores),
-            _to_numpy(det.class_ids),
+            scores,
+            class_ids,
             self.names,
             info.orig_shape,
             path=path,
@@ -494,45 +496,3 @@ class Detector:
             f"imgsz={self.imgsz}, classes={len(self.names)}, end2end={self.info.end2end}, "
             f"multi_label={self.multi_label})"
         )
-
-
-def _warn_about_videos(source: Any) -> None:
-    """Say so when a folder holds videos: a call returns still images only (a list of every frame's Results
-    would hold every frame in memory); :meth:`Detector.stream` or :func:`yolov6_sdk.detect` runs them."""
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        videos = sorted(p.name for p in Path(source).rglob("*") if is_video(p) and p.is_file())
-        if videos:
-            LOGGER.warning("%s holds %d video(s) (%s) that Detector(...) does not read: run them with "
-                           "detector.stream(video) or yolov6_sdk.detect(model, folder)", source, len(videos),
-                           ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else ""))  # fmt: skip
-
-
-def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
-    for label, value in (("conf", conf), ("iou", iou)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{label} must be a number in 0..1, got {value!r}")
-    if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
-        raise ConfigError(f"max_det must be a positive int, got {max_det!r}")
-
-
-def _is_hw(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
-
-
-def _pad(batch: Any, size: int) -> Any:
-    """Append zero images so ``batch`` holds at least ``size`` (for artifacts with a fixed or minimum batch)."""
-    missing = size - len(batch)
-    if missing <= 0:
-        return batch
-    if isinstance(batch, np.ndarray):
-        return np.concatenate((batch, np.zeros((missing, *batch.shape[1:]), dtype=batch.dtype)))
-    import torch
-
-    return torch.cat((batch, batch.new_zeros((missing, *batch.shape[1:]))))
-
-
-def _to_numpy(array: Any) -> np.ndarray:
-    """A numpy view of a numpy array, or a CPU copy of a torch tensor."""
-    if hasattr(array, "detach"):
-        return array.detach().cpu().numpy()
-    return np.asarray(array)

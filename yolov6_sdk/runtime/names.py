@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,12 @@ def read_names(source: Sequence[str] | str | Path) -> list[str]:
             names = _names_from_file(path)
         else:
             names = [part.strip() for part in str(source).split(",")]
-    else:
+    elif isinstance(source, (list, tuple)):
         names = [str(name) for name in source]
+    else:
+        raise ConfigError(
+            f"names must be a list of class names, a data.yaml, a text file or 'a,b,c', got {reprlib.repr(source)}"
+        )
     if not names or any(not name for name in names):
         raise ConfigError(f"class names must be non-empty, got {names!r} from {source!r}")
     return names

@@ -198,11 +198,18 @@ def _greedy_fixed_point(overlap: torch.Tensor, alive: torch.Tensor) -> torch.Ten
 # --------------------------------------------------------------------------------------------- decoding
 
 
-def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
+def check_thresholds(conf: float, iou: float, max_det: int) -> None:
+    """The one check of NMS settings: ``conf`` and ``iou`` numbers in 0..1, ``max_det`` a positive int.
+
+    Raises:
+        ConfigError: naming the value and what is expected.
+    """
     for label, value in (("conf", conf), ("iou", iou)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise ConfigError(f"{label} must be a number in 0..1, got {value!r}")
         if not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"{label} threshold must be in 0..1, got {value!r}")
-    if int(max_det) < 1:
+            raise ConfigError(f"{label} must be a number in 0..1, got {value!r}")
+    if isinstance(max_det, bool) or not isinstance(max_det, (int, np.integer)) or max_det < 1:
         raise ConfigError(f"max_det must be a positive int, got {max_det!r}")
 
 
@@ -228,8 +235,25 @@ def postprocess_raw(
     ``classes`` keeps only those class ids; ``multi_label`` keeps every class above ``conf`` (mAP eval
     uses conf 0.03, iou 0.65); ``agnostic`` lets boxes of different classes suppress each other.
     Returns one :class:`Detections` of numpy arrays per image.
+
+    Raises:
+        ConfigError: a threshold out of range (:func:`check_thresholds`).
+        ArtifactError: ``outputs`` is not ``[B, A, 5 + nc]``.
     """
-    _check_thresholds(conf, iou, max_det)
+    check_thresholds(conf, iou, max_det)
+    return decode_raw(outputs, conf, iou, max_det, classes, multi_label, agnostic)
+
+
+def decode_raw(
+    outputs: np.ndarray,
+    conf: float,
+    iou: float,
+    max_det: int,
+    classes: Sequence[int] | None,
+    multi_label: bool,
+    agnostic: bool = False,
+) -> list[Detections]:
+    """The kernel of :func:`postprocess_raw`, for callers that checked the thresholds themselves."""
     _check_raw_shape(outputs.shape)
     results = []
     for pred in np.asarray(outputs, dtype=np.float32):
@@ -268,8 +292,21 @@ def postprocess_raw_torch(
     agnostic: bool = False,
 ) -> list[Detections]:
     """Torch form of :func:`postprocess_raw`: same detections, as tensors on ``outputs``' device."""
+    check_thresholds(conf, iou, max_det)
+    return decode_raw_torch(outputs, conf, iou, max_det, classes, multi_label, agnostic)
+
+
+def decode_raw_torch(
+    outputs: torch.Tensor,
+    conf: float,
+    iou: float,
+    max_det: int,
+    classes: Sequence[int] | None,
+    multi_label: bool,
+    agnostic: bool = False,
+) -> list[Detections]:
+    """The kernel of :func:`postprocess_raw_torch`, for callers that checked the thresholds themselves."""
     torch = require("torch")
-    _check_thresholds(conf, iou, max_det)
     _check_raw_shape(outputs.shape)
     results = []
     for pred in outputs.float():
@@ -307,12 +344,12 @@ def postprocess_end2end(num_dets: Any, det_boxes: Any, det_scores: Any, det_clas
 
     numpy arrays or torch tensors (copied to the CPU) are accepted.
     """
-    counts = _to_numpy(num_dets).reshape(-1).astype(np.int64)
-    boxes, scores, class_ids = _to_numpy(det_boxes), _to_numpy(det_scores), _to_numpy(det_classes)
+    counts = to_numpy(num_dets).reshape(-1).astype(np.int64)
+    boxes, scores, class_ids = to_numpy(det_boxes), to_numpy(det_scores), to_numpy(det_classes)
     if boxes.ndim != 3 or boxes.shape[2] != 4 or not (len(counts) == len(boxes) == len(scores)):
         raise ArtifactError(
             f"end-to-end outputs must be num_dets [B,1], det_boxes [B,K,4], det_scores [B,K], det_classes "
-            f"[B,K]; got {_to_numpy(num_dets).shape}, {boxes.shape}, {scores.shape}, {class_ids.shape}"
+            f"[B,K]; got {to_numpy(num_dets).shape}, {boxes.shape}, {scores.shape}, {class_ids.shape}"
         )
     results = []
     for i, count in enumerate(np.clip(counts, 0, boxes.shape[1])):
@@ -326,7 +363,7 @@ def postprocess_end2end(num_dets: Any, det_boxes: Any, det_scores: Any, det_clas
     return results
 
 
-def _to_numpy(array: Any) -> np.ndarray:
+def to_numpy(array: Any) -> np.ndarray:
     """A numpy view of a numpy array, or a CPU copy of a torch tensor."""
     if hasattr(array, "detach"):
         return array.detach().cpu().numpy()

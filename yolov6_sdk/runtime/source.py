@@ -31,7 +31,7 @@ from yolov6_sdk.artifact.images import (
 )
 from yolov6_sdk.artifact.reduced_decode import DecodedImage, read_full_size, read_image_for_model
 from yolov6_sdk.errors import ConfigError, ImageError
-from yolov6_sdk.fileio import atomic_path
+from yolov6_sdk.fileio import IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_path, files_under
 from yolov6_sdk.runtime.results import Results
 
 LOGGER = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def media_files(source: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+        candidates = files_under(path, IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     elif any(char in "*?[" for char in text):
         candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     else:
@@ -337,3 +337,14 @@ def video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> Iterato
             yield writer
         finally:
             writer.release()
+
+
+def warn_about_videos(source: Any) -> None:
+    """Say so when a folder holds videos: a call returns still images only (a list of every frame's Results
+    would hold every frame in memory); :meth:`Detector.stream` or :func:`yolov6_sdk.detect` runs them."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        videos = sorted(p.name for p in Path(source).rglob("*") if is_video(p) and p.is_file())
+        if videos:
+            LOGGER.warning("%s holds %d video(s) (%s) that Detector(...) does not read: run them with "
+                           "detector.stream(video) or yolov6_sdk.detect(model, folder)", source, len(videos),
+                           ", ".join(videos[:3]) + (", ..." if len(videos) > 3 else ""))  # fmt: skip

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
+from yolov6_sdk.artifact.meta import decode_props, read_meta
 from yolov6_sdk.artifact.model_info import graph_model_info
-from yolov6_sdk.artifact.sidecar import decode_metadata
 from yolov6_sdk.artifact.spec import IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, MissingDependencyError
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
@@ -212,7 +212,8 @@ class OnnxRuntimeBackend(Backend):
         return self._info
 
     def _read_info(self, session: Any, imgsz: int | tuple[int, int] | None) -> ModelInfo:
-        meta = decode_metadata(dict(session.get_modelmeta().custom_metadata_map))
+        where = str(self.path)
+        meta = read_meta(decode_props(dict(session.get_modelmeta().custom_metadata_map), where), where)
         inputs = tuple(_spec(arg) for arg in session.get_inputs())
         outputs = tuple(_spec(arg) for arg in session.get_outputs())
 
@@ -223,7 +224,7 @@ class OnnxRuntimeBackend(Backend):
             ]
             return int(anchors), int(columns)
 
-        return graph_model_info(str(self.path), meta, inputs, outputs, imgsz, probe)
+        return graph_model_info(where, meta, inputs, outputs, imgsz, probe)
 
     def infer(self, images: Any) -> dict[str, Any]:
         """Run ``images`` [B, 3, H, W] (numpy); returns ``{output name: numpy array}``."""

@@ -120,10 +120,10 @@ class OpenVINOBackend(Backend):
         self._ov = require("openvino")
         self._core = _shared_core()
         model = self._read()
-        meta = read_ir_metadata(model)
-        if not meta:
+        meta = read_ir_metadata(model, str(self.path))
+        if not meta.recorded:
             LOGGER.warning("%s records no SDK metadata; its contract is read from the graph's shapes", self.path)
-        compute = self._compute_precision(precision, str(meta.get("precision", "fp32")))
+        compute = self._compute_precision(precision, meta.precision or "fp32")
         self.mode = mode
         self._compiled = self._compile(model, compute, threads, cache)
         self._inputs = tuple(_port_spec(port, (INPUT_NAME,)) for port in self._compiled.inputs)

@@ -60,7 +60,7 @@ def preflight(path: str | Path, trt_version: str, gpu_name: str, compute_capabil
     return sidecar
 
 
-def engine_sidecar(path: str | Path, trt_version: str, gpu_name: str, compute_capability: str) -> Sidecar | None:
+def checked_sidecar(path: str | Path, trt_version: str, gpu_name: str, compute_capability: str) -> Sidecar | None:
     """:func:`preflight` for an engine with a sidecar; None, with a warning, for one without (built elsewhere).
 
     Raises:
@@ -210,7 +210,7 @@ class TensorRTBackend(Backend):
         self._torch, self._dev, self.cuda_graph = torch, dev, cuda_graph
         self._trt = trt_compat.load_tensorrt()
         major, minor = torch.cuda.get_device_capability(dev)
-        self.sidecar = engine_sidecar(path, self._trt.__version__, torch.cuda.get_device_name(dev), f"{major}.{minor}")
+        self.sidecar = checked_sidecar(path, self._trt.__version__, torch.cuda.get_device_name(dev), f"{major}.{minor}")
         self._runtime = self._trt.Runtime(trt_compat.trt_logger(self._trt))
         with torch.cuda.device(dev):
             self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
@@ -251,8 +251,7 @@ class TensorRTBackend(Backend):
     def _make_info(self) -> ModelInfo:
         car = self.sidecar
         features = trt_compat.probe(self._trt)
-        extra = {**car.to_dict(), **car.extra}  # export settings (conf, iou, max_det) at the top level
-        extra["device_memory_bytes"] = trt_compat.engine_device_memory(self._engine, features)
+        extra = {"device_memory_bytes": trt_compat.engine_device_memory(self._engine, features)}
         return ModelInfo(
             names=list(car.names),
             imgsz=car.imgsz,
@@ -263,6 +262,7 @@ class TensorRTBackend(Backend):
             min_batch=self._min_batch,
             inputs=(self._input,),
             outputs=self._outputs,
+            meta=car.meta,
             extra=extra,
         )
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from yolov6_sdk._optional import require
-from yolov6_sdk.artifact.sidecar import recorded_multi_label
+from yolov6_sdk.artifact.meta import read_meta
 from yolov6_sdk.artifact.spec import INPUT_NAME, RAW_OUTPUT_NAME, IOSpec
 from yolov6_sdk.errors import ArtifactError, ConfigError, YOLOv6Error
 from yolov6_sdk.runtime.backends.base import Backend, BackendSpec, ModelInfo
@@ -104,15 +104,19 @@ class TorchBackend(Backend):
         self._dtype = self._torch.float16 if half else self._torch.float32
         dtype_name = "float16" if half else "float32"
         num_classes = loaded.model.num_classes
+        record = {"model": loaded.name, "names": list(loaded.names), "imgsz": [loaded.imgsz] * 2,
+                  "multi_label": loaded.meta.get("multi_label"), "weights_sha256": loaded.sha256}  # fmt: skip
+        meta = read_meta(record, str(self.path))
         self._info = ModelInfo(
             names=list(loaded.names),
             imgsz=(loaded.imgsz, loaded.imgsz),
             end2end=False,
-            multi_label=recorded_multi_label(loaded.meta, False, str(self.path)),
+            multi_label=meta.multi_label_or(False),
             precision="fp16" if half else "fp32",
             inputs=(IOSpec(INPUT_NAME, (None, 3, None, None), dtype_name),),
             outputs=(IOSpec(RAW_OUTPUT_NAME, (None, None, 5 + num_classes), dtype_name),),
-            extra={"model": loaded.name, "source": loaded.source, "sha256": loaded.sha256, **loaded.meta},
+            meta=meta,
+            extra={"source": loaded.source, **loaded.meta},
         )
         LOGGER.info("loaded %s (%s, %s) on %s", self.path, loaded.name, loaded.source, self.device)
 
