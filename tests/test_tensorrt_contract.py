@@ -228,9 +228,9 @@ def test_efficient_nms_limits_are_checked(exports: dict[str, Path], caplog: pyte
     info = builder.inspect_onnx(exports["trt"])
     config = BuildConfig("fp32", (1,), HW, end2end=True)
     with pytest.raises(BuildError, match="top 4096"):
-        builder.check_onnx(config, dataclasses.replace(info, metadata={**info.metadata, "max_det": 5000}))
+        builder.check_onnx(config, dataclasses.replace(info, meta=dataclasses.replace(info.meta, max_det=5000)))
     with caplog.at_level(logging.WARNING, logger="yolov6_sdk.export.tensorrt"):
-        builder.check_onnx(config, dataclasses.replace(info, metadata={**info.metadata, "conf": 0.001}))
+        builder.check_onnx(config, dataclasses.replace(info, meta=dataclasses.replace(info.meta, conf=0.001)))
     assert "sorts only the top 4096" in caplog.text
 
 

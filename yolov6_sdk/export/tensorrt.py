@@ -225,7 +225,7 @@ def check_efficient_nms(info: OnnxInfo) -> None:
     Raises:
         BuildError: ``max_det`` (ONNX metadata) > 4096.
     """
-    max_det, conf = info.metadata.get("max_det"), info.metadata.get("conf")
+    max_det, conf = info.meta.max_det, info.meta.conf
     if isinstance(max_det, int) and max_det > EFFICIENT_NMS_TOPK:
         raise BuildError(
             f"{info.path} asks EfficientNMS_TRT for {max_det} detections per image, but the plugin keeps only the "
