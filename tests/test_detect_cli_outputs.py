@@ -95,7 +95,7 @@ def test_a_camera_index_is_a_camera_and_urls_get_a_file_name(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     assert detect_cli.main(["7", "--model", DEMO, "--device", "cpu", "--no-save"]) == 1  # no camera 7 here
     err = capsys.readouterr().err
-    assert "cannot open video source '7'" in err and "does not exist" not in err
+    assert "camera 7" in err and "source '7' does not exist" not in err  # a camera, not a missing file
     assert _stream_name(0) == "camera0" and _stream_name("rtsp://cam.local/live/front.sdp") == "front"
     assert _stream_name("rtsp://10.0.0.2:554") == "stream"
 

@@ -40,12 +40,13 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hostile_model(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``model`` whose ONNX metadata names its 80 classes with :data:`HOSTILE_NAMES` (cycled, the 10 MB one
-    once, last), without a sidecar."""
+    """``model`` whose ONNX metadata names its 80 classes with :data:`HOSTILE_NAMES` (cycled; instead of the
+    10 MB one, which the metadata reader refuses as too long, the longest it takes: 1000 characters, last),
+    without a sidecar."""
     proto = onnx.load(str(model))
     entry = next(p for p in proto.metadata_props if p.key == "names")
     short = HOSTILE_NAMES[:-1]
-    entry.value = json.dumps([short[i % len(short)] for i in range(79)] + [TEN_MB_NAME])
+    entry.value = json.dumps([short[i % len(short)] for i in range(79)] + ["n" * 1000])
     path = tmp_path_factory.mktemp("hostile") / "hostile.onnx"
     onnx.save(proto, str(path))
     return path

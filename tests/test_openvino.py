@@ -13,8 +13,9 @@ import onnx
 import pytest
 
 from yolov6_sdk.artifact.sidecar import read_sidecar
-from yolov6_sdk.errors import ArtifactError, ConfigError
+from yolov6_sdk.errors import ArtifactError, BuildError, ConfigError
 from yolov6_sdk.export.build import build
+from yolov6_sdk.export.openvino import ir_sidecar, publish_ir, weights_path, write_ir
 from yolov6_sdk.runtime import cpu_choice
 from yolov6_sdk.runtime.backends.openvino import OpenVINOBackend, bf16_supported
 from yolov6_sdk.runtime.detector import Detector
@@ -194,3 +195,14 @@ def test_throughput_mode_gives_the_latency_modes_outputs(arts: SimpleNamespace) 
     assert json.dumps(sorted(latency)) == json.dumps(sorted(throughput))
     for name in latency:
         np.testing.assert_allclose(latency[name], throughput[name], atol=1e-5)
+
+
+def test_an_ir_that_cannot_be_read_back_is_not_published(arts: SimpleNamespace, tmp_path: Path) -> None:
+    built = tmp_path / ".built.xml"
+    write_ir(arts.fp32, built, "fp32")
+    sidecar = ir_sidecar(arts.fp32, built, "fp32")
+    data = weights_path(built).read_bytes()
+    weights_path(built).write_bytes(data[: len(data) // 3])  # the disk filled up while the .bin was written
+    with pytest.raises(BuildError, match="cannot be read back"):
+        publish_ir(built, tmp_path / "model.xml", sidecar)
+    assert not (tmp_path / "model.xml").exists() and not (tmp_path / "model.bin").exists()

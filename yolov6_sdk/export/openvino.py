@@ -58,10 +58,25 @@ def ir_sidecar(source_onnx: str | Path, xml: str | Path, precision: str, **field
     return base.replaced(kind="openvino", precision=precision, source_hashes=hashes)
 
 
+def check_readable(xml: Path) -> None:
+    """Read the IR ``xml`` back (graph and weights) before it is published.
+
+    Raises:
+        BuildError: OpenVINO cannot read it (a short or damaged ``.bin``, a broken ``.xml``).
+    """
+    ov = require("openvino")
+    try:
+        ov.Core().read_model(str(xml))
+    except RuntimeError as exc:
+        raise BuildError(f"the IR written for {xml.name} cannot be read back ({str(exc).strip().splitlines()[0]}); "
+                         "nothing was published: check the disk and build again") from exc  # fmt: skip
+
+
 def publish_ir(built_xml: str | Path, xml: str | Path, sidecar: Sidecar) -> Path:
     """Move the finished IR ``built_xml`` (and its ``.bin``; temporaries beside ``xml``) to ``xml`` in the order of
     the module docstring; returns the sidecar's path."""
     built_xml, xml = Path(built_xml), Path(xml)
+    check_readable(built_xml)
     xml.unlink(missing_ok=True)
     os.replace(weights_path(built_xml), weights_path(xml))
     return publish_artifact(built_xml, xml, sidecar)
