@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,9 @@ def test_python_blocks_run_in_order(scratch: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(scratch)
     namespace: dict[str, object] = {"__name__": "readme"}
     for index, block in enumerate(_blocks("python")):
+        if "yolov6_sdk.serve import Client" in block:
+            _run_client_block(block, index, scratch, namespace)
+            continue
         code = compile(block, f"README.md python block {index}", "exec")
         missing = [module for module in _needs(block) if not available(module)]
         if missing:
@@ -99,6 +103,23 @@ def test_python_blocks_run_in_order(scratch: Path, monkeypatch: pytest.MonkeyPat
     assert (scratch / "results_bus.jpg").is_file() and (scratch / "out.jpg").is_file()
     assert (scratch / "labels" / "bus.txt").is_file() and (scratch / "dets.json").is_file()
     assert namespace["report"].images == 2 and namespace["report"].videos == 1
+
+
+def _run_client_block(block: str, index: int, scratch: Path, namespace: dict[str, object]) -> None:
+    """The serving client's block, against a real yolov6-serve of the scratch model on free local ports (the
+    block's own "localhost:8000" pointed there), asking for the picture the block names."""
+    pytest.importorskip("pytriton", reason="the serve extra runs the server")
+    from serve_helpers import ServerProcess, free_port_block
+
+    shutil.copyfile(scratch / "bus.jpg", scratch / "picture.jpg")
+    port = free_port_block()
+    server = ServerProcess(scratch / "engines" / "yolov6n-int8.onnx", port, scratch / "serve.log")
+    try:
+        server.wait_ready()
+        exec(compile(block.replace("localhost:8000", f"127.0.0.1:{port}"), f"README.md python block {index}", "exec"),
+             namespace)  # fmt: skip
+    finally:
+        assert server.stop() == 0, server.log()
 
 
 def _run_block(block: str, folder: Path) -> list[subprocess.CompletedProcess[str]]:

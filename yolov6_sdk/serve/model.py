@@ -82,15 +82,12 @@ class DetectorModel:
         """One Detector call over ``group`` at ``iou``, then each request's own conf and classes."""
         detector = self.detector
         confs = [detector.conf if options.conf is None else options.conf for _, _, options in group]
-        defaults = (detector.conf, detector.iou, detector.classes)
-        detector.conf, detector.iou, detector.classes = min(confs), iou, None
-        try:
-            results = detector.predict_batch([image for _, image, _ in group])
-        finally:
-            detector.conf, detector.iou, detector.classes = defaults
+        every_class = list(range(len(detector.names)))  # the per-request classes are applied below
+        results = detector.predict_batch([image for _, image, _ in group], conf=min(confs), iou=iou,
+                                         classes=every_class)  # fmt: skip
         kept = []
         for result, conf, (_, _, options) in zip(results, confs, group, strict=True):
-            classes = options.classes if options.classes is not None else defaults[2]
+            classes = options.classes if options.classes is not None else detector.classes
             keep = result.scores > conf
             if classes is not None:
                 keep &= np.isin(result.class_ids, classes)
