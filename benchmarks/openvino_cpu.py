@@ -44,7 +44,7 @@ from yolov6_sdk.machine import cpu_features, cpu_model  # noqa: E402
 from yolov6_sdk.models import build_model, fuse  # noqa: E402
 from yolov6_sdk.runtime.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
 from yolov6_sdk.runtime.backends.openvino import OpenVINOBackend  # noqa: E402
-from yolov6_sdk.runtime.cpu_choice import probe  # noqa: E402
+from yolov6_sdk.runtime.cpu_choice import SETTLE_S, probe  # noqa: E402
 from yolov6_sdk.runtime.detector import Detector  # noqa: E402
 from yolov6_sdk.training.datagen import make_image  # noqa: E402
 
@@ -165,6 +165,7 @@ def interleaved(cells: dict[str, object], rounds: int, per_call: dict[str, int] 
         run()  # warm-up
     for _ in range(rounds):
         for key, run in cells.items():
+            time.sleep(SETTLE_S)  # let the previous cell's runtime threads stop spinning
             start = time.perf_counter()
             run()
             samples[key].append((time.perf_counter() - start) * 1e3 / per_call.get(key, 1))

@@ -40,6 +40,7 @@ from yolov6_sdk.export import calibration, ort_quant
 from yolov6_sdk.export.onnx import ExportOptions, export_onnx
 from yolov6_sdk.machine import cpu_features, cpu_model
 from yolov6_sdk.models import build_model, fuse
+from yolov6_sdk.runtime.cpu_choice import SETTLE_S
 from yolov6_sdk.runtime.detector import Detector
 from yolov6_sdk.training.datagen import generate_dataset
 from yolov6_sdk.weights import load
@@ -109,6 +110,7 @@ def speed(name: str, work: Path, rounds: int, threads: int) -> dict[str, dict[st
         request.infer({0: x})
     for _ in range(rounds):
         for label, request in requests.items():
+            time.sleep(SETTLE_S)  # let the previous model's threads stop spinning
             start = time.perf_counter()
             request.infer({0: x})
             samples[label].append((time.perf_counter() - start) * 1e3)

@@ -34,6 +34,8 @@ LOGGER = logging.getLogger(__name__)
 RECORD_KEY = "cpu_runtime"
 WARMUP_RUNS = 2
 TIMED_ROUNDS = 7  # interleaved rounds: one run of each candidate per round
+SETTLE_S = 0.05  # pause before each timed run: a runtime's threads spin a while after a run and slow the next
+# runtime's run by up to 1.7x (two ONNX Runtime sessions back to back: 90 ms each; 50 ms apart: 52 ms, as alone)
 
 _probed: dict[tuple[str, int, int, str], CpuChoice] = {}  # (path, size, mtime_ns, cpu) -> choice, this process
 
@@ -97,6 +99,7 @@ def _time_interleaved(backends: dict[str, Any]) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in backends}
     for _ in range(TIMED_ROUNDS):
         for name, backend in backends.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             backend.infer(feeds[name])
             samples[name].append((time.perf_counter() - start) * 1000 / len(feeds[name]))
