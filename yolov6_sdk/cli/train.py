@@ -47,31 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="start from this checkpoint (ours or an official .pt); matching tensors only")
     p.add_argument("--resume", metavar="LAST_PT", help="continue the run of this last.pt from its last epoch")
     p.add_argument("--seed", type=int, help="seed of initial weights, shuffling and augmentation (default 0)")
-    hyp = p.add_argument_group("hyper-parameters (official defaults)")
-    hyp.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (official) or adamw (short runs)")
-    hyp.add_argument("--lr0", type=float,
-                     help="initial lr before batch scaling (SGD: yolov6n 0.02, Lite 0.4, others 0.01; AdamW 0.008)")  # fmt: skip
-    hyp.add_argument("--lrf", type=float, help="final lr fraction of the cosine schedule (0.01)")
-    hyp.add_argument("--momentum", type=float, help="SGD momentum or AdamW beta1 (0.937; Lite 0.9)")
-    hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4; Lite 4e-5)")
-    hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
-    hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
-    hyp.add_argument("--min-warmup-iters", type=int, help="minimum warm-up iterations (1000; lower for short runs)")
-    hyp.add_argument(
-        "--ema-decay",
-        type=float,
-        help="EMA decay (0.9999, a window of ~10 000 steps; 0.999 for runs of a few thousand steps)",
-    )
-    hyp.add_argument("--ema-tau", type=float, help="EMA ramp in optimiser steps (2000; lower for short runs)")
-    hyp.add_argument("--eval-interval", type=int, help="evaluate every N epochs (20; every 3 in the last 50)")
-    hyp.add_argument("--iou-type", choices=["giou", "siou", "ciou", "diou", "iou"], help="box loss (model's)")
-    hyp.add_argument("--atss-warmup-epochs", type=int, help="epochs assigned by ATSS before TAL (0; P6 and Lite 4)")
-    hyp.add_argument("--close-mosaic-epochs", type=int, help="last epochs without mosaic (min(15, epochs // 4))")
-    hyp.add_argument("--mosaic", type=float, help="mosaic probability (1.0)")
-    hyp.add_argument("--mixup", type=float, help="mixup probability (0.0; 0.1 for yolov6m/l)")
-    hyp.add_argument("--scale", type=float, help="random zoom in [1 - scale, 1 + scale] (0.5)")
-    hyp.add_argument("--translate", type=float, help="random shift, fraction of the image size (0.1)")
-    hyp.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
+    _add_hyper_parameters(p)
     kd = p.add_argument_group("self-distillation")
     kd.add_argument("--distill", action="store_true", help="distil from --teacher")
     kd.add_argument("--teacher", help="teacher checkpoint: the same or a larger config trained on the same data")
@@ -99,6 +75,35 @@ def _parser() -> argparse.ArgumentParser:
     qat.add_argument("--cwd-temperature", type=float, help="channel-wise distillation temperature (1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     return p
+
+
+def _add_hyper_parameters(p: argparse.ArgumentParser) -> None:
+    """The recipe's hyper-parameters; each defaults to the official value for the model (in parentheses)."""
+    hyp = p.add_argument_group("hyper-parameters (official defaults)")
+    hyp.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd (official) or adamw (short runs)")
+    hyp.add_argument("--lr0", type=float,
+                     help="initial lr before batch scaling (SGD: yolov6n 0.02, Lite 0.4, others 0.01; AdamW 0.008)")  # fmt: skip
+    hyp.add_argument("--lrf", type=float, help="final lr fraction of the cosine schedule (0.01)")
+    hyp.add_argument("--momentum", type=float, help="SGD momentum or AdamW beta1 (0.937; Lite 0.9)")
+    hyp.add_argument("--weight-decay", type=float, help="weight decay before batch scaling (5e-4; Lite 4e-5)")
+    hyp.add_argument("--nominal-batch", type=int, help="gradients accumulate up to this batch (64)")
+    hyp.add_argument("--warmup-epochs", type=float, help="warm-up length in epochs (3)")
+    hyp.add_argument("--min-warmup-iters", type=int, help="minimum warm-up iterations (1000; lower for short runs)")
+    hyp.add_argument(
+        "--ema-decay",
+        type=float,
+        help="EMA decay (0.9999, a window of ~10 000 steps; 0.999 for runs of a few thousand steps)",
+    )
+    hyp.add_argument("--ema-tau", type=float, help="EMA ramp in optimiser steps (2000; lower for short runs)")
+    hyp.add_argument("--eval-interval", type=int, help="evaluate every N epochs (20; every 3 in the last 50)")
+    hyp.add_argument("--iou-type", choices=["giou", "siou", "ciou", "diou", "iou"], help="box loss (model's)")
+    hyp.add_argument("--atss-warmup-epochs", type=int, help="epochs assigned by ATSS before TAL (0; P6 and Lite 4)")
+    hyp.add_argument("--close-mosaic-epochs", type=int, help="last epochs without mosaic (min(15, epochs // 4))")
+    hyp.add_argument("--mosaic", type=float, help="mosaic probability (1.0)")
+    hyp.add_argument("--mixup", type=float, help="mixup probability (0.0; 0.1 for yolov6m/l)")
+    hyp.add_argument("--scale", type=float, help="random zoom in [1 - scale, 1 + scale] (0.5)")
+    hyp.add_argument("--translate", type=float, help="random shift, fraction of the image size (0.1)")
+    hyp.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
 
 
 def _config(args: argparse.Namespace) -> object:
