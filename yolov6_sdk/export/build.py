@@ -269,17 +269,21 @@ def _finish_onnx(state: _State, onnx_path: Path, work: Path) -> Path:
         copy_self_contained(onnx_path, work)
     built = plan.artifact if onnx_path == plan.artifact else work
     read_model_proto(built)  # what is published parses, and keeps no data outside its folder
-    sidecar = onnx_sidecar(
-        built,
-        precision=plan.precision,
-        calibration_method=plan.calib_method if plan.precision == "int8" else "",
-        calibration_images=state.calibration_images,
-        source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
-    )
+    sidecar = onnx_sidecar(built, precision=plan.precision, **_sidecar_fields(state))
     sidecar = sidecar.replaced(extra=_sidecar_extra(state))
     if built == plan.artifact:  # an export reused in place: the artifact stays, its sidecar is (re)written
         return write_sidecar(dataclasses.replace(sidecar, artifact_sha256=file_sha256(built)), plan.artifact)
     return publish_artifact(work, plan.artifact, sidecar)
+
+
+def _sidecar_fields(state: _State) -> dict[str, Any]:
+    """The sidecar fields every artifact kind records the same way: calibration and source hashes."""
+    plan = state.plan
+    return {
+        "calibration_method": plan.calib_method if plan.precision == "int8" else "",
+        "calibration_images": state.calibration_images,
+        "source_hashes": {"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
+    }
 
 
 def _sidecar_extra(state: _State) -> dict[str, Any]:
@@ -301,12 +305,7 @@ def _finish_ir(state: _State, onnx_path: Path, work: Path) -> Path:
     plan, started = state.plan, time.perf_counter()
     write_ir(onnx_path, work, plan.precision)
     state.timed("convert", started)
-    sidecar = ir_sidecar(
-        onnx_path, work, plan.precision,
-        calibration_method=plan.calib_method if plan.precision == "int8" else "",
-        calibration_images=state.calibration_images,
-        source_hashes={"source": plan.source_sha256, **({"source_onnx": plan.source_sha256} if plan.onnx else {})},
-    )  # fmt: skip
+    sidecar = ir_sidecar(onnx_path, work, plan.precision, **_sidecar_fields(state))
     extra = {**_sidecar_extra(state), "openvino_version": openvino.__version__}
     return publish_ir(work, plan.artifact, sidecar.replaced(extra=extra))
 
