@@ -11,6 +11,7 @@ import torch
 from conftest import randomize_model
 from test_official_families import CSP_NAMES, LITE_NAMES, write_release
 from test_weights import assert_same_outputs, prepared, run
+from test_zoo_qarep_mbla import QA_MBLA_LAYOUT
 from torch import nn
 
 from yolov6_sdk.models import build_model, fuse
@@ -112,9 +113,9 @@ OFFICIAL_LAYOUT: dict[str, tuple[int, dict[str, tuple[int, ...]]]] = {
 }
 
 
-@pytest.mark.parametrize("name", list(OFFICIAL_LAYOUT))
+@pytest.mark.parametrize("name", [*OFFICIAL_LAYOUT, *QA_MBLA_LAYOUT])
 def test_state_dict_matches_the_official_layout_table(name: str) -> None:
-    count, samples = OFFICIAL_LAYOUT[name]
+    count, samples = {**OFFICIAL_LAYOUT, **QA_MBLA_LAYOUT}[name]
     with torch.device("meta"):
         state = build_model(name).state_dict()
     assert len(state) == count
